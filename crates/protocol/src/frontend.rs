@@ -1,0 +1,142 @@
+//! Messages sent by clients (frontends): their type bytes, and the
+//! authentication responses the proxy reads from clients and writes to
+//! servers. Everything else a client sends is relayed as bytes.
+
+use bytes::BytesMut;
+
+use crate::reader::BodyReader;
+use crate::{FrameWriter, ProtocolError};
+
+/// Type bytes of frontend messages. The same byte means different things in
+/// the other direction (`D` is Describe here, DataRow from a server).
+pub mod tag {
+    /// Bind.
+    pub const BIND: u8 = b'B';
+    /// Close a prepared statement or portal.
+    pub const CLOSE: u8 = b'C';
+    /// CopyData.
+    pub const COPY_DATA: u8 = b'd';
+    /// CopyDone.
+    pub const COPY_DONE: u8 = b'c';
+    /// CopyFail.
+    pub const COPY_FAIL: u8 = b'f';
+    /// Describe.
+    pub const DESCRIBE: u8 = b'D';
+    /// Execute.
+    pub const EXECUTE: u8 = b'E';
+    /// Flush.
+    pub const FLUSH: u8 = b'H';
+    /// FunctionCall.
+    pub const FUNCTION_CALL: u8 = b'F';
+    /// Parse.
+    pub const PARSE: u8 = b'P';
+    /// PasswordMessage, SASLInitialResponse and SASLResponse share this byte.
+    pub const PASSWORD: u8 = b'p';
+    /// Simple query.
+    pub const QUERY: u8 = b'Q';
+    /// Sync.
+    pub const SYNC: u8 = b'S';
+    /// Terminate.
+    pub const TERMINATE: u8 = b'X';
+}
+
+/// SASLInitialResponse: the mechanism chosen and the client-first-message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslInitialResponse {
+    /// E.g. `SCRAM-SHA-256`.
+    pub mechanism: String,
+    /// Mechanism data; empty when the client sent length -1.
+    pub data: Vec<u8>,
+}
+
+impl SaslInitialResponse {
+    /// Parses the body of a `p` message sent in answer to AuthenticationSASL.
+    pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = BodyReader::new(body, "SASLInitialResponse");
+        let mechanism = r.cstr("mechanism name")?.to_owned();
+        let len = r.i32("data length")?;
+        let data = if len < 0 {
+            Vec::new()
+        } else {
+            r.bytes(len as usize, "data")?.to_vec()
+        };
+        r.finish()?;
+        Ok(SaslInitialResponse { mechanism, data })
+    }
+
+    /// Appends the encoded message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut w = FrameWriter::tagged(out, tag::PASSWORD);
+        w.cstr(&self.mechanism)
+            .i32(self.data.len() as i32)
+            .bytes(&self.data);
+        w.finish();
+    }
+}
+
+/// Appends a SASLResponse (`p` carrying raw mechanism data) to `out`.
+pub fn encode_sasl_response(data: &[u8], out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::PASSWORD);
+    w.bytes(data);
+    w.finish();
+}
+
+/// Parses a PasswordMessage body: one NUL-terminated string (cleartext
+/// password or `md5…` response).
+pub fn parse_password(body: &[u8]) -> Result<&str, ProtocolError> {
+    let mut r = BodyReader::new(body, "PasswordMessage");
+    let password = r.cstr("password")?;
+    r.finish()?;
+    Ok(password)
+}
+
+/// Appends a PasswordMessage to `out`.
+pub fn encode_password(password: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::PASSWORD);
+    w.cstr(password);
+    w.finish();
+}
+
+/// Appends a Terminate message to `out`.
+pub fn encode_terminate(out: &mut BytesMut) {
+    FrameWriter::tagged(out, tag::TERMINATE).finish();
+}
+
+/// Appends a simple Query message to `out`.
+pub fn encode_query(sql: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::QUERY);
+    w.cstr(sql);
+    w.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Frame;
+
+    #[test]
+    fn sasl_initial_response_round_trips() {
+        let msg = SaslInitialResponse {
+            mechanism: "SCRAM-SHA-256".into(),
+            data: b"n,,n=,r=abc".to_vec(),
+        };
+        let mut out = BytesMut::new();
+        msg.encode(&mut out);
+        let frame = Frame::decode(&mut out, 1024).unwrap().unwrap();
+        assert_eq!(SaslInitialResponse::parse(&frame.body).unwrap(), msg);
+    }
+
+    #[test]
+    fn sasl_initial_response_with_a_lying_length_is_malformed() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&100i32.to_be_bytes());
+        body.extend_from_slice(b"short");
+        assert!(SaslInitialResponse::parse(&body).is_err());
+    }
+
+    #[test]
+    fn password_message_needs_its_terminator() {
+        assert_eq!(parse_password(b"secret\0").unwrap(), "secret");
+        assert!(parse_password(b"secret").is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Finds frame boundaries in a byte stream that is being relayed.
+//!
+//! The relay forwards bytes as soon as they arrive, even when a frame is only
+//! partly received (a 100 MB `CopyData` or `DataRow` is never buffered
+//! whole). The scanner walks frame headers, remembers how much of the current
+//! frame is still to come, and hands the caller the complete body of only
+//! those frames it asked to see (small control messages such as
+//! `ReadyForQuery`). Nothing is copied: the caller relays `buf[..relay_upto]`.
+
+use std::ops::ControlFlow;
+
+use crate::frame::{Frame, HEADER_LEN};
+use crate::ProtocolError;
+
+/// Streaming frame scanner for one direction of one connection.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    /// Bytes of the current frame that were announced but not yet seen.
+    skip: usize,
+    /// Largest frame accepted, in bytes (length field).
+    max_len: usize,
+}
+
+/// Outcome of one [`Scanner::scan`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes at the front of the buffer that may be relayed now. The rest is
+    /// the start of a frame the scanner must see more of.
+    pub relay_upto: usize,
+    /// True when the callback stopped the scan; the frame it stopped at is
+    /// included in `relay_upto`.
+    pub stopped: bool,
+}
+
+impl Scanner {
+    /// A scanner that rejects frames longer than `max_len` bytes.
+    pub fn new(max_len: usize) -> Self {
+        Scanner { skip: 0, max_len }
+    }
+
+    /// True when the scanner is between frames.
+    pub fn at_boundary(&self) -> bool {
+        self.skip == 0
+    }
+
+    /// Scans `buf` from its start; `buf` must begin where the previous scan's
+    /// `relay_upto` ended.
+    ///
+    /// `on_frame(tag, body)` is called once per frame, when its header is
+    /// seen. `body` is `Some` only for tags where `wants_body(tag)` is true,
+    /// and those frames are reported only once complete. The callback may
+    /// return `Break` to stop after that frame.
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        wants_body: impl Fn(u8) -> bool,
+        mut on_frame: impl FnMut(u8, Option<&[u8]>) -> ControlFlow<()>,
+    ) -> Result<Scanned, ProtocolError> {
+        let mut pos = 0;
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            self.skip -= n;
+            pos = n;
+        }
+        while self.skip == 0 {
+            let Some((tag, total)) = Frame::peek_header(&buf[pos..], self.max_len)? else {
+                break;
+            };
+            let available = buf.len() - pos;
+            if wants_body(tag) {
+                if available < total {
+                    break;
+                }
+                let body = &buf[pos + HEADER_LEN..pos + total];
+                pos += total;
+                if on_frame(tag, Some(body)).is_break() {
+                    return Ok(Scanned {
+                        relay_upto: pos,
+                        stopped: true,
+                    });
+                }
+            } else {
+                let flow = on_frame(tag, None);
+                if available >= total {
+                    pos += total;
+                } else {
+                    self.skip = total - available;
+                    pos = buf.len();
+                }
+                if flow.is_break() {
+                    return Ok(Scanned {
+                        relay_upto: pos,
+                        stopped: true,
+                    });
+                }
+            }
+        }
+        Ok(Scanned {
+            relay_upto: pos,
+            stopped: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use rand::{Rng, SeedableRng};
+
+    use crate::FrameWriter;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        let mut w = FrameWriter::tagged(&mut out, tag);
+        w.bytes(body);
+        w.finish();
+        out.to_vec()
+    }
+
+    /// Feeds `stream` to a scanner in the given chunk sizes, relaying like
+    /// the proxy does, and returns (tags seen, bodies of `Z` frames, bytes
+    /// relayed).
+    fn run(stream: &[u8], chunks: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
+        let mut scanner = Scanner::new(1 << 20);
+        let mut pending = Vec::new();
+        let mut relayed = Vec::new();
+        let mut tags = Vec::new();
+        let mut bodies = Vec::new();
+        let mut offset = 0;
+        for &size in chunks.iter().chain(std::iter::repeat(&7)) {
+            if offset >= stream.len() {
+                break;
+            }
+            let end = (offset + size).min(stream.len());
+            pending.extend_from_slice(&stream[offset..end]);
+            offset = end;
+            let scanned = scanner
+                .scan(
+                    &pending,
+                    |t| t == b'Z',
+                    |t, body| {
+                        tags.push(t);
+                        if let Some(b) = body {
+                            bodies.push(b.to_vec());
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )
+                .unwrap();
+            relayed.extend(pending.drain(..scanned.relay_upto));
+        }
+        (tags, bodies, relayed)
+    }
+
+    #[test]
+    fn relays_everything_and_sees_each_frame_once_whatever_the_chunking() {
+        let mut stream = Vec::new();
+        stream.extend(frame(b'T', b"rowdesc"));
+        stream.extend(frame(b'D', &vec![9u8; 5000]));
+        stream.extend(frame(b'C', b"SELECT 1\0"));
+        stream.extend(frame(b'Z', b"I"));
+        stream.extend(frame(b'D', b""));
+        stream.extend(frame(b'Z', b"T"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let chunks: Vec<usize> = (0..64).map(|_| rng.gen_range(1..40)).collect();
+            let (tags, bodies, relayed) = run(&stream, &chunks);
+            assert_eq!(tags, b"TDCZDZ");
+            assert_eq!(bodies, vec![b"I".to_vec(), b"T".to_vec()]);
+            assert_eq!(relayed, stream);
+        }
+    }
+
+    #[test]
+    fn large_frames_are_relayed_before_they_are_complete() {
+        let stream = frame(b'd', &vec![1u8; 100_000]);
+        let mut scanner = Scanner::new(1 << 20);
+        let scanned = scanner
+            .scan(&stream[..1000], |_| false, |_, _| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(scanned.relay_upto, 1000);
+        assert!(!scanner.at_boundary());
+    }
+
+    #[test]
+    fn break_stops_after_the_frame() {
+        let mut stream = frame(b'Q', b"select 1\0");
+        stream.extend(frame(b'X', b""));
+        stream.extend(frame(b'Q', b"select 2\0"));
+        let mut scanner = Scanner::new(1 << 20);
+        let scanned = scanner
+            .scan(
+                &stream,
+                |_| true,
+                |t, _| {
+                    if t == b'X' {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            )
+            .unwrap();
+        assert!(scanned.stopped);
+        assert_eq!(scanned.relay_upto, 14 + 5);
+    }
+
+    #[test]
+    fn a_bad_length_is_an_error() {
+        let mut scanner = Scanner::new(1 << 20);
+        let err = scanner
+            .scan(b"Q\0\0\0\x01", |_| false, |_, _| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert!(matches!(err, ProtocolError::LengthTooSmall { .. }));
+    }
+}
