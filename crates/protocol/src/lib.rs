@@ -19,7 +19,7 @@
 //!   proxy reads or writes.
 //! - [`scan`]: a streaming scanner that finds frame boundaries in relayed
 //!   bytes without copying them.
-//! - [`error`]: [`ProtocolError`].
+//! - [`error`]: the [`ProtocolError`] type.
 
 pub mod backend;
 pub mod error;
