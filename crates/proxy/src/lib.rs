@@ -1,0 +1,34 @@
+//! The understudy proxy: applications connect to it as if it were
+//! PostgreSQL, and it relays their sessions to the current primary.
+//!
+//! Each client connection is one tokio task ([`session`]) that owns the
+//! client socket and its backend connection. Sessions share only the
+//! topology (where the primary is), the cancel map and the counters.
+//!
+//! # Layout
+//! - [`listener`]: accepts clients, applies the connection limit, spawns sessions.
+//! - [`session`]: startup, authentication, opening the backend, then the relay.
+//! - [`client_auth`]: SCRAM-SHA-256 / md5 / trust towards clients.
+//! - [`secrets`]: role secrets from `[[users]]` or from the server (passthrough).
+//! - [`backend`]: opening and authenticating a backend connection.
+//! - [`relay`]: the byte relay between client and backend (the hot path).
+//! - [`cancel`]: proxy cancel keys → backend cancel keys.
+//! - [`conn`]: a buffered socket for message-by-message exchanges.
+//! - [`topology`]: the current primary, as a `watch` channel.
+//! - [`metrics`]: counters for `/metrics`.
+//! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
+
+pub mod backend;
+pub mod cancel;
+pub mod client_auth;
+pub mod conn;
+pub mod error;
+pub mod listener;
+pub mod metrics;
+pub mod relay;
+pub mod secrets;
+pub mod session;
+pub mod topology;
+
+pub use listener::{start, ProxyHandle, StartError};
+pub use topology::{BackendAddr, Topology, TopologyRx, TopologyTx};

@@ -1,0 +1,141 @@
+//! The client-facing listener: accepts connections, enforces
+//! `max_client_connections`, and spawns one session task per client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use understudy_config::Config;
+use understudy_protocol::backend::{sqlstate, ErrorFields, Severity};
+
+use crate::cancel::CancelMap;
+use crate::metrics::{self, ProxyMetrics};
+use crate::secrets::SecretStore;
+use crate::session::{self, ProxyContext};
+use crate::topology::TopologyRx;
+
+/// The proxy could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The listen address is unavailable.
+    #[error("cannot listen on {addr}: {source} (is another process using it? change proxy.listen or --port)")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    local_addr: SocketAddr,
+    metrics: Arc<ProxyMetrics>,
+    cancel: Arc<CancelMap>,
+    stop: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// The address clients connect to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The proxy's counters.
+    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Sessions holding a cancel key, i.e. open sessions.
+    pub fn open_sessions(&self) -> usize {
+        self.cancel.len()
+    }
+
+    /// Stops accepting connections. Open sessions continue until their
+    /// clients leave or the process exits.
+    pub async fn stop_accepting(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accept_task.await;
+    }
+}
+
+/// Binds `config.proxy.listen` and starts accepting clients.
+pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHandle, StartError> {
+    let addr = config.proxy.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let metrics = Arc::new(ProxyMetrics::default());
+    let cancel = Arc::new(CancelMap::default());
+    let ctx = Arc::new(ProxyContext {
+        secrets: SecretStore::new(Arc::clone(&config), topology.clone()),
+        config: Arc::clone(&config),
+        topology,
+        cancel: Arc::clone(&cancel),
+        metrics: Arc::clone(&metrics),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let accept_task = tokio::spawn(accept_loop(listener, ctx, stopped));
+    tracing::info!(%local_addr, "proxy listening");
+    Ok(ProxyHandle {
+        local_addr,
+        metrics,
+        cancel,
+        stop,
+        accept_task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, mut stopped: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(ctx.config.proxy.max_client_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors or a similar transient condition:
+                // back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        metrics::inc(&ctx.metrics.connections_total);
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics::inc(&ctx.metrics.connections_refused_total);
+            tokio::spawn(refuse_too_many(stream, ctx.config.proxy.max_client_connections));
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            metrics::inc(&ctx.metrics.connections_active);
+            session::serve(stream, peer, Arc::clone(&ctx)).await;
+            metrics::dec(&ctx.metrics.connections_active);
+            drop(slot);
+        });
+    }
+}
+
+async fn refuse_too_many(mut stream: TcpStream, limit: usize) {
+    let mut out = BytesMut::new();
+    ErrorFields::new(
+        Severity::Fatal,
+        sqlstate::TOO_MANY_CONNECTIONS,
+        format!("sorry, too many clients already (understudy proxy.max_client_connections = {limit})"),
+    )
+    .encode_error(&mut out);
+    let _ = stream.write_all(&out).await;
+}

@@ -1,0 +1,86 @@
+//! Process-wide counters of the proxy, rendered in the Prometheus text
+//! format by the admin endpoint. Relaxed atomics: each counter is
+//! independent and read only for reporting.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters and gauges shared by all sessions.
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// Client connections accepted.
+    pub connections_total: AtomicU64,
+    /// Client connections open now (gauge).
+    pub connections_active: AtomicU64,
+    /// Sessions that completed startup and reached the relay.
+    pub sessions_total: AtomicU64,
+    /// Sessions relaying now (gauge).
+    pub sessions_active: AtomicU64,
+    /// Bytes received from clients.
+    pub client_bytes_in: AtomicU64,
+    /// Bytes received from servers.
+    pub server_bytes_in: AtomicU64,
+    /// Simple queries and Execute messages from clients.
+    pub queries_total: AtomicU64,
+    /// ErrorResponses sent by servers to clients.
+    pub server_errors_total: AtomicU64,
+    /// Failed client authentications.
+    pub auth_failures_total: AtomicU64,
+    /// Client connections refused because of `max_client_connections`.
+    pub connections_refused_total: AtomicU64,
+    /// Failed attempts to open a backend connection.
+    pub backend_connect_errors_total: AtomicU64,
+    /// Client protocol violations.
+    pub client_protocol_errors_total: AtomicU64,
+    /// Cancel requests received.
+    pub cancel_requests_total: AtomicU64,
+    /// Cancel requests forwarded to a server.
+    pub cancel_forwarded_total: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Subtracts one from a gauge.
+pub fn dec(gauge: &AtomicU64) {
+    gauge.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl ProxyMetrics {
+    /// Sessions relaying now.
+    pub fn sessions_active(&self) -> u64 {
+        self.sessions_active.load(Ordering::Relaxed)
+    }
+
+    /// Appends every metric in the Prometheus text exposition format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let metrics: [(&str, &str, &str, &AtomicU64); 14] = [
+            ("understudy_client_connections_total", "counter", "Client connections accepted.", &self.connections_total),
+            ("understudy_client_connections", "gauge", "Client connections open now.", &self.connections_active),
+            ("understudy_sessions_total", "counter", "Sessions that completed startup.", &self.sessions_total),
+            ("understudy_sessions", "gauge", "Sessions relaying now.", &self.sessions_active),
+            ("understudy_client_bytes_total", "counter", "Bytes received from clients.", &self.client_bytes_in),
+            ("understudy_server_bytes_total", "counter", "Bytes received from servers.", &self.server_bytes_in),
+            ("understudy_queries_total", "counter", "Simple queries and Execute messages relayed.", &self.queries_total),
+            ("understudy_server_errors_total", "counter", "ErrorResponses relayed from servers.", &self.server_errors_total),
+            ("understudy_auth_failures_total", "counter", "Failed client authentications.", &self.auth_failures_total),
+            ("understudy_connections_refused_total", "counter", "Connections refused by max_client_connections.", &self.connections_refused_total),
+            ("understudy_backend_connect_errors_total", "counter", "Failed backend connection attempts.", &self.backend_connect_errors_total),
+            ("understudy_client_protocol_errors_total", "counter", "Malformed messages from clients.", &self.client_protocol_errors_total),
+            ("understudy_cancel_requests_total", "counter", "Cancel requests received.", &self.cancel_requests_total),
+            ("understudy_cancel_forwarded_total", "counter", "Cancel requests forwarded to a server.", &self.cancel_forwarded_total),
+        ];
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
+}
