@@ -1,0 +1,149 @@
+//! The admin endpoint: a small HTTP/1.1 server with `GET /status` (JSON:
+//! nodes, proxy, sessions) and `GET /metrics` (Prometheus text). It listens
+//! on loopback by default; when a token is configured every request must
+//! carry `Authorization: Bearer <token>`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use understudy_proxy::metrics::ProxyMetrics;
+
+/// One database node as `/status` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// Node name.
+    pub name: String,
+    /// `primary`, `standby`, or `down`.
+    pub role: String,
+    /// TCP port.
+    pub port: u16,
+    /// Postmaster pid, when the node runs on this machine.
+    pub pid: Option<i32>,
+    /// Data directory, when the node runs on this machine.
+    pub data_dir: Option<String>,
+    /// Bytes of WAL the node is behind the primary (standbys).
+    pub lag_bytes: Option<u64>,
+}
+
+/// Produces the node list of `/status`.
+pub type NodesFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<NodeReport>> + Send>> + Send + Sync>;
+
+/// What the admin endpoint reports on.
+pub struct AdminState {
+    /// The proxy's client port.
+    pub proxy_port: u16,
+    /// The proxy's counters.
+    pub metrics: Arc<ProxyMetrics>,
+    /// Node reports.
+    pub nodes: NodesFn,
+    /// Required bearer token; empty means none.
+    pub token: String,
+}
+
+#[derive(Serialize)]
+struct StatusDoc {
+    nodes: Vec<NodeReport>,
+    proxy: ProxyDoc,
+}
+
+#[derive(Serialize)]
+struct ProxyDoc {
+    port: u16,
+    sessions: u64,
+}
+
+/// Binds `addr` and serves requests until the process ends.
+pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(req, Arc::clone(&state)));
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "admin connection ended");
+                }
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !state.token.is_empty() {
+        let expected = format!("Bearer {}", state.token);
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return Ok(text(StatusCode::UNAUTHORIZED, "missing or wrong admin token\n".into()));
+        }
+    }
+    if req.method() != Method::GET {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n".into()));
+    }
+    Ok(match req.uri().path() {
+        "/status" => {
+            let doc = StatusDoc {
+                nodes: (state.nodes)().await,
+                proxy: ProxyDoc {
+                    port: state.proxy_port,
+                    sessions: state.metrics.sessions_active(),
+                },
+            };
+            match serde_json::to_string_pretty(&doc) {
+                Ok(json) => Response::builder()
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(json)))
+                    .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, String::new())),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
+        "/metrics" => {
+            let mut out = String::new();
+            state.metrics.render_prometheus(&mut out);
+            for node in (state.nodes)().await {
+                let up = u8::from(node.role != "down");
+                out.push_str(&format!(
+                    "understudy_backend_up{{node=\"{}\",role=\"{}\"}} {up}\n",
+                    node.name, node.role
+                ));
+                if let Some(lag) = node.lag_bytes {
+                    out.push_str(&format!("understudy_backend_lag_bytes{{node=\"{}\"}} {lag}\n", node.name));
+                }
+            }
+            text(StatusCode::OK, out)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /status or /metrics\n".into()),
+    })
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

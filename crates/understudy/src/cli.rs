@@ -1,0 +1,94 @@
+//! Command-line interface: the subcommands and their flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// understudy: a PostgreSQL proxy that moves client sessions to another
+/// server when the primary fails, without the clients noticing.
+#[derive(Debug, Parser)]
+#[command(name = "understudy", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start an embedded primary + streaming standby behind the proxy, in the foreground.
+    Up(UpArgs),
+    /// Run the proxy alone in front of the servers listed in a configuration file.
+    Run(RunArgs),
+    /// Show nodes, proxy and sessions of a running instance.
+    Status(StatusArgs),
+    /// Benchmark direct PostgreSQL, understudy and PgBouncer side by side with pgbench.
+    Bench(BenchArgs),
+}
+
+/// `understudy up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory that holds the cluster's state, credentials and (when reachable) data.
+    #[arg(long, default_value = "./.understudy", env = "UNDERSTUDY_DIR")]
+    pub dir: PathBuf,
+    /// Port clients connect to (on 127.0.0.1).
+    #[arg(long, default_value_t = 6543)]
+    pub port: u16,
+    /// Port of the admin endpoint (on 127.0.0.1); default: the proxy port + 1.
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+}
+
+/// `understudy run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (TOML); see docs/config.md.
+    #[arg(long, short, env = "UNDERSTUDY_CONFIG")]
+    pub config: PathBuf,
+    /// Overrides proxy.listen.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Overrides admin.listen.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// `understudy status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Directory of an `understudy up` instance.
+    #[arg(long, default_value = "./.understudy", env = "UNDERSTUDY_DIR")]
+    pub dir: PathBuf,
+    /// Admin endpoint address (host:port) of an `understudy run` instance; overrides --dir.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Admin token, when the endpoint requires one.
+    #[arg(long, env = "UNDERSTUDY_ADMIN_TOKEN")]
+    pub token: Option<String>,
+    /// Print the raw JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `understudy bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds each pgbench run lasts.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u32,
+    /// pgbench clients (-c).
+    #[arg(long, default_value_t = 8)]
+    pub clients: u32,
+    /// pgbench threads (-j).
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// pgbench scale factor for initialisation (-s).
+    #[arg(long, default_value_t = 10)]
+    pub scale: u32,
+    /// Directory for report.json and report.md.
+    #[arg(long, default_value = "./bench-out")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,148 @@
+//! Finding the primary among the servers of `understudy run`: every server
+//! is asked `pg_is_in_recovery()` over a control connection, the one that is
+//! not in recovery is published as the primary, and the answers are kept for
+//! `/status`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use understudy_config::{Config, Server};
+use understudy_proxy::{BackendAddr, Topology, TopologyTx};
+
+use crate::admin::NodeReport;
+
+/// How often every server is asked.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The latest answers of every server, by name.
+#[derive(Default)]
+pub struct Observed {
+    nodes: Mutex<HashMap<String, NodeReport>>,
+}
+
+impl Observed {
+    /// Reports in configuration order.
+    pub fn reports(&self, servers: &[Server]) -> Vec<NodeReport> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        servers
+            .iter()
+            .filter_map(|s| nodes.get(&s.name).cloned())
+            .collect()
+    }
+}
+
+/// Polls the servers for as long as the process runs.
+pub fn spawn(config: Arc<Config>, topology: TopologyTx) -> Arc<Observed> {
+    let observed = Arc::new(Observed::default());
+    let shared = Arc::clone(&observed);
+    tokio::spawn(async move {
+        let mut clients: HashMap<String, tokio_postgres::Client> = HashMap::new();
+        loop {
+            let mut primary = None;
+            let mut primary_lsn = None;
+            let mut replay = Vec::new();
+            for server in &config.servers {
+                let probe = probe(&config, server, &mut clients).await;
+                let role = match &probe {
+                    Ok((false, lsn)) => {
+                        if primary.is_none() {
+                            primary = Some(server);
+                            primary_lsn = Some(*lsn);
+                        } else {
+                            tracing::warn!(server = %server.name, "more than one server is out of recovery; keeping the first listed as primary");
+                        }
+                        "primary"
+                    }
+                    Ok((true, lsn)) => {
+                        replay.push((server.name.clone(), *lsn));
+                        "standby"
+                    }
+                    Err(e) => {
+                        tracing::debug!(server = %server.name, error = %e, "server unreachable");
+                        clients.remove(&server.name);
+                        "down"
+                    }
+                };
+                let mut nodes = shared.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+                nodes.insert(
+                    server.name.clone(),
+                    NodeReport {
+                        name: server.name.clone(),
+                        role: role.to_owned(),
+                        port: server.port,
+                        pid: None,
+                        data_dir: None,
+                        lag_bytes: None,
+                    },
+                );
+            }
+            if let Some(primary_lsn) = primary_lsn {
+                let mut nodes = shared.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+                for (name, lsn) in replay {
+                    if let Some(node) = nodes.get_mut(&name) {
+                        node.lag_bytes = Some(primary_lsn.saturating_sub(lsn));
+                    }
+                }
+            }
+            let next = Topology {
+                primary: primary.map(|s| BackendAddr {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    port: s.port,
+                }),
+            };
+            topology.send_if_modified(|current| {
+                if *current != next {
+                    tracing::info!(primary = ?next.primary, "topology changed");
+                    *current = next;
+                    true
+                } else {
+                    false
+                }
+            });
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    });
+    observed
+}
+
+/// Asks one server whether it is in recovery, and its WAL position (insert
+/// position on a primary, replay position on a standby) in bytes.
+async fn probe(
+    config: &Config,
+    server: &Server,
+    clients: &mut HashMap<String, tokio_postgres::Client>,
+) -> Result<(bool, u64), String> {
+    if clients.get(&server.name).is_none_or(|c| c.is_closed()) {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&server.host)
+            .port(server.port)
+            .user(&config.auth.auth_user)
+            .password(config.auth.auth_password.expose())
+            .dbname("postgres")
+            .application_name("understudy-monitor")
+            .connect_timeout(config.backend.connect_timeout());
+        let (client, connection) = pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        clients.insert(server.name.clone(), client);
+    }
+    let Some(client) = clients.get(&server.name) else {
+        return Err("no connection".into());
+    };
+    let query = "SELECT pg_is_in_recovery(), \
+                 (CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0') \
+                  ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::float8";
+    let row = tokio::time::timeout(config.backend.connect_timeout(), client.query_one(query, &[]))
+        .await
+        .map_err(|_| "health query timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let in_recovery: bool = row.try_get(0).map_err(|e| e.to_string())?;
+    let lsn: f64 = row.try_get(1).map_err(|e| e.to_string())?;
+    Ok((in_recovery, lsn as u64))
+}

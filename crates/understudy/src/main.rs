@@ -1,0 +1,89 @@
+//! The `understudy` binary.
+//!
+//! # Layout
+//! - [`cli`]: subcommands and flags (clap).
+//! - [`up`]: `understudy up`, the embedded primary + standby behind the proxy.
+//! - [`run`]: `understudy run`, the proxy in front of existing servers.
+//! - [`discovery`]: finds the primary among configured servers.
+//! - [`status`]: `understudy status`, a client of the admin endpoint.
+//! - [`admin`]: the admin endpoint (`/status`, `/metrics`).
+//! - [`bench`]: `understudy bench`, pgbench direct vs understudy vs PgBouncer.
+//! - [`runtime_files`]: the file an instance leaves in its directory so
+//!   `status` can find it.
+
+mod admin;
+mod bench;
+mod cli;
+mod discovery;
+mod run;
+mod runtime_files;
+mod status;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("understudy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("understudy: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UNDERSTUDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// An error that ends a command, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Invalid configuration (exit code 2).
+    #[error("{0}")]
+    Config(#[from] understudy_config::ConfigError),
+    /// The embedded cluster failed.
+    #[error("{0}")]
+    Cluster(#[from] understudy_cluster::ClusterError),
+    /// The proxy could not start.
+    #[error("{0}")]
+    Proxy(#[from] understudy_proxy::StartError),
+    /// Anything else, already phrased for the user.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(e) => e.exit_code().clamp(1, 255) as u8,
+            _ => 1,
+        }
+    }
+}
