@@ -41,6 +41,8 @@ pub struct Pipe {
     out: Bytes,
     /// The writer has bytes that may still sit in a write buffer.
     needs_flush: bool,
+    /// Nothing more is read from this side (the client sent Terminate).
+    done_reading: bool,
     scanner: Scanner,
 }
 
@@ -51,6 +53,7 @@ impl Pipe {
             buf: already_read,
             out: Bytes::new(),
             needs_flush: false,
+            done_reading: false,
             scanner: Scanner::new(max_message_len),
         }
     }
@@ -111,7 +114,7 @@ where
         if let Poll::Ready(end) = from_client {
             return Poll::Ready(end);
         }
-        if state.client_terminated && to_server.out.is_empty() && !to_server.needs_flush {
+        if to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush {
             return Poll::Ready(RelayEnd::ClientTerminated);
         }
         Poll::Pending
@@ -159,6 +162,9 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if pipe.done_reading {
+            return Poll::Pending;
+        }
         if pipe.buf.capacity() - pipe.buf.len() < READ_RESERVE / 4 {
             pipe.buf.reserve(READ_RESERVE);
         }
@@ -177,11 +183,6 @@ where
 
 /// Scans bytes from the client: counts requests and notices Terminate.
 fn scan_client(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) -> Result<(), SessionError> {
-    if state.client_terminated {
-        // Nothing after Terminate is meaningful; drop it.
-        pipe.buf.clear();
-        return Ok(());
-    }
     let scanned = pipe
         .scanner
         .scan(
@@ -204,8 +205,10 @@ fn scan_client(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) 
             source,
         })?;
     pipe.out = pipe.buf.split_to(scanned.relay_upto).freeze();
-    if scanned.stopped {
+    if state.client_terminated {
+        // Nothing after Terminate is meaningful: stop reading the client.
         pipe.buf.clear();
+        pipe.done_reading = true;
     }
     Ok(())
 }

@@ -1,0 +1,329 @@
+//! The embedded cluster behind `understudy up`: a primary and an asynchronous streaming
+//! standby (replication slot `understudy_standby`) created on the first run and reused on
+//! later runs, under a working directory locked for the life of the process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::binaries::PgBinaries;
+use crate::error::{ClusterError, Result};
+use crate::node::{Credentials, Node, NodeSpec, StopMode};
+use crate::process;
+use crate::run_as::RunAs;
+use crate::status::{self, NodeStatus, Role};
+use crate::workdir::{self, DirLock, State};
+
+/// Default working directory of `understudy up`.
+pub const DEFAULT_DIR: &str = ".understudy";
+/// Replication slot of the standby on the primary.
+pub const STANDBY_SLOT: &str = "understudy_standby";
+/// How long a status query may wait for a node.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `Drop` waits for a fast shutdown before killing.
+const DROP_GRACE: Duration = Duration::from_secs(30);
+
+/// A running primary + standby pair owned by this process.
+#[derive(Debug)]
+pub struct EmbeddedCluster {
+    /// The node created by `initdb`.
+    pub primary: Node,
+    /// The streaming standby.
+    pub standby: Node,
+    /// The superuser of both nodes.
+    pub creds: Credentials,
+    dir: PathBuf,
+    data_root: PathBuf,
+    socket_dir: PathBuf,
+    stopped: bool,
+    _lock: DirLock,
+}
+
+/// Stops the given data directories on drop unless disarmed: a failed `up` leaves
+/// nothing running.
+struct StartGuard {
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            process::stop_dir_blocking(dir, StopMode::Fast.signal(), DROP_GRACE);
+        }
+    }
+}
+
+impl EmbeddedCluster {
+    /// Brings the cluster of `dir` up (creating `dir` if needed): takes the directory
+    /// lock, then initializes or reuses the primary and the standby and starts both on
+    /// free loopback ports. Fails at once, touching nothing, when another process holds
+    /// the lock.
+    pub async fn up(dir: &Path) -> Result<EmbeddedCluster> {
+        std::fs::create_dir_all(dir).map_err(ClusterError::io(format!(
+            "creating directory {}",
+            dir.display()
+        )))?;
+        let dir = std::fs::canonicalize(dir)
+            .map_err(ClusterError::io(format!("resolving {}", dir.display())))?;
+        let lock = workdir::lock(&dir)?;
+        let bins = PgBinaries::locate()?;
+        let run_as = RunAs::detect()?;
+
+        let data_root = match workdir::read_state(&dir)? {
+            Some(state) => state.data_root,
+            None => {
+                let data_root = workdir::default_data_root(&dir, &run_as);
+                workdir::write_state(
+                    &dir,
+                    &State {
+                        data_root: data_root.clone(),
+                    },
+                )?;
+                data_root
+            }
+        };
+        workdir::ensure_private_dir(&data_root, &run_as, 0o700)?;
+        tracing::info!(dir = %dir.display(), data = %data_root.display(), "PostgreSQL data location");
+        let socket_dir = workdir::socket_dir(&dir);
+        workdir::ensure_private_dir(&socket_dir, &run_as, 0o755)?;
+
+        let spec = |name: &str| {
+            NodeSpec::new(
+                name,
+                data_root.join(name),
+                0,
+                &socket_dir,
+                dir.join("log").join(format!("{name}.log")),
+            )
+        };
+        let primary_spec = spec("primary");
+        let standby_spec = spec("standby");
+        let mut guard = StartGuard {
+            dirs: vec![primary_spec.data_dir.clone(), standby_spec.data_dir.clone()],
+        };
+        // With the lock held, any server still running on these directories was left by
+        // an understudy that died: stop it so that this run's settings apply.
+        let dirs = guard.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            for dir in dirs {
+                if process::live_postmaster_pid(&dir).is_some() {
+                    tracing::warn!(data = %dir.display(), "stopping a server left by an earlier run");
+                }
+                process::stop_dir_blocking(&dir, StopMode::Fast.signal(), DROP_GRACE);
+            }
+        })
+        .await
+        .map_err(|e| ClusterError::Inconsistent(format!("stopping leftover servers: {e}")))?;
+
+        let existing = workdir::read_credentials(&dir)?;
+        let primary_exists = primary_spec.data_dir.join("PG_VERSION").is_file();
+        let creds = match existing {
+            Some(creds) => creds,
+            None if primary_exists => {
+                return Err(ClusterError::Inconsistent(format!(
+                    "{} is missing but {} holds data created with it: restore the file, or \
+                     remove {} to start over",
+                    workdir::credentials_path(&dir).display(),
+                    primary_spec.data_dir.display(),
+                    data_root.display()
+                )))
+            }
+            None => workdir::create_credentials(&dir)?,
+        };
+
+        let mut primary = if primary_exists {
+            Node::open(&bins, &run_as, primary_spec, &creds)?
+        } else {
+            if standby_spec.data_dir.join("PG_VERSION").is_file() {
+                return Err(ClusterError::Inconsistent(format!(
+                    "{} has no data but {} does: remove {} to start over",
+                    primary_spec.data_dir.display(),
+                    standby_spec.data_dir.display(),
+                    data_root.display()
+                )));
+            }
+            remove_dir(&primary_spec.data_dir)?;
+            tracing::info!("initializing the primary");
+            Node::init_primary(&bins, &run_as, primary_spec, &creds).await?
+        };
+        primary.start_on_free_port().await?;
+        let standby = start_standby(&bins, &run_as, &primary, standby_spec, &creds).await?;
+
+        guard.dirs.clear();
+        Ok(EmbeddedCluster {
+            primary,
+            standby,
+            creds,
+            dir,
+            data_root,
+            socket_dir,
+            stopped: false,
+            _lock: lock,
+        })
+    }
+
+    /// Stops both nodes (fast mode: clients disconnected, checkpoint) and waits until no
+    /// process of their data directories is left; then releases the directory lock.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let primary = self.primary.stop(StopMode::Fast).await;
+        let standby = self.standby.stop(StopMode::Fast).await;
+        self.stopped = true;
+        // Empty once both servers are down; kept (and harmless) otherwise.
+        let _ = std::fs::remove_dir(&self.socket_dir);
+        primary.and(standby)
+    }
+
+    /// Role, port, pid and lag of both nodes; a node that does not answer is `down`.
+    pub async fn status(&self) -> Vec<NodeStatus> {
+        let mut clients = Vec::new();
+        for node in [&self.primary, &self.standby] {
+            let client = node
+                .connect_within(&self.creds, "postgres", STATUS_TIMEOUT)
+                .await
+                .ok();
+            let role = match &client {
+                Some(client) => status::node_role(client).await.unwrap_or(Role::Down),
+                None => Role::Down,
+            };
+            clients.push((node, client, role));
+        }
+        let writer = clients
+            .iter()
+            .find(|(_, _, role)| *role == Role::Primary)
+            .and_then(|(_, client, _)| client.as_ref());
+        let mut out = Vec::new();
+        for (node, client, role) in &clients {
+            let lag_bytes = match (writer, client, role) {
+                (Some(writer), Some(client), Role::Standby) => {
+                    status::replication_lag_bytes(writer, client)
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                _ => None,
+            };
+            out.push(NodeStatus {
+                name: node.name().to_string(),
+                role: *role,
+                port: node.port(),
+                pid: node.postmaster_pid(),
+                data_dir: node.data_dir().to_path_buf(),
+                lag_bytes,
+            });
+        }
+        out
+    }
+
+    /// The (canonical) working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of the nodes' Unix-domain sockets.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The directory holding the nodes' data directories.
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    /// Without [`EmbeddedCluster::shutdown`], the nodes are stopped here by signal
+    /// (fast shutdown, SIGKILL after a grace period) before the lock is released.
+    fn drop(&mut self) {
+        if !self.stopped {
+            for node in [&self.primary, &self.standby] {
+                process::stop_dir_blocking(node.data_dir(), StopMode::Fast.signal(), DROP_GRACE);
+            }
+            let _ = std::fs::remove_dir(&self.socket_dir);
+        }
+    }
+}
+
+/// Starts the existing standby when it is sound (a standby whose slot exists on the
+/// primary), otherwise rebuilds it from the running primary and starts it.
+async fn start_standby(
+    bins: &PgBinaries,
+    run_as: &RunAs,
+    primary: &Node,
+    spec: NodeSpec,
+    creds: &Credentials,
+) -> Result<Node> {
+    if let Ok(mut standby) = Node::open(bins, run_as, spec.clone(), creds) {
+        let slot = slot_exists(primary, creds).await?;
+        if standby.is_standby_configured() && slot {
+            standby.set_primary(primary.port(), STANDBY_SLOT)?;
+            match standby.start_on_free_port().await {
+                Ok(()) => return Ok(standby),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the standby does not start; rebuilding it")
+                }
+            }
+        } else {
+            tracing::warn!(
+                standby_signal = standby.is_standby_configured(),
+                slot,
+                "the standby is no longer a follower of the primary; rebuilding it"
+            );
+        }
+    }
+    let dir = spec.data_dir.clone();
+    let killed = tokio::task::spawn_blocking(move || {
+        process::kill_dir_blocking(&dir, Duration::from_secs(10))
+    })
+    .await
+    .unwrap_or(false);
+    if !killed {
+        return Err(ClusterError::Inconsistent(format!(
+            "processes of {} survive SIGKILL: cannot rebuild the standby",
+            spec.data_dir.display()
+        )));
+    }
+    remove_dir(&spec.data_dir)?;
+    drop_slot(primary, creds).await?;
+    tracing::info!("creating the standby from the primary");
+    let mut standby =
+        Node::create_standby(bins, run_as, primary, spec, creds, STANDBY_SLOT).await?;
+    standby.start_on_free_port().await?;
+    Ok(standby)
+}
+
+async fn slot_exists(primary: &Node, creds: &Credentials) -> Result<bool> {
+    let client = primary.connect(creds, "postgres").await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&STANDBY_SLOT],
+        )
+        .await
+        .map_err(ClusterError::sql(
+            "looking up the standby's replication slot",
+        ))?;
+    Ok(row.get::<_, i64>(0) > 0)
+}
+
+async fn drop_slot(primary: &Node, creds: &Credentials) -> Result<()> {
+    let client = primary.connect(creds, "postgres").await?;
+    client
+        .execute(
+            "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&STANDBY_SLOT],
+        )
+        .await
+        .map_err(ClusterError::sql(
+            "dropping the old standby's replication slot",
+        ))?;
+    Ok(())
+}
+
+fn remove_dir(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(ClusterError::io(format!("removing {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}

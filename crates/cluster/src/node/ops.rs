@@ -1,0 +1,186 @@
+//! The mechanics behind [`Node`]'s operations: running a PostgreSQL program as the
+//! PostgreSQL user with its output appended to the node's log, clearing what a killed
+//! server leaves behind, and waiting until a started server accepts connections.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::error::{ClusterError, Result};
+use crate::files;
+use crate::process;
+
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Lines of log quoted in errors.
+const TAIL_LINES: usize = 20;
+
+impl Node {
+    /// Runs `program` as the PostgreSQL user with stdout and stderr appended to the log
+    /// file; fails with the new log lines when it exits unsuccessfully or overruns
+    /// `timeout` (then it is killed).
+    pub(super) async fn run_logged(
+        &self,
+        program: PathBuf,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+        what: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let log = &self.spec.log_file;
+        let since = files::log_len(log);
+        let open_log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(ClusterError::io(format!(
+                    "opening log file {}",
+                    log.display()
+                )))
+        };
+        let stdout = open_log()?;
+        let stderr = open_log()?;
+        let mut cmd = self.run_as.command(&program);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        let label = format!("{what} for node {}", self.spec.name);
+        let mut child = cmd.spawn().map_err(ClusterError::io(format!(
+            "running {} as user {}",
+            program.display(),
+            self.run_as.name()
+        )))?;
+        let status = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.map_err(ClusterError::io(format!("waiting for {label}")))?,
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(ClusterError::Command {
+                    program: label,
+                    status: format!("no exit after {} s, killed", timeout.as_secs()),
+                    log: log.clone(),
+                    log_tail: files::log_tail(log, since, TAIL_LINES),
+                });
+            }
+        };
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Command {
+                program: label,
+                status: status.to_string(),
+                log: log.clone(),
+                log_tail: files::log_tail(log, since, TAIL_LINES),
+            })
+        }
+    }
+
+    /// Removes what a killed server leaves behind: orphaned backends still running in
+    /// the data directory (they hold the shared memory a new postmaster needs), a
+    /// `postmaster.pid` naming a dead process, and a dead server's socket lock file.
+    pub(super) async fn clear_leftovers(&self) -> Result<()> {
+        if !self.kill_all().await {
+            return Err(ClusterError::Inconsistent(format!(
+                "processes of a previous server of {} survive SIGKILL: cannot start node {}",
+                self.spec.data_dir.display(),
+                self.spec.name
+            )));
+        }
+        let pid_file = self.spec.data_dir.join("postmaster.pid");
+        if process::recorded_postmaster_pid(&self.spec.data_dir).is_some() {
+            std::fs::remove_file(&pid_file).map_err(ClusterError::io(format!(
+                "removing stale {}",
+                pid_file.display()
+            )))?;
+        }
+        let socket = self
+            .spec
+            .socket_dir
+            .join(format!(".s.PGSQL.{}", self.spec.port));
+        let lock = self
+            .spec
+            .socket_dir
+            .join(format!(".s.PGSQL.{}.lock", self.spec.port));
+        let lock_pid = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = lock_pid {
+            if !process::is_alive(pid) {
+                let _ = std::fs::remove_file(&lock);
+                let _ = std::fs::remove_file(&socket);
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every process of the data directory and waits until they are gone.
+    /// Returns false when some survived.
+    pub(super) async fn kill_all(&self) -> bool {
+        let dir = self.spec.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            process::kill_dir_blocking(&dir, Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Polls a real connection until the server answers `SELECT 1`, the postmaster
+    /// dies, or the start timeout passes.
+    pub(super) async fn wait_ready(&self, log_start: u64) -> Result<()> {
+        let deadline = Instant::now() + self.start_timeout;
+        loop {
+            let last_error = match self.probe().await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            if self.postmaster_pid().is_none() {
+                return Err(self.start_failed("the postmaster exited".into(), log_start));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.start_failed(
+                    format!(
+                        "not accepting connections after {} s (last error: {last_error})",
+                        self.start_timeout.as_secs()
+                    ),
+                    log_start,
+                ));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    async fn probe(&self) -> Result<()> {
+        let client = self
+            .connect_within(&self.creds, "postgres", Duration::from_secs(2))
+            .await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(ClusterError::sql(format!(
+                "probing node {}",
+                self.spec.name
+            )))?;
+        Ok(())
+    }
+
+    pub(super) fn start_failed(&self, reason: String, log_start: u64) -> ClusterError {
+        ClusterError::StartFailed {
+            node: self.spec.name.clone(),
+            reason,
+            log: self.spec.log_file.clone(),
+            log_tail: files::log_tail(&self.spec.log_file, log_start, TAIL_LINES),
+        }
+    }
+
+    pub(super) fn not_running(&self) -> ClusterError {
+        ClusterError::NotRunning {
+            node: self.spec.name.clone(),
+            data_dir: self.spec.data_dir.clone(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Process facts from `/proc` and signals: whether a pid is alive (zombies count as dead),
+//! which processes belong to a data directory (their working directory is inside it, as
+//! for every PostgreSQL server process), and the synchronous stop used where no async
+//! runtime is available (`Drop`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How often the synchronous waits poll.
+const POLL: Duration = Duration::from_millis(10);
+
+/// True when `pid` names a live (non-zombie) process.
+pub fn is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => !is_zombie(pid),
+        Err(_) => false,
+    }
+}
+
+/// True when `/proc` reports `pid` as a zombie (dead, not yet reaped) or dead.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // No /proc entry: the process is gone.
+        return true;
+    };
+    // The command name is in parentheses and may contain anything: the state is the
+    // first field after the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    matches!(state, Some("Z") | Some("X") | Some("x"))
+}
+
+/// The pid in the first line of `data_dir/postmaster.pid`, whether alive or not.
+pub fn recorded_postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// The port recorded in `data_dir/postmaster.pid` (its fourth line).
+pub fn recorded_port(data_dir: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().nth(3)?.trim().parse().ok()
+}
+
+/// The live postmaster of `data_dir`, if any: the recorded pid must be alive and run in
+/// `data_dir` (a recycled pid of an unrelated process does not count).
+pub fn live_postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let pid = recorded_postmaster_pid(data_dir)?;
+    let dir = std::fs::canonicalize(data_dir).ok()?;
+    (is_alive(pid) && runs_in(pid, &dir)).then_some(pid)
+}
+
+/// True when the working directory of `pid` is `dir` or inside it (`dir` canonical).
+fn runs_in(pid: i32, dir: &Path) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .map(|cwd: PathBuf| cwd.starts_with(dir))
+        .unwrap_or(false)
+}
+
+/// Every live process whose working directory is `dir` or inside it. PostgreSQL server
+/// processes (postmaster, backends, walsender, …) all run in their data directory, so
+/// this finds them, including backends orphaned by a killed postmaster.
+pub fn processes_in_dir(dir: &Path) -> Vec<i32> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| runs_in(*pid, &dir))
+        .collect()
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, signal: Signal) -> nix::Result<()> {
+    match kill(Pid::from_raw(pid), signal) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+/// Stops every process of `data_dir` without an async runtime: `first` to the postmaster
+/// (SIGTERM smart, SIGINT fast, SIGQUIT immediate shutdown), then after `grace` SIGKILL to
+/// the postmaster and every process still running in the directory, waiting (bounded)
+/// until they are gone. Returns true when nothing of `data_dir` is left running.
+pub fn stop_dir_blocking(data_dir: &Path, first: Signal, grace: Duration) -> bool {
+    if let Some(pid) = live_postmaster_pid(data_dir) {
+        let _ = signal(pid, first);
+        let deadline = Instant::now() + grace;
+        while is_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+    }
+    kill_dir_blocking(data_dir, Duration::from_secs(10))
+}
+
+/// SIGKILLs the postmaster and every process running in `data_dir`, then waits up to
+/// `wait` until all are gone. Returns true when nothing is left.
+pub fn kill_dir_blocking(data_dir: &Path, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut pids = processes_in_dir(data_dir);
+        if let Some(pid) = live_postmaster_pid(data_dir) {
+            pids.push(pid);
+        }
+        pids.retain(|pid| is_alive(*pid));
+        if pids.is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        for pid in pids {
+            let _ = signal(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_bogus_pids_are_not() {
+        assert!(is_alive(std::process::id() as i32));
+        assert!(!is_alive(0));
+        assert!(!is_alive(-1));
+        assert!(!is_alive(i32::MAX));
+    }
+
+    #[test]
+    fn reaped_child_is_dead() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        child.wait().expect("wait");
+        assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn zombie_counts_as_dead() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        assert!(!is_alive(pid), "an exited, unreaped child is not alive");
+        child.wait().expect("wait");
+    }
+
+    #[test]
+    fn finds_processes_by_working_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert_eq!(processes_in_dir(dir.path()), vec![pid]);
+        // The killed child stays a zombie until reaped, which counts as gone.
+        assert!(kill_dir_blocking(dir.path(), Duration::from_secs(5)));
+        assert!(!is_alive(pid));
+        child.wait().expect("wait");
+        assert!(processes_in_dir(dir.path()).is_empty());
+    }
+}

@@ -1,0 +1,134 @@
+//! Questions asked of running nodes: which role a node plays (`pg_is_in_recovery()`),
+//! where its WAL stands, and how far a standby's replay trails the primary.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::error::{ClusterError, Result};
+
+/// The role a node plays, as reported by the node itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes (`pg_is_in_recovery()` is false).
+    Primary,
+    /// In recovery, replaying WAL from a primary.
+    Standby,
+    /// Not reachable: stopped, crashed or not answering.
+    Down,
+}
+
+impl Role {
+    /// `"primary"`, `"standby"` or `"down"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `understudy status` shows about one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Its role, or `down` when it did not answer.
+    pub role: Role,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Live postmaster pid.
+    pub pid: Option<i32>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// For a standby: bytes of WAL the primary has written that it has not replayed yet.
+    pub lag_bytes: Option<u64>,
+}
+
+/// The role of the node behind `client`: [`Role::Standby`] when in recovery.
+pub async fn node_role(client: &Client) -> Result<Role> {
+    let row = client
+        .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .await
+        .map_err(ClusterError::sql("asking pg_is_in_recovery()"))?;
+    let in_recovery: bool = row.get(0);
+    Ok(if in_recovery {
+        Role::Standby
+    } else {
+        Role::Primary
+    })
+}
+
+/// The primary's current WAL write position, as a byte position.
+pub async fn current_wal_lsn(primary: &Client) -> Result<u64> {
+    let row = client_text(primary, "SELECT pg_catalog.pg_current_wal_lsn()::text").await?;
+    row.as_deref().and_then(parse_lsn).ok_or_else(|| {
+        ClusterError::Inconsistent("pg_current_wal_lsn() returned no position".into())
+    })
+}
+
+/// The last WAL position a standby has replayed (None on a primary).
+pub async fn replay_lsn(standby: &Client) -> Result<Option<u64>> {
+    let text = client_text(standby, "SELECT pg_catalog.pg_last_wal_replay_lsn()::text").await?;
+    Ok(text.as_deref().and_then(parse_lsn))
+}
+
+/// Bytes of WAL written on `primary` that `standby` has not replayed yet; None when
+/// `standby` is not in recovery. Zero when the standby is at or past the sampled position.
+pub async fn replication_lag_bytes(primary: &Client, standby: &Client) -> Result<Option<u64>> {
+    let primary_lsn = current_wal_lsn(primary).await?;
+    let replayed = replay_lsn(standby).await?;
+    Ok(replayed.map(|replayed| primary_lsn.saturating_sub(replayed)))
+}
+
+/// Parses an LSN in PostgreSQL's `XXXXXXXX/XXXXXXXX` form.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+async fn client_text(client: &Client, sql: &str) -> Result<Option<String>> {
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .map_err(ClusterError::sql(format!("running {sql}")))?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lsns() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert_eq!(parse_lsn("garbage"), None);
+        assert_eq!(parse_lsn("1/zz"), None);
+    }
+
+    #[test]
+    fn roles_serialize_lowercase() {
+        let status = NodeStatus {
+            name: "primary".into(),
+            role: Role::Primary,
+            port: 5432,
+            pid: Some(7),
+            data_dir: PathBuf::from("/d"),
+            lag_bytes: None,
+        };
+        let text = toml::to_string(&status).expect("serialize");
+        assert!(text.contains("role = \"primary\""), "{text}");
+    }
+}
