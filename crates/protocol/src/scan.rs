@@ -21,6 +21,29 @@ pub struct Scanner {
     max_len: usize,
 }
 
+/// A part of a frame, as the scanner reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// The beginning of a frame.
+    Start {
+        /// The message type.
+        tag: u8,
+        /// Size of the whole frame, header included.
+        total: usize,
+        /// The bytes of the frame present now, header included.
+        bytes: &'a [u8],
+        /// Bytes of the frame still to come.
+        rest: usize,
+    },
+    /// A later part of the frame started earlier.
+    More {
+        /// The bytes.
+        bytes: &'a [u8],
+        /// Bytes of the frame still to come.
+        rest: usize,
+    },
+}
+
 /// Outcome of one [`Scanner::scan`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scanned {
@@ -46,53 +69,56 @@ impl Scanner {
     /// Scans `buf` from its start; `buf` must begin where the previous scan's
     /// `relay_upto` ended.
     ///
-    /// `on_frame(tag, body)` is called once per frame, when its header is
-    /// seen. `body` is `Some` only for tags where `wants_body(tag)` is true,
-    /// and those frames are reported only once complete. The callback may
-    /// return `Break` to stop after that frame.
+    /// `on_piece` sees every frame: a [`Piece::Start`] when its header
+    /// arrives, then [`Piece::More`] for the parts that arrive later. Frames
+    /// for which `whole(tag, total)` is true are reported only once complete,
+    /// in a single `Start` piece. The callback may return `Break` to stop
+    /// after the current piece.
     pub fn scan(
         &mut self,
         buf: &[u8],
-        wants_body: impl Fn(u8) -> bool,
-        mut on_frame: impl FnMut(u8, Option<&[u8]>) -> ControlFlow<()>,
+        whole: impl Fn(u8, usize) -> bool,
+        mut on_piece: impl FnMut(Piece<'_>) -> ControlFlow<()>,
     ) -> Result<Scanned, ProtocolError> {
         let mut pos = 0;
         if self.skip > 0 {
             let n = self.skip.min(buf.len());
             self.skip -= n;
             pos = n;
+            let flow = on_piece(Piece::More {
+                bytes: &buf[..n],
+                rest: self.skip,
+            });
+            if flow.is_break() {
+                return Ok(Scanned {
+                    relay_upto: pos,
+                    stopped: true,
+                });
+            }
         }
         while self.skip == 0 {
             let Some((tag, total)) = Frame::peek_header(&buf[pos..], self.max_len)? else {
                 break;
             };
             let available = buf.len() - pos;
-            if wants_body(tag) {
-                if available < total {
-                    break;
-                }
-                let body = &buf[pos + HEADER_LEN..pos + total];
-                pos += total;
-                if on_frame(tag, Some(body)).is_break() {
-                    return Ok(Scanned {
-                        relay_upto: pos,
-                        stopped: true,
-                    });
-                }
-            } else {
-                let flow = on_frame(tag, None);
-                if available >= total {
-                    pos += total;
-                } else {
-                    self.skip = total - available;
-                    pos = buf.len();
-                }
-                if flow.is_break() {
-                    return Ok(Scanned {
-                        relay_upto: pos,
-                        stopped: true,
-                    });
-                }
+            if available < total && whole(tag, total) {
+                break;
+            }
+            let n = total.min(available);
+            let bytes = &buf[pos..pos + n];
+            pos += n;
+            self.skip = total - n;
+            let flow = on_piece(Piece::Start {
+                tag,
+                total,
+                bytes,
+                rest: self.skip,
+            });
+            if flow.is_break() {
+                return Ok(Scanned {
+                    relay_upto: pos,
+                    stopped: true,
+                });
             }
         }
         Ok(Scanned {
@@ -100,6 +126,11 @@ impl Scanner {
             stopped: false,
         })
     }
+}
+
+/// The body of a complete frame given as a `Start` piece (header removed).
+pub fn body_of(bytes: &[u8]) -> &[u8] {
+    bytes.get(HEADER_LEN..).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -138,11 +169,17 @@ mod tests {
             let scanned = scanner
                 .scan(
                     &pending,
-                    |t| t == b'Z',
-                    |t, body| {
-                        tags.push(t);
-                        if let Some(b) = body {
-                            bodies.push(b.to_vec());
+                    |t, _| t == b'Z',
+                    |piece| {
+                        if let Piece::Start {
+                            tag, bytes, rest, ..
+                        } = piece
+                        {
+                            tags.push(tag);
+                            if tag == b'Z' {
+                                assert_eq!(rest, 0);
+                                bodies.push(body_of(bytes).to_vec());
+                            }
                         }
                         ControlFlow::Continue(())
                     },
@@ -173,11 +210,36 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_a_frame_add_up_to_the_frame() {
+        let stream = frame(b'D', &[5u8; 3000]);
+        let mut scanner = Scanner::new(1 << 20);
+        let mut seen = Vec::new();
+        for chunk in stream.chunks(700) {
+            let scanned = scanner
+                .scan(
+                    chunk,
+                    |_, _| false,
+                    |piece| {
+                        match piece {
+                            Piece::Start { bytes, .. } | Piece::More { bytes, .. } => {
+                                seen.extend_from_slice(bytes)
+                            }
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(scanned.relay_upto, chunk.len());
+        }
+        assert_eq!(seen, stream);
+    }
+
+    #[test]
     fn large_frames_are_relayed_before_they_are_complete() {
         let stream = frame(b'd', &vec![1u8; 100_000]);
         let mut scanner = Scanner::new(1 << 20);
         let scanned = scanner
-            .scan(&stream[..1000], |_| false, |_, _| ControlFlow::Continue(()))
+            .scan(&stream[..1000], |_, _| false, |_| ControlFlow::Continue(()))
             .unwrap();
         assert_eq!(scanned.relay_upto, 1000);
         assert!(!scanner.at_boundary());
@@ -192,13 +254,10 @@ mod tests {
         let scanned = scanner
             .scan(
                 &stream,
-                |_| true,
-                |t, _| {
-                    if t == b'X' {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
+                |_, _| true,
+                |piece| match piece {
+                    Piece::Start { tag: b'X', .. } => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
                 },
             )
             .unwrap();
@@ -210,7 +269,7 @@ mod tests {
     fn a_bad_length_is_an_error() {
         let mut scanner = Scanner::new(1 << 20);
         let err = scanner
-            .scan(b"Q\0\0\0\x01", |_| false, |_, _| ControlFlow::Continue(()))
+            .scan(b"Q\0\0\0\x01", |_, _| false, |_| ControlFlow::Continue(()))
             .unwrap_err();
         assert!(matches!(err, ProtocolError::LengthTooSmall { .. }));
     }

@@ -126,14 +126,18 @@ async fn authenticate(
             other => {
                 return Err(cannot_login(
                     user,
-                    &format!("the server sent message type {:?} during authentication", other as char),
+                    &format!(
+                        "the server sent message type {:?} during authentication",
+                        other as char
+                    ),
                 ))
             }
         }
-        let request = Authentication::parse(&frame.body).map_err(|source| SessionError::Protocol {
-            side: Side::Server,
-            source,
-        })?;
+        let request =
+            Authentication::parse(&frame.body).map_err(|source| SessionError::Protocol {
+                side: Side::Server,
+                source,
+            })?;
         match request {
             Authentication::Ok => return Ok(()),
             Authentication::CleartextPassword => match credential {

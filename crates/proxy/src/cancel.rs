@@ -86,7 +86,11 @@ impl CancelMap {
 impl CancelRegistration {
     /// Points the session's key at a new backend (after a move).
     pub fn retarget(&self, target: CancelTarget) {
-        let mut entries = self.map.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self
+            .map
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         entries.insert(
             (self.client_key.process_id, self.client_key.secret_key),
             target,
@@ -96,7 +100,11 @@ impl CancelRegistration {
 
 impl Drop for CancelRegistration {
     fn drop(&mut self) {
-        let mut entries = self.map.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self
+            .map
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         entries.remove(&(self.client_key.process_id, self.client_key.secret_key));
     }
 }

@@ -70,10 +70,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// Reads until the untagged first packet of a connection is complete.
     pub async fn read_startup(&mut self) -> Result<StartupPacket, SessionError> {
         loop {
-            let decoded = decode_startup(&mut self.rbuf).map_err(|source| SessionError::Protocol {
-                side: self.side,
-                source,
-            })?;
+            let decoded =
+                decode_startup(&mut self.rbuf).map_err(|source| SessionError::Protocol {
+                    side: self.side,
+                    source,
+                })?;
             if let Some(packet) = decoded {
                 return Ok(packet);
             }

@@ -23,6 +23,7 @@ pub mod cancel;
 pub mod client_auth;
 pub mod conn;
 pub mod error;
+pub mod journal;
 pub mod listener;
 pub mod metrics;
 pub mod relay;

@@ -96,7 +96,11 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     })
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(ctx.config.proxy.max_client_connections));
     loop {
         let accepted = tokio::select! {
@@ -116,7 +120,10 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, mut stopped:
         metrics::inc(&ctx.metrics.connections_total);
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics::inc(&ctx.metrics.connections_refused_total);
-            tokio::spawn(refuse_too_many(stream, ctx.config.proxy.max_client_connections));
+            tokio::spawn(refuse_too_many(
+                stream,
+                ctx.config.proxy.max_client_connections,
+            ));
             continue;
         };
         let ctx = Arc::clone(&ctx);
@@ -134,7 +141,9 @@ async fn refuse_too_many(mut stream: TcpStream, limit: usize) {
     ErrorFields::new(
         Severity::Fatal,
         sqlstate::TOO_MANY_CONNECTIONS,
-        format!("sorry, too many clients already (understudy proxy.max_client_connections = {limit})"),
+        format!(
+            "sorry, too many clients already (understudy proxy.max_client_connections = {limit})"
+        ),
     )
     .encode_error(&mut out);
     let _ = stream.write_all(&out).await;

@@ -62,20 +62,90 @@ impl ProxyMetrics {
     /// Appends every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
         let metrics: [(&str, &str, &str, &AtomicU64); 14] = [
-            ("understudy_client_connections_total", "counter", "Client connections accepted.", &self.connections_total),
-            ("understudy_client_connections", "gauge", "Client connections open now.", &self.connections_active),
-            ("understudy_sessions_total", "counter", "Sessions that completed startup.", &self.sessions_total),
-            ("understudy_sessions", "gauge", "Sessions relaying now.", &self.sessions_active),
-            ("understudy_client_bytes_total", "counter", "Bytes received from clients.", &self.client_bytes_in),
-            ("understudy_server_bytes_total", "counter", "Bytes received from servers.", &self.server_bytes_in),
-            ("understudy_queries_total", "counter", "Simple queries and Execute messages relayed.", &self.queries_total),
-            ("understudy_server_errors_total", "counter", "ErrorResponses relayed from servers.", &self.server_errors_total),
-            ("understudy_auth_failures_total", "counter", "Failed client authentications.", &self.auth_failures_total),
-            ("understudy_connections_refused_total", "counter", "Connections refused by max_client_connections.", &self.connections_refused_total),
-            ("understudy_backend_connect_errors_total", "counter", "Failed backend connection attempts.", &self.backend_connect_errors_total),
-            ("understudy_client_protocol_errors_total", "counter", "Malformed messages from clients.", &self.client_protocol_errors_total),
-            ("understudy_cancel_requests_total", "counter", "Cancel requests received.", &self.cancel_requests_total),
-            ("understudy_cancel_forwarded_total", "counter", "Cancel requests forwarded to a server.", &self.cancel_forwarded_total),
+            (
+                "understudy_client_connections_total",
+                "counter",
+                "Client connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "understudy_client_connections",
+                "gauge",
+                "Client connections open now.",
+                &self.connections_active,
+            ),
+            (
+                "understudy_sessions_total",
+                "counter",
+                "Sessions that completed startup.",
+                &self.sessions_total,
+            ),
+            (
+                "understudy_sessions",
+                "gauge",
+                "Sessions relaying now.",
+                &self.sessions_active,
+            ),
+            (
+                "understudy_client_bytes_total",
+                "counter",
+                "Bytes received from clients.",
+                &self.client_bytes_in,
+            ),
+            (
+                "understudy_server_bytes_total",
+                "counter",
+                "Bytes received from servers.",
+                &self.server_bytes_in,
+            ),
+            (
+                "understudy_queries_total",
+                "counter",
+                "Simple queries and Execute messages relayed.",
+                &self.queries_total,
+            ),
+            (
+                "understudy_server_errors_total",
+                "counter",
+                "ErrorResponses relayed from servers.",
+                &self.server_errors_total,
+            ),
+            (
+                "understudy_auth_failures_total",
+                "counter",
+                "Failed client authentications.",
+                &self.auth_failures_total,
+            ),
+            (
+                "understudy_connections_refused_total",
+                "counter",
+                "Connections refused by max_client_connections.",
+                &self.connections_refused_total,
+            ),
+            (
+                "understudy_backend_connect_errors_total",
+                "counter",
+                "Failed backend connection attempts.",
+                &self.backend_connect_errors_total,
+            ),
+            (
+                "understudy_client_protocol_errors_total",
+                "counter",
+                "Malformed messages from clients.",
+                &self.client_protocol_errors_total,
+            ),
+            (
+                "understudy_cancel_requests_total",
+                "counter",
+                "Cancel requests received.",
+                &self.cancel_requests_total,
+            ),
+            (
+                "understudy_cancel_forwarded_total",
+                "counter",
+                "Cancel requests forwarded to a server.",
+                &self.cancel_forwarded_total,
+            ),
         ];
         for (name, kind, help, value) in metrics {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -22,11 +22,12 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
-use understudy_protocol::backend::{self, ReadyForQuery, TransactionStatus};
+use understudy_protocol::backend;
 use understudy_protocol::frontend;
-use understudy_protocol::scan::Scanner;
+use understudy_protocol::scan::{Piece, Scanner};
 
 use crate::error::{SessionError, Side};
+use crate::journal::{server_message_needed_whole, Journal, Limits};
 use crate::metrics::{self, ProxyMetrics};
 
 /// Free space kept available for each read.
@@ -60,18 +61,18 @@ impl Pipe {
 }
 
 /// What the relay tracks about the session while it runs.
-#[derive(Debug)]
 pub struct RelayState {
-    /// Transaction status from the server's latest ReadyForQuery.
-    pub tx_status: TransactionStatus,
+    /// The session journal, which also knows the transaction status.
+    pub journal: Journal,
     /// The client sent Terminate.
     pub client_terminated: bool,
 }
 
-impl Default for RelayState {
-    fn default() -> Self {
+impl RelayState {
+    /// State of a session that just opened.
+    pub fn new(limits: Limits) -> Self {
         RelayState {
-            tx_status: TransactionStatus::Idle,
+            journal: Journal::new(limits),
             client_terminated: false,
         }
     }
@@ -144,7 +145,9 @@ where
     loop {
         while !pipe.out.is_empty() {
             match Pin::new(&mut *to).poll_write(cx, &pipe.out) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::Failed(SessionError::Closed(to_side))),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(RelayEnd::Failed(SessionError::Closed(to_side)))
+                }
                 Poll::Ready(Ok(n)) => pipe.out.advance(n),
                 Poll::Ready(Err(e)) => return failed(to_side, e),
                 Poll::Pending => return Poll::Pending,
@@ -169,7 +172,9 @@ where
             pipe.buf.reserve(READ_RESERVE);
         }
         match poll_read_buf(Pin::new(&mut *from), cx, &mut pipe.buf) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::Failed(SessionError::Closed(from_side))),
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(RelayEnd::Failed(SessionError::Closed(from_side)))
+            }
             Poll::Ready(Ok(n)) => {
                 if let Err(e) = scan(pipe, n) {
                     return Poll::Ready(RelayEnd::Failed(e));
@@ -181,23 +186,40 @@ where
     }
 }
 
-/// Scans bytes from the client: counts requests and notices Terminate.
-fn scan_client(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) -> Result<(), SessionError> {
+/// Scans bytes from the client: journals each message, counts requests
+/// and notices Terminate.
+fn scan_client(
+    pipe: &mut Pipe,
+    state: &mut RelayState,
+    metrics: &ProxyMetrics,
+) -> Result<(), SessionError> {
+    let max_kept = state.journal.max_message_len();
+    let journal = &mut state.journal;
+    let mut terminated = false;
     let scanned = pipe
         .scanner
         .scan(
             &pipe.buf,
-            |_| false,
-            |tag, _| match tag {
-                frontend::tag::QUERY | frontend::tag::EXECUTE => {
-                    metrics::inc(&metrics.queries_total);
-                    ControlFlow::Continue(())
+            |_, total| total <= max_kept,
+            |piece| {
+                let Piece::Start {
+                    tag, bytes, rest, ..
+                } = piece
+                else {
+                    return ControlFlow::Continue(());
+                };
+                match tag {
+                    frontend::tag::TERMINATE => {
+                        terminated = true;
+                        return ControlFlow::Break(());
+                    }
+                    frontend::tag::QUERY | frontend::tag::EXECUTE => {
+                        metrics::inc(&metrics.queries_total)
+                    }
+                    _ => {}
                 }
-                frontend::tag::TERMINATE => {
-                    state.client_terminated = true;
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
+                journal.client_message(tag, (rest == 0).then_some(bytes));
+                ControlFlow::Continue(())
             },
         )
         .map_err(|source| SessionError::Protocol {
@@ -205,34 +227,36 @@ fn scan_client(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) 
             source,
         })?;
     pipe.out = pipe.buf.split_to(scanned.relay_upto).freeze();
-    if state.client_terminated {
+    if terminated {
         // Nothing after Terminate is meaningful: stop reading the client.
+        state.client_terminated = true;
         pipe.buf.clear();
         pipe.done_reading = true;
     }
     Ok(())
 }
 
-/// Scans bytes from the server: follows the transaction status.
-fn scan_server(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) -> Result<(), SessionError> {
-    let mut bad_status = None;
+/// Scans bytes from the server: follows replies and the transaction status.
+fn scan_server(
+    pipe: &mut Pipe,
+    state: &mut RelayState,
+    metrics: &ProxyMetrics,
+) -> Result<(), SessionError> {
+    let journal = &mut state.journal;
     let scanned = pipe
         .scanner
         .scan(
             &pipe.buf,
-            |tag| tag == backend::tag::READY_FOR_QUERY,
-            |tag, body| {
-                match (tag, body) {
-                    (backend::tag::READY_FOR_QUERY, Some(body)) => match ReadyForQuery::parse(body) {
-                        Ok(rfq) => state.tx_status = rfq.status,
-                        Err(e) => {
-                            bad_status = Some(e);
-                            return ControlFlow::Break(());
-                        }
-                    },
-                    (backend::tag::ERROR_RESPONSE, _) => metrics::inc(&metrics.server_errors_total),
-                    _ => {}
+            |tag, _| server_message_needed_whole(tag),
+            |piece| {
+                if let Piece::Start {
+                    tag: backend::tag::ERROR_RESPONSE,
+                    ..
+                } = piece
+                {
+                    metrics::inc(&metrics.server_errors_total);
                 }
+                journal.server_piece(piece);
                 ControlFlow::Continue(())
             },
         )
@@ -240,12 +264,6 @@ fn scan_server(pipe: &mut Pipe, state: &mut RelayState, metrics: &ProxyMetrics) 
             side: Side::Server,
             source,
         })?;
-    if let Some(source) = bad_status {
-        return Err(SessionError::Protocol {
-            side: Side::Server,
-            source,
-        });
-    }
     pipe.out = pipe.buf.split_to(scanned.relay_upto).freeze();
     Ok(())
 }

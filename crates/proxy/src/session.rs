@@ -25,6 +25,7 @@ use crate::cancel::{self, CancelMap, CancelRegistration, CancelTarget};
 use crate::client_auth;
 use crate::conn::FramedConn;
 use crate::error::{SessionError, Side};
+use crate::journal::Limits;
 use crate::metrics::{self, ProxyMetrics};
 use crate::relay::{self, Pipe, RelayEnd, RelayState};
 use crate::secrets::SecretStore;
@@ -75,7 +76,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) 
 }
 
 /// Relays an opened session until it ends.
-async fn run(mut client: FramedConn<TcpStream>, opened: Opened, peer: SocketAddr, ctx: &ProxyContext) {
+async fn run(
+    mut client: FramedConn<TcpStream>,
+    opened: Opened,
+    peer: SocketAddr,
+    ctx: &ProxyContext,
+) {
     let Opened { backend, _cancel } = opened;
     let mut server = backend.conn;
     let m = &ctx.metrics;
@@ -83,7 +89,7 @@ async fn run(mut client: FramedConn<TcpStream>, opened: Opened, peer: SocketAddr
     metrics::inc(&m.sessions_active);
     let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
-    let mut state = RelayState::default();
+    let mut state = RelayState::new(Limits::default());
     let end = relay::relay(
         &mut client.stream,
         &mut server.stream,
@@ -97,14 +103,25 @@ async fn run(mut client: FramedConn<TcpStream>, opened: Opened, peer: SocketAddr
     match end {
         RelayEnd::ClientTerminated => {}
         RelayEnd::Failed(e) => {
-            if let SessionError::Protocol { side: Side::Client, .. } = &e {
+            if let SessionError::Protocol {
+                side: Side::Client, ..
+            } = &e
+            {
                 metrics::inc(&m.client_protocol_errors_total);
-                let fields = ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string());
+                let fields =
+                    ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string());
                 let mut out = BytesMut::new();
                 fields.encode_error(&mut out);
                 let _ = client.stream.write_all(&out).await;
             }
-            if !matches!(e, SessionError::Closed(Side::Server) | SessionError::Io { side: Side::Server, .. }) {
+            if !matches!(
+                e,
+                SessionError::Closed(Side::Server)
+                    | SessionError::Io {
+                        side: Side::Server,
+                        ..
+                    }
+            ) {
                 let mut out = BytesMut::new();
                 encode_terminate(&mut out);
                 let _ = server.stream.write_all(&out).await;
@@ -160,7 +177,11 @@ async fn open(
             )
         })?
         .to_owned();
-    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+    let database = startup
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
 
     let method = ctx.config.hba_method(&user, &database, peer.ip());
     let secret: Option<Secret> = ctx.secrets.lookup(&user).await?;
@@ -185,7 +206,15 @@ async fn open(
                 "no primary server is available".to_owned(),
             )
         })?;
-    let backend = match backend::connect(&primary, &params, &credential, connect_timeout, DEFAULT_MAX_MESSAGE_LEN).await {
+    let backend = match backend::connect(
+        &primary,
+        &params,
+        &credential,
+        connect_timeout,
+        DEFAULT_MAX_MESSAGE_LEN,
+    )
+    .await
+    {
         Ok(backend) => backend,
         Err(e) => {
             if !matches!(e, SessionError::ServerRefused(_)) {
@@ -249,7 +278,9 @@ fn negotiate(
 async fn forward_cancel(target: CancelTarget, ctx: &ProxyContext) {
     match cancel::forward_cancel(&target, ctx.config.backend.connect_timeout()).await {
         Ok(()) => metrics::inc(&ctx.metrics.cancel_forwarded_total),
-        Err(e) => tracing::warn!(backend = %target.addr, error = %e, "could not forward a cancel request"),
+        Err(e) => {
+            tracing::warn!(backend = %target.addr, error = %e, "could not forward a cancel request")
+        }
     }
 }
 
@@ -267,17 +298,27 @@ async fn end_with_error(
 ) {
     let fields = match &e {
         SessionError::Refused(fields) | SessionError::ServerRefused(fields) => Some(fields.clone()),
-        SessionError::Protocol { side: Side::Client, .. } => {
+        SessionError::Protocol {
+            side: Side::Client, ..
+        } => {
             metrics::inc(&metrics.client_protocol_errors_total);
-            Some(ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string()))
-        }
-        SessionError::Io { side: Side::Server, .. } | SessionError::Timeout(_) | SessionError::Protocol { side: Side::Server, .. } => {
             Some(ErrorFields::new(
                 Severity::Fatal,
-                sqlstate::UNABLE_TO_CONNECT,
-                format!("understudy could not open a session on the server: {e}"),
+                sqlstate::PROTOCOL_VIOLATION,
+                e.to_string(),
             ))
         }
+        SessionError::Io {
+            side: Side::Server, ..
+        }
+        | SessionError::Timeout(_)
+        | SessionError::Protocol {
+            side: Side::Server, ..
+        } => Some(ErrorFields::new(
+            Severity::Fatal,
+            sqlstate::UNABLE_TO_CONNECT,
+            format!("understudy could not open a session on the server: {e}"),
+        )),
         _ => None,
     };
     if let Some(fields) = fields {

@@ -1,0 +1,490 @@
+//! The session journal: everything needed to rebuild a session on another
+//! server and to check that the rebuilt session is the same session.
+//!
+//! The journal follows the conversation message by message. Every client
+//! message since the session was last idle (`ReadyForQuery` with status
+//! `I`) is kept — the *unit*: the open transaction, or the requests in
+//! flight — with the server's reply to it, digested (byte count and an xxh3
+//! hash of the reply's messages, asynchronous ones excluded). When a unit
+//! ends, what it did to the session (`SET`, `LISTEN`, `PREPARE`, protocol
+//! prepared statements, …) moves to [`session::SessionState`] and the rest is
+//! dropped, so the journal of an idle session is only its session state.
+//!
+//! Replies are matched to requests the way the server produces them: in
+//! order; an error in the extended protocol makes the server skip to the next
+//! Sync; `ReadyForQuery` ends a simple Query, a FunctionCall or a Sync.
+//!
+//! # Layout
+//! - [`request`]: which server message completes the reply to a request.
+//! - [`session`]: the session state a new backend must be given again.
+//! - this module: the unit, reply matching, digests and limits.
+
+pub mod request;
+pub mod session;
+
+use std::ops::Range;
+
+use bytes::BytesMut;
+use understudy_protocol::backend::{self, TransactionStatus};
+use understudy_protocol::frontend;
+use understudy_protocol::scan::{body_of, Piece};
+use xxhash_rust::xxh3::Xxh3;
+
+use self::request::{CommandKind, Expect};
+use self::session::SessionState;
+
+/// Why a session cannot be moved to another server right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReplayable {
+    /// The open unit holds more than the per-session journal limit.
+    UnitTooLarge,
+    /// A client message was larger than the journal keeps.
+    MessageTooLarge,
+    /// The session state holds more than the per-session journal limit.
+    SessionStateTooLarge,
+    /// A statement mixed session-state changes with other work.
+    MixedSessionStatement,
+    /// The server sent a reply that matches no request.
+    Desynchronised,
+}
+
+impl std::fmt::Display for NotReplayable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotReplayable::UnitTooLarge => "the open transaction is larger than the journal limit",
+            NotReplayable::MessageTooLarge => "a message was larger than the journal keeps",
+            NotReplayable::SessionStateTooLarge => {
+                "the session state is larger than the journal limit"
+            }
+            NotReplayable::MixedSessionStatement => {
+                "one statement both changed session settings and did other work"
+            }
+            NotReplayable::Desynchronised => "the server's replies did not match the requests",
+        })
+    }
+}
+
+/// The digest of a reply: how many bytes, and their hash.
+#[derive(Clone)]
+pub struct Reply {
+    /// Bytes of the reply's messages seen so far.
+    pub bytes: u64,
+    hash: Xxh3,
+    /// The reply is complete.
+    pub done: bool,
+    /// The reply contained an ErrorResponse.
+    pub failed: bool,
+    /// Session-changing commands completed in this reply.
+    pub session_commands: u32,
+    /// Other commands completed in this reply (transaction control excluded).
+    pub other_commands: u32,
+    /// A `DISCARD` completed in this reply.
+    pub discarded: bool,
+    /// The last command completed was a `ROLLBACK`.
+    pub rolled_back: bool,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply {
+            bytes: 0,
+            hash: Xxh3::new(),
+            done: false,
+            failed: false,
+            session_commands: 0,
+            other_commands: 0,
+            discarded: false,
+            rolled_back: false,
+        }
+    }
+}
+
+impl Reply {
+    /// The hash of the bytes seen so far.
+    pub fn digest(&self) -> u64 {
+        self.hash.digest()
+    }
+
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        self.hash.update(bytes);
+    }
+}
+
+/// One client message of the unit, and the server's reply to it.
+#[derive(Clone)]
+pub struct Request {
+    /// The message type.
+    pub tag: u8,
+    /// What completes its reply.
+    pub expect: Expect,
+    /// Where the whole message is in the unit's arena; `None` when it was
+    /// too large to keep.
+    frame: Option<Range<usize>>,
+    /// The reply so far.
+    pub reply: Reply,
+}
+
+/// Per-session journal limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of client messages kept for the open unit.
+    pub max_unit_bytes: usize,
+    /// Bytes of session state (settings, prepared statements).
+    pub max_session_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_unit_bytes: 16 << 20,
+            max_session_bytes: 4 << 20,
+        }
+    }
+}
+
+/// True for server messages the journal must see whole (their body
+/// matters); everything else may be followed piece by piece.
+pub fn server_message_needed_whole(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::tag::READY_FOR_QUERY
+            | backend::tag::COMMAND_COMPLETE
+            | backend::tag::ERROR_RESPONSE
+    )
+}
+
+/// What a server message meant for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// Nothing the session acts on.
+    None,
+    /// ReadyForQuery: the server waits, with this transaction status.
+    Ready(TransactionStatus),
+}
+
+/// The journal of one session.
+pub struct Journal {
+    limits: Limits,
+    requests: Vec<Request>,
+    /// Index of the first request that may still get replies.
+    cursor: usize,
+    arena: BytesMut,
+    /// Request the server frame in progress belongs to (`None`: an
+    /// asynchronous message such as NoticeResponse).
+    frame_owner: Option<usize>,
+    /// Type of the server frame in progress.
+    frame_tag: u8,
+    /// After an error in the extended protocol the server skips to Sync.
+    skipping_to_sync: bool,
+    /// Transaction status of the latest ReadyForQuery.
+    pub tx_status: TransactionStatus,
+    /// Why the unit cannot be replayed, if it cannot.
+    unit_blocked: Option<NotReplayable>,
+    /// Settings, listens and prepared statements of the session.
+    pub session: SessionState,
+}
+
+impl Journal {
+    /// An empty journal: a session that just started.
+    pub fn new(limits: Limits) -> Self {
+        Journal {
+            limits,
+            requests: Vec::new(),
+            cursor: 0,
+            arena: BytesMut::new(),
+            frame_owner: None,
+            frame_tag: 0,
+            skipping_to_sync: false,
+            tx_status: TransactionStatus::Idle,
+            unit_blocked: None,
+            session: SessionState::default(),
+        }
+    }
+
+    /// Largest client message kept whole (larger ones are relayed without
+    /// being kept, and make the unit not replayable).
+    pub fn max_message_len(&self) -> usize {
+        self.limits.max_unit_bytes
+    }
+
+    /// Why the session cannot be moved now, or `Ok` if it can.
+    pub fn replayable(&self) -> Result<(), NotReplayable> {
+        match (&self.session.blocked, &self.unit_blocked) {
+            (Some(reason), _) | (None, Some(reason)) => Err(reason.clone()),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// True when no request is open: the session is idle between units.
+    pub fn is_idle(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// The requests of the open unit.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+
+    /// The bytes of a kept request.
+    pub fn frame(&self, request: &Request) -> Option<&[u8]> {
+        request.frame.clone().map(|range| &self.arena[range])
+    }
+
+    /// Records a client message. `frame` is the whole message (header
+    /// included), or `None` when it was too large to keep.
+    pub fn client_message(&mut self, tag: u8, frame: Option<&[u8]>) {
+        let expect = Expect::of(tag);
+        let frame = match frame {
+            Some(bytes) if self.arena.len() + bytes.len() <= self.limits.max_unit_bytes => {
+                let start = self.arena.len();
+                self.arena.extend_from_slice(bytes);
+                Some(start..self.arena.len())
+            }
+            Some(_) => {
+                self.block_unit(NotReplayable::UnitTooLarge);
+                None
+            }
+            None => {
+                self.block_unit(NotReplayable::MessageTooLarge);
+                None
+            }
+        };
+        let mut reply = Reply::default();
+        if expect == Expect::Nothing
+            || (self.skipping_to_sync && expect.is_extended() && tag != frontend::tag::SYNC)
+        {
+            reply.done = true;
+        }
+        self.requests.push(Request {
+            tag,
+            expect,
+            frame,
+            reply,
+        });
+    }
+
+    fn block_unit(&mut self, reason: NotReplayable) {
+        if self.unit_blocked.is_none() {
+            self.unit_blocked = Some(reason);
+        }
+    }
+
+    /// Index of the request the next reply message belongs to.
+    fn current(&mut self) -> Option<usize> {
+        while self.cursor < self.requests.len() && self.requests[self.cursor].reply.done {
+            self.cursor += 1;
+        }
+        (self.cursor < self.requests.len()).then_some(self.cursor)
+    }
+
+    /// Follows one piece of a server message.
+    pub fn server_piece(&mut self, piece: Piece<'_>) -> ServerEvent {
+        match piece {
+            Piece::More { bytes, rest } => {
+                let Some(i) = self.frame_owner else {
+                    return ServerEvent::None;
+                };
+                self.requests[i].reply.absorb(bytes);
+                if rest > 0 {
+                    return ServerEvent::None;
+                }
+                // Messages whose body matters (ReadyForQuery, CommandComplete)
+                // are always scanned whole, so the body is not needed here.
+                self.complete_message(i, self.frame_tag, &[])
+            }
+            Piece::Start {
+                tag, bytes, rest, ..
+            } => {
+                if matches!(
+                    tag,
+                    backend::tag::NOTICE_RESPONSE
+                        | backend::tag::NOTIFICATION_RESPONSE
+                        | backend::tag::PARAMETER_STATUS
+                ) {
+                    self.frame_owner = None;
+                    return ServerEvent::None;
+                }
+                let Some(i) = self.current() else {
+                    self.frame_owner = None;
+                    self.block_unit(NotReplayable::Desynchronised);
+                    return self.untracked_ready(tag, bytes, rest);
+                };
+                self.frame_owner = Some(i);
+                self.frame_tag = tag;
+                self.requests[i].reply.absorb(bytes);
+                if rest > 0 {
+                    return ServerEvent::None;
+                }
+                self.complete_message(i, tag, body_of(bytes))
+            }
+        }
+    }
+
+    /// A ReadyForQuery that matched no request still tells the status.
+    fn untracked_ready(&mut self, tag: u8, bytes: &[u8], rest: usize) -> ServerEvent {
+        if tag == backend::tag::READY_FOR_QUERY && rest == 0 {
+            if let Some(status) = status_of(body_of(bytes)) {
+                self.tx_status = status;
+                if status == TransactionStatus::Idle {
+                    self.end_unit(self.requests.len());
+                }
+                return ServerEvent::Ready(status);
+            }
+        }
+        ServerEvent::None
+    }
+
+    /// Applies a complete server message to request `i`.
+    fn complete_message(&mut self, i: usize, tag: u8, body: &[u8]) -> ServerEvent {
+        let expect = self.requests[i].expect;
+        match tag {
+            backend::tag::PARSE_COMPLETE if expect == Expect::ParseComplete => {
+                self.requests[i].reply.done = true;
+                let frame = self.requests[i].frame.clone().map(|r| &self.arena[r]);
+                self.session.parsed(frame, self.limits.max_session_bytes);
+                return ServerEvent::None;
+            }
+            backend::tag::CLOSE_COMPLETE if expect == Expect::CloseComplete => {
+                self.requests[i].reply.done = true;
+                let frame = self.requests[i].frame.clone().map(|r| &self.arena[r]);
+                self.session.closed(frame);
+                return ServerEvent::None;
+            }
+            _ => {}
+        }
+        let reply = &mut self.requests[i].reply;
+        match tag {
+            backend::tag::BIND_COMPLETE if expect == Expect::BindComplete => reply.done = true,
+            backend::tag::ROW_DESCRIPTION | backend::tag::NO_DATA
+                if expect == Expect::Description =>
+            {
+                reply.done = true
+            }
+            backend::tag::COMMAND_COMPLETE => {
+                let command = body.split(|&b| b == 0).next().unwrap_or_default();
+                match CommandKind::of_tag(command) {
+                    CommandKind::Session => reply.session_commands += 1,
+                    CommandKind::Discard => reply.discarded = true,
+                    CommandKind::Other => reply.other_commands += 1,
+                    CommandKind::Transaction => {}
+                }
+                reply.rolled_back = command == b"ROLLBACK";
+                if expect == Expect::ExecuteEnd {
+                    reply.done = true;
+                }
+            }
+            backend::tag::EMPTY_QUERY_RESPONSE | backend::tag::PORTAL_SUSPENDED
+                if expect == Expect::ExecuteEnd =>
+            {
+                reply.done = true
+            }
+            backend::tag::ERROR_RESPONSE => {
+                reply.failed = true;
+                if expect.is_extended() {
+                    reply.done = true;
+                    self.skipping_to_sync = true;
+                    for later in &mut self.requests[i + 1..] {
+                        if later.tag == frontend::tag::SYNC {
+                            break;
+                        }
+                        if later.expect.is_extended() {
+                            later.reply.done = true;
+                        }
+                    }
+                }
+            }
+            backend::tag::READY_FOR_QUERY => {
+                reply.done = true;
+                self.skipping_to_sync = false;
+                if let Some(status) = status_of(body) {
+                    self.tx_status = status;
+                    if status == TransactionStatus::Idle {
+                        self.end_unit(i + 1);
+                    }
+                    return ServerEvent::Ready(status);
+                }
+                self.block_unit(NotReplayable::Desynchronised);
+            }
+            _ => {}
+        }
+        ServerEvent::None
+    }
+
+    /// The session became idle after request `end - 1`: what the finished
+    /// requests did to the session is kept, the rest is dropped.
+    fn end_unit(&mut self, end: usize) {
+        let end = end.min(self.requests.len());
+        let finished = &self.requests[..end];
+        let rolled_back = finished
+            .iter()
+            .rev()
+            .find(|r| r.reply.session_commands + r.reply.other_commands > 0 || r.reply.rolled_back)
+            .is_some_and(|r| r.reply.rolled_back);
+        if !rolled_back
+            && finished
+                .iter()
+                .any(|r| r.reply.session_commands > 0 || r.reply.discarded)
+        {
+            let frames: Vec<(u8, Reply, Option<&[u8]>)> = finished
+                .iter()
+                .map(|r| {
+                    (
+                        r.tag,
+                        r.reply.clone(),
+                        r.frame.clone().map(|range| &self.arena[range]),
+                    )
+                })
+                .collect();
+            self.session
+                .unit_finished(&frames, self.limits.max_session_bytes);
+        }
+        self.requests.drain(..end);
+        self.cursor = 0;
+        self.frame_owner = None;
+        if self.requests.is_empty() {
+            self.arena.clear();
+            self.unit_blocked = None;
+        } else if let Some(base) = self
+            .requests
+            .iter()
+            .find_map(|r| r.frame.as_ref().map(|f| f.start))
+        {
+            // Drop the finished requests' bytes; later ones move to the front.
+            let _ = self.arena.split_to(base);
+            for request in &mut self.requests {
+                if let Some(frame) = &mut request.frame {
+                    *frame = frame.start - base..frame.end - base;
+                }
+            }
+        }
+    }
+
+    /// Starts the replies of every open request over (for a replay on a new
+    /// server) and returns the replies seen so far, to compare against.
+    pub fn restart_replies(&mut self) -> Vec<Reply> {
+        let old = self.requests.iter().map(|r| r.reply.clone()).collect();
+        for request in &mut self.requests {
+            request.reply = Reply::default();
+            if request.expect == Expect::Nothing {
+                request.reply.done = true;
+            }
+        }
+        self.cursor = 0;
+        self.frame_owner = None;
+        self.skipping_to_sync = false;
+        old
+    }
+}
+
+fn status_of(body: &[u8]) -> Option<TransactionStatus> {
+    match body {
+        [b'I'] => Some(TransactionStatus::Idle),
+        [b'T'] => Some(TransactionStatus::InTransaction),
+        [b'E'] => Some(TransactionStatus::Failed),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

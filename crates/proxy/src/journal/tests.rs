@@ -1,0 +1,240 @@
+//! Unit tests of reply matching, units and session state.
+
+use std::ops::ControlFlow;
+
+use bytes::BytesMut;
+use understudy_protocol::backend::TransactionStatus;
+use understudy_protocol::scan::Scanner;
+use understudy_protocol::FrameWriter;
+
+use super::{Journal, Limits, NotReplayable};
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let mut w = FrameWriter::tagged(&mut out, tag);
+    w.bytes(body);
+    w.finish();
+    out.to_vec()
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    msg(b'Q', format!("{sql}\0").as_bytes())
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+fn complete(tag: &str) -> Vec<u8> {
+    msg(b'C', format!("{tag}\0").as_bytes())
+}
+
+fn ready(status: u8) -> Vec<u8> {
+    msg(b'Z', &[status])
+}
+
+fn client(journal: &mut Journal, frames: &[Vec<u8>]) {
+    for frame in frames {
+        journal.client_message(frame[0], Some(frame));
+    }
+}
+
+/// Feeds server bytes through a scanner, in small chunks.
+fn server(journal: &mut Journal, frames: &[Vec<u8>]) {
+    let stream: Vec<u8> = frames.concat();
+    let mut scanner = Scanner::new(1 << 20);
+    let mut pending = Vec::new();
+    for chunk in stream.chunks(3) {
+        pending.extend_from_slice(chunk);
+        let scanned = scanner
+            .scan(
+                &pending,
+                |tag, _| super::server_message_needed_whole(tag),
+                |piece| {
+                    journal.server_piece(piece);
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        pending.drain(..scanned.relay_upto);
+    }
+    assert!(pending.is_empty());
+}
+
+#[test]
+fn a_simple_query_unit_ends_at_ready_for_query_idle() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("select 1")]);
+    assert!(!j.is_idle());
+    server(
+        &mut j,
+        &[
+            msg(b'T', b"desc"),
+            msg(b'D', b"row"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert!(j.is_idle());
+    assert_eq!(j.tx_status, TransactionStatus::Idle);
+    assert_eq!(j.session.script_len(), 0);
+}
+
+#[test]
+fn a_transaction_stays_in_the_unit_until_it_ends() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin")]);
+    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    client(&mut j, &[query("update t set x = 1")]);
+    server(&mut j, &[complete("UPDATE 1"), ready(b'T')]);
+    assert_eq!(j.requests().len(), 2);
+    assert!(j.requests().iter().all(|r| r.reply.done));
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    assert!(j.is_idle());
+}
+
+#[test]
+fn settings_are_kept_unless_rolled_back() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("set search_path = a")]);
+    server(&mut j, &[complete("SET"), ready(b'I')]);
+    client(
+        &mut j,
+        &[
+            query("begin"),
+            query("set timezone = 'UTC'"),
+            query("rollback"),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            complete("BEGIN"),
+            ready(b'T'),
+            complete("SET"),
+            ready(b'T'),
+            complete("ROLLBACK"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(j.session.script_len(), 1);
+    client(&mut j, &[query("discard all")]);
+    server(&mut j, &[complete("DISCARD ALL"), ready(b'I')]);
+    assert_eq!(j.session.script_len(), 0);
+}
+
+#[test]
+fn a_statement_mixing_settings_and_work_blocks_replay() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("set a.b = 1; insert into t values (1)")]);
+    server(
+        &mut j,
+        &[complete("SET"), complete("INSERT 0 1"), ready(b'I')],
+    );
+    assert_eq!(j.replayable(), Err(NotReplayable::MixedSessionStatement));
+}
+
+#[test]
+fn extended_errors_skip_to_sync_and_named_statements_are_kept() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("s1", "select 1"),
+            msg(b'B', b"\0s1\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'D', b"x"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert!(j.is_idle());
+    assert_eq!(j.session.prepared_count(), 1);
+
+    client(
+        &mut j,
+        &[
+            parse("s2", "select 1/0"),
+            msg(b'B', b"\0s2\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'E', b"SERROR\0C22012\0\0"),
+            ready(b'I'),
+        ],
+    );
+    assert!(
+        j.is_idle(),
+        "the error skips Execute, Sync gets ReadyForQuery"
+    );
+    assert_eq!(j.session.prepared_count(), 2);
+
+    client(&mut j, &[msg(b'C', b"Ss1\0"), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'3', b""), ready(b'I')]);
+    assert_eq!(j.session.prepared_count(), 1);
+}
+
+#[test]
+fn replies_are_digested_the_same_whatever_the_chunking() {
+    let replies = [
+        msg(b'T', b"desc"),
+        msg(b'D', &[7u8; 500]),
+        complete("SELECT 1"),
+        ready(b'T'),
+    ];
+    let mut a = Journal::new(Limits::default());
+    client(&mut a, &[query("begin; select ...")]);
+    server(&mut a, &replies);
+    let old = a.restart_replies();
+    assert!(!a.requests()[0].reply.done);
+    server(&mut a, &replies);
+    let new = &a.requests()[0].reply;
+    assert!(new.done);
+    assert_eq!((new.bytes, new.digest()), (old[0].bytes, old[0].digest()));
+}
+
+#[test]
+fn pipelined_requests_after_an_idle_point_stay_in_the_unit() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("select 1"), query("select 2")]);
+    server(&mut j, &[complete("SELECT 1"), ready(b'I')]);
+    assert_eq!(j.requests().len(), 1);
+    assert_eq!(j.frame(&j.requests()[0]).unwrap(), &query("select 2")[..]);
+}
+
+#[test]
+fn oversized_units_are_not_replayable_until_they_end() {
+    let mut j = Journal::new(Limits {
+        max_unit_bytes: 64,
+        max_session_bytes: 64,
+    });
+    client(&mut j, &[query("begin"), query(&"x".repeat(100))]);
+    assert_eq!(j.replayable(), Err(NotReplayable::UnitTooLarge));
+    server(
+        &mut j,
+        &[
+            complete("BEGIN"),
+            ready(b'T'),
+            complete("SELECT 1"),
+            ready(b'T'),
+        ],
+    );
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    assert_eq!(j.replayable(), Ok(()));
+}
