@@ -44,21 +44,35 @@ pub enum Piece<'a> {
     },
 }
 
+/// Where a scan stops when the callback breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After the current piece: it is part of what may be relayed.
+    After,
+    /// Before the frame that the current `Start` piece begins: it stays in
+    /// the buffer, and the next scan sees it again.
+    Before,
+}
+
 /// Outcome of one [`Scanner::scan`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scanned {
     /// Bytes at the front of the buffer that may be relayed now. The rest is
     /// the start of a frame the scanner must see more of.
     pub relay_upto: usize,
-    /// True when the callback stopped the scan; the frame it stopped at is
-    /// included in `relay_upto`.
-    pub stopped: bool,
+    /// How the callback stopped the scan, if it did.
+    pub stopped: Option<Stop>,
 }
 
 impl Scanner {
     /// A scanner that rejects frames longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
         Scanner { skip: 0, max_len }
+    }
+
+    /// The largest frame accepted.
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 
     /// True when the scanner is between frames.
@@ -73,12 +87,12 @@ impl Scanner {
     /// arrives, then [`Piece::More`] for the parts that arrive later. Frames
     /// for which `whole(tag, total)` is true are reported only once complete,
     /// in a single `Start` piece. The callback may return `Break` to stop
-    /// after the current piece.
+    /// after the current piece or before the frame it starts.
     pub fn scan(
         &mut self,
         buf: &[u8],
         whole: impl Fn(u8, usize) -> bool,
-        mut on_piece: impl FnMut(Piece<'_>) -> ControlFlow<()>,
+        mut on_piece: impl FnMut(Piece<'_>) -> ControlFlow<Stop>,
     ) -> Result<Scanned, ProtocolError> {
         let mut pos = 0;
         if self.skip > 0 {
@@ -89,10 +103,10 @@ impl Scanner {
                 bytes: &buf[..n],
                 rest: self.skip,
             });
-            if flow.is_break() {
+            if let ControlFlow::Break(stop) = flow {
                 return Ok(Scanned {
                     relay_upto: pos,
-                    stopped: true,
+                    stopped: Some(stop),
                 });
             }
         }
@@ -114,16 +128,26 @@ impl Scanner {
                 bytes,
                 rest: self.skip,
             });
-            if flow.is_break() {
-                return Ok(Scanned {
-                    relay_upto: pos,
-                    stopped: true,
-                });
+            match flow {
+                ControlFlow::Continue(()) => {}
+                ControlFlow::Break(Stop::After) => {
+                    return Ok(Scanned {
+                        relay_upto: pos,
+                        stopped: Some(Stop::After),
+                    })
+                }
+                ControlFlow::Break(Stop::Before) => {
+                    self.skip = 0;
+                    return Ok(Scanned {
+                        relay_upto: pos - n,
+                        stopped: Some(Stop::Before),
+                    });
+                }
             }
         }
         Ok(Scanned {
             relay_upto: pos,
-            stopped: false,
+            stopped: None,
         })
     }
 }
@@ -256,13 +280,33 @@ mod tests {
                 &stream,
                 |_, _| true,
                 |piece| match piece {
-                    Piece::Start { tag: b'X', .. } => ControlFlow::Break(()),
+                    Piece::Start { tag: b'X', .. } => ControlFlow::Break(Stop::After),
                     _ => ControlFlow::Continue(()),
                 },
             )
             .unwrap();
-        assert!(scanned.stopped);
+        assert_eq!(scanned.stopped, Some(Stop::After));
         assert_eq!(scanned.relay_upto, 14 + 5);
+    }
+
+    #[test]
+    fn stop_before_leaves_the_frame_for_the_next_scan() {
+        let mut stream = frame(b'D', b"row");
+        stream.extend(frame(b'E', b"SFATAL\0\0"));
+        let mut scanner = Scanner::new(1 << 20);
+        let scanned = scanner
+            .scan(
+                &stream,
+                |_, _| true,
+                |piece| match piece {
+                    Piece::Start { tag: b'E', .. } => ControlFlow::Break(Stop::Before),
+                    _ => ControlFlow::Continue(()),
+                },
+            )
+            .unwrap();
+        assert_eq!(scanned.stopped, Some(Stop::Before));
+        assert_eq!(scanned.relay_upto, 8);
+        assert!(scanner.at_boundary());
     }
 
     #[test]

@@ -85,6 +85,15 @@ impl SessionError {
         }
     }
 
+    /// The side the error came from, when it is about one side.
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            SessionError::Closed(side) => Some(*side),
+            SessionError::Io { side, .. } | SessionError::Protocol { side, .. } => Some(*side),
+            _ => None,
+        }
+    }
+
     /// True when the error is a normal way for a client to go away (a
     /// client that closes during authentication to prompt for a password,
     /// for example) and is not worth a warning in the log.

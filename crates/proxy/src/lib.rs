@@ -12,6 +12,8 @@
 //! - [`secrets`]: role secrets from `[[users]]` or from the server (passthrough).
 //! - [`backend`]: opening and authenticating a backend connection.
 //! - [`relay`]: the byte relay between client and backend (the hot path).
+//! - [`journal`]: what a session did, to rebuild it on another server.
+//! - [`failover`]: moving a session whose backend was lost.
 //! - [`cancel`]: proxy cancel keys → backend cancel keys.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
@@ -23,6 +25,7 @@ pub mod cancel;
 pub mod client_auth;
 pub mod conn;
 pub mod error;
+pub mod failover;
 pub mod journal;
 pub mod listener;
 pub mod metrics;

@@ -36,6 +36,12 @@ pub struct ProxyMetrics {
     pub cancel_requests_total: AtomicU64,
     /// Cancel requests forwarded to a server.
     pub cancel_forwarded_total: AtomicU64,
+    /// Sessions moved to another backend after theirs was lost.
+    pub sessions_moved_total: AtomicU64,
+    /// Sessions that lost their backend and could not be moved.
+    pub move_failures_total: AtomicU64,
+    /// Transactions failed with 40001 because their replay differed.
+    pub replay_divergences_total: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -61,7 +67,7 @@ impl ProxyMetrics {
 
     /// Appends every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
-        let metrics: [(&str, &str, &str, &AtomicU64); 14] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "understudy_client_connections_total",
                 "counter",
@@ -145,6 +151,24 @@ impl ProxyMetrics {
                 "counter",
                 "Cancel requests forwarded to a server.",
                 &self.cancel_forwarded_total,
+            ),
+            (
+                "understudy_sessions_moved_total",
+                "counter",
+                "Sessions moved to another backend after theirs was lost.",
+                &self.sessions_moved_total,
+            ),
+            (
+                "understudy_move_failures_total",
+                "counter",
+                "Sessions that lost their backend and could not be moved.",
+                &self.move_failures_total,
+            ),
+            (
+                "understudy_replay_divergences_total",
+                "counter",
+                "Transactions failed with 40001 because their replay differed.",
+                &self.replay_divergences_total,
             ),
         ];
         for (name, kind, help, value) in metrics {

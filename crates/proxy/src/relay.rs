@@ -20,11 +20,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
-use understudy_protocol::backend;
+
+use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
 use understudy_protocol::frontend;
-use understudy_protocol::scan::{Piece, Scanner};
+use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
 
 use crate::error::{SessionError, Side};
 use crate::journal::{server_message_needed_whole, Journal, Limits};
@@ -44,6 +46,9 @@ pub struct Pipe {
     needs_flush: bool,
     /// Nothing more is read from this side (the client sent Terminate).
     done_reading: bool,
+    /// `buf` holds bytes that were never scanned (read before the relay
+    /// started, or from a new backend during a move).
+    unscanned: bool,
     scanner: Scanner,
 }
 
@@ -55,6 +60,7 @@ impl Pipe {
             out: Bytes::new(),
             needs_flush: false,
             done_reading: false,
+            unscanned: true,
             scanner: Scanner::new(max_message_len),
         }
     }
@@ -66,14 +72,33 @@ pub struct RelayState {
     pub journal: Journal,
     /// The client sent Terminate.
     pub client_terminated: bool,
+    /// A FATAL error the server sent, held back from the client until the
+    /// session decides whether to move or to end.
+    pub server_fatal: Option<ErrorFields>,
+    /// Latest value of every ParameterStatus the client was sent.
+    pub parameters: HashMap<String, String>,
+    /// The backend pid the client knows (from its BackendKeyData).
+    pub client_pid: i32,
+    /// The pid of the current backend; differs from `client_pid` after a
+    /// move, and notifications from it are rewritten to `client_pid`.
+    pub backend_pid: i32,
+    /// Set when a failover failed the client's open transaction before the
+    /// client heard of it: the server rejects the transaction's next command
+    /// with `25P02`, which the client receives as `40001` with this reason.
+    pub failed_over_transaction: Option<String>,
 }
 
 impl RelayState {
-    /// State of a session that just opened.
-    pub fn new(limits: Limits) -> Self {
+    /// State of a session that just opened on backend `pid`.
+    pub fn new(limits: Limits, pid: i32) -> Self {
         RelayState {
             journal: Journal::new(limits),
             client_terminated: false,
+            server_fatal: None,
+            parameters: HashMap::new(),
+            client_pid: pid,
+            backend_pid: pid,
+            failed_over_transaction: None,
         }
     }
 }
@@ -83,6 +108,9 @@ impl RelayState {
 pub enum RelayEnd {
     /// The client sent Terminate, and it was passed on to the server.
     ClientTerminated,
+    /// The server sent a FATAL error (held in [`RelayState::server_fatal`]);
+    /// everything before it was relayed.
+    ServerFatal,
     /// A side closed its socket or failed.
     Failed(SessionError),
 }
@@ -117,6 +145,9 @@ where
         }
         if to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush {
             return Poll::Ready(RelayEnd::ClientTerminated);
+        }
+        if to_client.done_reading && to_client.out.is_empty() && !to_client.needs_flush {
+            return Poll::Ready(RelayEnd::ServerFatal);
         }
         Poll::Pending
     })
@@ -168,6 +199,12 @@ where
         if pipe.done_reading {
             return Poll::Pending;
         }
+        if std::mem::take(&mut pipe.unscanned) && !pipe.buf.is_empty() {
+            if let Err(e) = scan(pipe, 0) {
+                return Poll::Ready(RelayEnd::Failed(e));
+            }
+            continue;
+        }
         if pipe.buf.capacity() - pipe.buf.len() < READ_RESERVE / 4 {
             pipe.buf.reserve(READ_RESERVE);
         }
@@ -211,7 +248,7 @@ fn scan_client(
                 match tag {
                     frontend::tag::TERMINATE => {
                         terminated = true;
-                        return ControlFlow::Break(());
+                        return ControlFlow::Break(Stop::After);
                     }
                     frontend::tag::QUERY | frontend::tag::EXECUTE => {
                         metrics::inc(&metrics.queries_total)
@@ -236,34 +273,163 @@ fn scan_client(
     Ok(())
 }
 
-/// Scans bytes from the server: follows replies and the transaction status.
+/// Scans bytes from the server: follows replies and the transaction
+/// status, holds back a FATAL error, and rewrites the pid of the session's
+/// own notifications after a move.
 fn scan_server(
     pipe: &mut Pipe,
     state: &mut RelayState,
     metrics: &ProxyMetrics,
 ) -> Result<(), SessionError> {
-    let journal = &mut state.journal;
-    let scanned = pipe
-        .scanner
-        .scan(
-            &pipe.buf,
-            |tag, _| server_message_needed_whole(tag),
-            |piece| {
-                if let Piece::Start {
-                    tag: backend::tag::ERROR_RESPONSE,
-                    ..
-                } = piece
-                {
-                    metrics::inc(&metrics.server_errors_total);
-                }
-                journal.server_piece(piece);
-                ControlFlow::Continue(())
-            },
-        )
-        .map_err(|source| SessionError::Protocol {
-            side: Side::Server,
-            source,
-        })?;
-    pipe.out = pipe.buf.split_to(scanned.relay_upto).freeze();
-    Ok(())
+    // Only when a message is replaced are bytes copied into `assembled`.
+    let mut assembled: Option<BytesMut> = None;
+    loop {
+        let journal = &mut state.journal;
+        let parameters = &mut state.parameters;
+        let rewrite_pid = (state.backend_pid != state.client_pid).then_some(state.backend_pid);
+        let failed_over = state.failed_over_transaction.is_some();
+        let mut fatal = None;
+        let mut replace = None;
+        let mut notifications = Vec::new();
+        let mut offset = 0;
+        let scanned = pipe
+            .scanner
+            .scan(
+                &pipe.buf,
+                |tag, _| {
+                    server_message_needed_whole(tag)
+                        || tag == backend::tag::PARAMETER_STATUS
+                        || tag == backend::tag::NOTIFICATION_RESPONSE
+                },
+                |piece| {
+                    let start = offset;
+                    match piece {
+                        Piece::Start { bytes, .. } | Piece::More { bytes, .. } => {
+                            offset += bytes.len()
+                        }
+                    }
+                    if let Piece::Start {
+                        tag, bytes, total, ..
+                    } = piece
+                    {
+                        match tag {
+                            backend::tag::ERROR_RESPONSE => {
+                                metrics::inc(&metrics.server_errors_total);
+                                if let Ok(fields) = ErrorFields::parse(body_of(bytes)) {
+                                    if fields.is_fatal() {
+                                        fatal = Some(fields);
+                                        return ControlFlow::Break(Stop::Before);
+                                    }
+                                    if failed_over && fields.code == IN_FAILED_TRANSACTION {
+                                        replace = Some(total);
+                                        return ControlFlow::Break(Stop::Before);
+                                    }
+                                }
+                            }
+                            backend::tag::READY_FOR_QUERY if bytes.get(5) == Some(&b'I') => {
+                                // The failed transaction is over.
+                                state.failed_over_transaction = None;
+                            }
+                            backend::tag::PARAMETER_STATUS => {
+                                if let Ok(p) = ParameterStatus::parse(body_of(bytes)) {
+                                    parameters.insert(p.name, p.value);
+                                }
+                            }
+                            backend::tag::NOTIFICATION_RESPONSE => {
+                                if let (Some(pid), Some(b)) = (rewrite_pid, bytes.get(5..9)) {
+                                    if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) == pid {
+                                        notifications.push(start + 5);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    journal.server_piece(piece);
+                    ControlFlow::Continue(())
+                },
+            )
+            .map_err(|source| SessionError::Protocol {
+                side: Side::Server,
+                source,
+            })?;
+        for at in notifications {
+            pipe.buf[at..at + 4].copy_from_slice(&state.client_pid.to_be_bytes());
+        }
+        let relayed = pipe.buf.split_to(scanned.relay_upto);
+        if let (Some(total), Some(why)) = (replace, state.failed_over_transaction.take()) {
+            // The first error the client gets after its transaction was
+            // failed over says so, with the code drivers retry on.
+            let _ = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            let start = out.len();
+            ErrorFields::new(Severity::Error, SERIALIZATION_FAILURE, why)
+                .with_hint("Retry the transaction.")
+                .encode_error(out);
+            let replacement = out.split_off(start);
+            state.journal.server_piece(Piece::Start {
+                tag: backend::tag::ERROR_RESPONSE,
+                total: replacement.len(),
+                bytes: &replacement,
+                rest: 0,
+            });
+            out.extend_from_slice(&replacement);
+            continue;
+        }
+        pipe.out = match assembled.take() {
+            Some(mut out) => {
+                out.extend_from_slice(&relayed);
+                out.freeze()
+            }
+            None => relayed.freeze(),
+        };
+        if fatal.is_some() {
+            state.server_fatal = fatal;
+            pipe.done_reading = true;
+        }
+        return Ok(());
+    }
+}
+
+/// `40001` serialization_failure.
+const SERIALIZATION_FAILURE: &str = "40001";
+/// `25P02` in_failed_sql_transaction.
+const IN_FAILED_TRANSACTION: &str = "25P02";
+
+/// The bytes a pipe still has to write to the other side, and what it read
+/// but did not scan yet (for a session that changes backends).
+impl Pipe {
+    /// Writes the pipe's pending output to `to` (used before a move: the
+    /// client must receive everything the old server already sent).
+    pub async fn drain_to<W: AsyncWrite + Unpin>(&mut self, to: &mut W) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if !self.out.is_empty() {
+            to.write_all(&self.out).await?;
+            to.flush().await?;
+        }
+        self.out = Bytes::new();
+        self.needs_flush = false;
+        Ok(())
+    }
+
+    /// Forgets everything relayed from or to a backend that is gone, and
+    /// starts over with `already_read` from the new backend, after `first`
+    /// (bytes to write before anything else).
+    pub fn restart(&mut self, first: Bytes, already_read: BytesMut) {
+        self.out = first;
+        self.buf = already_read;
+        self.needs_flush = false;
+        self.done_reading = false;
+        self.unscanned = true;
+        let max = self.scanner.max_len();
+        self.scanner = Scanner::new(max);
+    }
+
+    /// Drops output not yet written (requests to a backend that is gone:
+    /// the journal resends them).
+    pub fn discard_output(&mut self) {
+        self.out = Bytes::new();
+        self.needs_flush = false;
+    }
 }

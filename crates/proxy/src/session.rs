@@ -25,11 +25,12 @@ use crate::cancel::{self, CancelMap, CancelRegistration, CancelTarget};
 use crate::client_auth;
 use crate::conn::FramedConn;
 use crate::error::{SessionError, Side};
+use crate::failover::{self, verdict::Verdict, Identity};
 use crate::journal::Limits;
 use crate::metrics::{self, ProxyMetrics};
 use crate::relay::{self, Pipe, RelayEnd, RelayState};
 use crate::secrets::SecretStore;
-use crate::topology::{self, TopologyRx};
+use crate::topology::{self, BackendAddr, TopologyRx};
 
 /// Everything sessions share.
 pub struct ProxyContext {
@@ -48,8 +49,19 @@ pub struct ProxyContext {
 /// A session that completed startup.
 struct Opened {
     backend: BackendConn,
-    _cancel: CancelRegistration,
+    cancel: CancelRegistration,
+    identity: Identity,
 }
+
+impl ProxyContext {
+    /// How long a session whose backend is lost waits for a new primary.
+    pub fn hold_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(HOLD_TIMEOUT_MS)
+    }
+}
+
+/// Default time a session is held while no primary is reachable.
+const HOLD_TIMEOUT_MS: u64 = 30_000;
 
 /// Serves one client connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
@@ -75,63 +87,129 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) 
     run(client, opened, peer, &ctx).await;
 }
 
-/// Relays an opened session until it ends.
+/// Relays an opened session until it ends, moving it to a new backend
+/// when the current one is lost.
 async fn run(
     mut client: FramedConn<TcpStream>,
     opened: Opened,
     peer: SocketAddr,
     ctx: &ProxyContext,
 ) {
-    let Opened { backend, _cancel } = opened;
-    let mut server = backend.conn;
+    let Opened {
+        backend,
+        cancel,
+        identity,
+    } = opened;
     let m = &ctx.metrics;
     metrics::inc(&m.sessions_total);
     metrics::inc(&m.sessions_active);
+    let mut addr = backend.addr;
+    let mut server = backend.conn;
     let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
-    let mut state = RelayState::new(Limits::default());
-    let end = relay::relay(
-        &mut client.stream,
-        &mut server.stream,
-        &mut to_server,
-        &mut to_client,
-        &mut state,
-        m,
-    )
-    .await;
-    metrics::dec(&m.sessions_active);
-    match end {
-        RelayEnd::ClientTerminated => {}
-        RelayEnd::Failed(e) => {
-            if let SessionError::Protocol {
-                side: Side::Client, ..
-            } = &e
-            {
-                metrics::inc(&m.client_protocol_errors_total);
-                let fields =
-                    ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string());
+    let mut state = RelayState::new(Limits::default(), backend.key.process_id);
+    let mut topology = ctx.topology.clone();
+    topology.mark_unchanged();
+    loop {
+        let end = tokio::select! {
+            biased;
+            end = relay::relay(&mut client.stream, &mut server.stream, &mut to_server, &mut to_client, &mut state, m) => end,
+            () = primary_moved_away(&mut topology, &addr) => RelayEnd::Failed(SessionError::Closed(Side::Server)),
+        };
+        let fatal = match end {
+            RelayEnd::ClientTerminated => break,
+            RelayEnd::ServerFatal => state.server_fatal.take(),
+            RelayEnd::Failed(e) if e.side() == Some(Side::Server) => {
+                tracing::debug!(%peer, backend = %addr, "backend lost: {e}");
+                None
+            }
+            RelayEnd::Failed(e) => {
+                end_after_client_failure(&mut client, &mut server, e, peer, m).await;
+                break;
+            }
+        };
+        if failover::verdict::decide(fatal.as_ref(), &addr, &ctx.config).await == Verdict::End {
+            if let Some(fields) = fatal {
                 let mut out = BytesMut::new();
                 fields.encode_error(&mut out);
+                let _ = to_client.drain_to(&mut client.stream).await;
                 let _ = client.stream.write_all(&out).await;
+                tracing::info!(%peer, backend = %addr, "backend ended by the server: {fields}");
             }
-            if !matches!(
-                e,
-                SessionError::Closed(Side::Server)
-                    | SessionError::Io {
-                        side: Side::Server,
-                        ..
-                    }
-            ) {
+            break;
+        }
+        if let Err(e) = to_client.drain_to(&mut client.stream).await {
+            tracing::debug!(%peer, "client gone before the move: {e}");
+            break;
+        }
+        to_server.discard_output();
+        match failover::move_session(&mut client.stream, &mut state, &identity, &addr, ctx).await {
+            Ok((moved, tail)) => {
+                metrics::inc(&m.sessions_moved_total);
+                cancel.retarget(CancelTarget {
+                    addr: moved.addr.clone(),
+                    key: moved.key,
+                });
+                addr = moved.addr;
+                server = moved.conn;
+                to_client.restart(tail, std::mem::take(&mut server.rbuf));
+            }
+            Err(e) => {
+                metrics::inc(&m.move_failures_total);
+                tracing::warn!(%peer, "{e}");
                 let mut out = BytesMut::new();
-                encode_terminate(&mut out);
-                let _ = server.stream.write_all(&out).await;
-            }
-            if e.is_quiet() {
-                tracing::debug!(%peer, "session ended: {e}");
-            } else {
-                tracing::info!(%peer, "session ended: {e}");
+                e.to_fields().encode_error(&mut out);
+                let _ = client.stream.write_all(&out).await;
+                break;
             }
         }
+    }
+    metrics::dec(&m.sessions_active);
+}
+
+/// Resolves when the topology names a primary other than `current` (the
+/// session's server was demoted or replaced).
+async fn primary_moved_away(topology: &mut TopologyRx, current: &BackendAddr) {
+    loop {
+        if topology.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let moved = match &topology.borrow_and_update().primary {
+            Some(primary) => primary.host != current.host || primary.port != current.port,
+            None => false,
+        };
+        if moved {
+            return;
+        }
+    }
+}
+
+/// The client failed or left: tell it why if it is a protocol error, and
+/// end the backend politely.
+async fn end_after_client_failure(
+    client: &mut FramedConn<TcpStream>,
+    server: &mut FramedConn<TcpStream>,
+    e: SessionError,
+    peer: SocketAddr,
+    m: &ProxyMetrics,
+) {
+    if let SessionError::Protocol {
+        side: Side::Client, ..
+    } = &e
+    {
+        metrics::inc(&m.client_protocol_errors_total);
+        let fields = ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string());
+        let mut out = BytesMut::new();
+        fields.encode_error(&mut out);
+        let _ = client.stream.write_all(&out).await;
+    }
+    let mut out = BytesMut::new();
+    encode_terminate(&mut out);
+    let _ = server.stream.write_all(&out).await;
+    if e.is_quiet() {
+        tracing::debug!(%peer, "session ended: {e}");
+    } else {
+        tracing::info!(%peer, "session ended: {e}");
     }
 }
 
@@ -239,7 +317,8 @@ async fn open(
     tracing::debug!(%peer, user, database, backend = %backend.addr, pid = backend.key.process_id, "session opened");
     Ok(Some(Opened {
         backend,
-        _cancel: registration,
+        cancel: registration,
+        identity: Identity { params, credential },
     }))
 }
 
@@ -267,7 +346,9 @@ fn negotiate(
         .partition(|(k, _)| k.starts_with("_pq_."));
     if startup.minor() > 0 || !options.is_empty() {
         NegotiateProtocolVersion {
-            newest_minor: 0,
+            // PostgreSQL sends the whole newest version (3.0 = 196608), not a
+            // bare minor number, and libpq rejects anything below 3.0.
+            newest_minor: understudy_protocol::PROTOCOL_VERSION_3_0,
             unrecognized: options.into_iter().map(|(k, _)| k).collect(),
         }
         .encode(client.out());

@@ -271,6 +271,22 @@ impl Journal {
     }
 
     /// Index of the request the next reply message belongs to.
+    pub fn next_reply_owner(&mut self) -> Option<usize> {
+        self.current()
+    }
+
+    /// Forgets the open unit (after its transaction was failed on purpose)
+    /// and sets the transaction status the client was told.
+    pub fn abandon_unit(&mut self, status: TransactionStatus) {
+        self.requests.clear();
+        self.arena.clear();
+        self.cursor = 0;
+        self.frame_owner = None;
+        self.skipping_to_sync = false;
+        self.unit_blocked = None;
+        self.tx_status = status;
+    }
+
     fn current(&mut self) -> Option<usize> {
         while self.cursor < self.requests.len() && self.requests[self.cursor].reply.done {
             self.cursor += 1;
@@ -338,24 +354,11 @@ impl Journal {
     /// Applies a complete server message to request `i`.
     fn complete_message(&mut self, i: usize, tag: u8, body: &[u8]) -> ServerEvent {
         let expect = self.requests[i].expect;
-        match tag {
-            backend::tag::PARSE_COMPLETE if expect == Expect::ParseComplete => {
-                self.requests[i].reply.done = true;
-                let frame = self.requests[i].frame.clone().map(|r| &self.arena[r]);
-                self.session.parsed(frame, self.limits.max_session_bytes);
-                return ServerEvent::None;
-            }
-            backend::tag::CLOSE_COMPLETE if expect == Expect::CloseComplete => {
-                self.requests[i].reply.done = true;
-                let frame = self.requests[i].frame.clone().map(|r| &self.arena[r]);
-                self.session.closed(frame);
-                return ServerEvent::None;
-            }
-            _ => {}
-        }
         let reply = &mut self.requests[i].reply;
         match tag {
+            backend::tag::PARSE_COMPLETE if expect == Expect::ParseComplete => reply.done = true,
             backend::tag::BIND_COMPLETE if expect == Expect::BindComplete => reply.done = true,
+            backend::tag::CLOSE_COMPLETE if expect == Expect::CloseComplete => reply.done = true,
             backend::tag::ROW_DESCRIPTION | backend::tag::NO_DATA
                 if expect == Expect::Description =>
             {
@@ -415,6 +418,20 @@ impl Journal {
     /// requests did to the session is kept, the rest is dropped.
     fn end_unit(&mut self, end: usize) {
         let end = end.min(self.requests.len());
+        // Prepared statements are not transactional: whatever the unit's
+        // fate, the ones it created or closed stay so. They become session
+        // state only now, so that a replay of an open unit recreates its own.
+        for request in &self.requests[..end] {
+            let answered = request.reply.bytes > 0 && !request.reply.failed;
+            let frame = request.frame.clone().map(|r| &self.arena[r]);
+            match request.tag {
+                frontend::tag::PARSE if answered => {
+                    self.session.parsed(frame, self.limits.max_session_bytes)
+                }
+                frontend::tag::CLOSE if answered => self.session.closed(frame),
+                _ => {}
+            }
+        }
         let finished = &self.requests[..end];
         let rolled_back = finished
             .iter()

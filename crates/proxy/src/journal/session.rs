@@ -9,44 +9,68 @@ use understudy_protocol::frontend::tag;
 use super::request::Expect;
 use super::{NotReplayable, Reply};
 
+/// One thing to give a new backend again.
+enum Entry {
+    /// A named prepared statement: its name and the Parse message.
+    Prepared { name: Vec<u8>, frame: BytesMut },
+    /// Client messages that changed settings; ends with a message that gets
+    /// ReadyForQuery (a Query or a Sync).
+    Script(BytesMut),
+}
+
+/// An item of the replay, in the order the session made them.
+pub enum ReplayItem<'a> {
+    /// A named Parse message (needs a Sync after it).
+    Parse(&'a [u8]),
+    /// Messages that end with a Query or Sync.
+    Script(&'a [u8]),
+}
+
 /// Session state of one session.
 #[derive(Default)]
 pub struct SessionState {
-    /// Client messages that changed the session, in order; each entry ends
-    /// with a message that gets ReadyForQuery (a Query or a Sync).
-    script: Vec<BytesMut>,
-    /// Named prepared statements: name and the Parse message that made it.
-    prepared: Vec<(Vec<u8>, BytesMut)>,
+    /// Prepared statements and settings, in the order they were made (a
+    /// statement may depend on an earlier `SET search_path`).
+    entries: Vec<Entry>,
     /// Why the state cannot be rebuilt, if it cannot.
     pub blocked: Option<NotReplayable>,
 }
 
 impl SessionState {
-    /// The messages to send a new backend, in order: the named Parse
-    /// messages first (followed by one Sync), then each settings entry.
-    pub fn replay_script(&self) -> Vec<&[u8]> {
-        let mut out: Vec<&[u8]> = self.prepared.iter().map(|(_, frame)| &frame[..]).collect();
-        out.extend(self.script.iter().map(|entry| &entry[..]));
-        out
+    /// What to send a new backend, in order.
+    pub fn replay_items(&self) -> impl Iterator<Item = ReplayItem<'_>> {
+        self.entries.iter().map(|entry| match entry {
+            Entry::Prepared { frame, .. } => ReplayItem::Parse(frame),
+            Entry::Script(frames) => ReplayItem::Script(frames),
+        })
     }
 
     /// Number of named prepared statements.
     pub fn prepared_count(&self) -> usize {
-        self.prepared.len()
+        self.entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Prepared { .. }))
+            .count()
     }
 
     /// Number of settings entries.
     pub fn script_len(&self) -> usize {
-        self.script.len()
+        self.entries.len() - self.prepared_count()
     }
 
     fn bytes(&self) -> usize {
-        self.script.iter().map(|e| e.len()).sum::<usize>()
-            + self
-                .prepared
-                .iter()
-                .map(|(n, f)| n.len() + f.len())
-                .sum::<usize>()
+        self.entries
+            .iter()
+            .map(|e| match e {
+                Entry::Prepared { name, frame } => name.len() + frame.len(),
+                Entry::Script(frames) => frames.len(),
+            })
+            .sum()
+    }
+
+    fn forget_prepared(&mut self, name: &[u8]) {
+        self.entries
+            .retain(|e| !matches!(e, Entry::Prepared { name: n, .. } if n == name));
     }
 
     fn block(&mut self, reason: NotReplayable) {
@@ -66,8 +90,11 @@ impl SessionState {
         if name.is_empty() {
             return;
         }
-        self.prepared.retain(|(n, _)| n != name);
-        self.prepared.push((name.to_vec(), BytesMut::from(frame)));
+        self.forget_prepared(name);
+        self.entries.push(Entry::Prepared {
+            name: name.to_vec(),
+            frame: BytesMut::from(frame),
+        });
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);
         }
@@ -80,7 +107,7 @@ impl SessionState {
         };
         if let Some((&b'S', rest)) = body.split_first() {
             if let Some(name) = first_cstr(rest) {
-                self.prepared.retain(|(n, _)| n != name);
+                self.forget_prepared(name);
             }
         }
     }
@@ -93,8 +120,7 @@ impl SessionState {
         max_bytes: usize,
     ) {
         if requests.iter().any(|(_, reply, _)| reply.discarded) {
-            self.script.clear();
-            self.prepared.clear();
+            self.entries.clear();
         }
         let mut extended = BytesMut::new();
         let mut extended_session = false;
@@ -106,7 +132,9 @@ impl SessionState {
             }
             match (*message_tag, frame) {
                 (tag::QUERY, _) if reply.session_commands == 0 || reply.failed => {}
-                (tag::QUERY, Some(frame)) => self.script.push(BytesMut::from(*frame)),
+                (tag::QUERY, Some(frame)) => {
+                    self.entries.push(Entry::Script(BytesMut::from(*frame)))
+                }
                 (tag::QUERY, None) => self.block(NotReplayable::MessageTooLarge),
                 (_, Some(frame)) if expect.is_extended() || *message_tag == tag::SYNC => {
                     extended_session |= reply.session_commands > 0 && !reply.failed;
@@ -115,10 +143,14 @@ impl SessionState {
                         extended_session = false;
                         continue;
                     }
-                    extended.put_slice(frame);
+                    if !is_named_parse(*message_tag, frame) {
+                        // Named statements are restored from their own entry.
+                        extended.put_slice(frame);
+                    }
                     if *message_tag == tag::SYNC {
                         if extended_session {
-                            self.script.push(std::mem::take(&mut extended));
+                            self.entries
+                                .push(Entry::Script(std::mem::take(&mut extended)));
                         }
                         extended.clear();
                         extended_session = false;
@@ -131,6 +163,11 @@ impl SessionState {
             self.block(NotReplayable::SessionStateTooLarge);
         }
     }
+}
+
+fn is_named_parse(message_tag: u8, frame: &[u8]) -> bool {
+    message_tag == tag::PARSE
+        && first_cstr(frame.get(5..).unwrap_or_default()).is_some_and(|name| !name.is_empty())
 }
 
 fn first_cstr(bytes: &[u8]) -> Option<&[u8]> {

@@ -1,0 +1,257 @@
+//! Sessions survive the loss of their primary: idle sessions, open
+//! transactions, a result set half streamed, session settings, prepared
+//! statements and LISTEN move to the promoted standby; a transaction whose
+//! replay differs fails with 40001 and the session stays usable; a backend
+//! terminated on purpose ends its session as it would directly.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use futures_util::{pin_mut, StreamExt, TryStreamExt};
+use nix::sys::signal::Signal;
+use tokio_postgres::{AsyncMessage, NoTls};
+use understudy_integration::{Harness, Target};
+use understudy_proxy::{BackendAddr, Topology};
+use understudy_testkit::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kills the primary's postmaster, waits until none of its processes is
+/// left, promotes the standby and points the proxy at it.
+async fn fail_over(h: &mut Harness) {
+    h.cluster.primary().kill(Signal::SIGKILL).expect("kill the primary");
+    let primary = h.cluster.primary().clone();
+    assert!(
+        wait_until(DEADLINE, || {
+            let primary = primary.clone();
+            async move { primary.processes().is_empty() }
+        })
+        .await,
+        "old primary's processes are gone"
+    );
+    h.cluster.standby_mut(0).promote().await.expect("promote");
+    let standby = h.cluster.standby(0);
+    h.topology.send_replace(Topology {
+        primary: Some(BackendAddr {
+            name: standby.name().to_owned(),
+            host: Ipv4Addr::LOCALHOST.to_string(),
+            port: standby.port(),
+        }),
+    });
+}
+
+/// Waits until the standby has replayed everything the primary wrote.
+async fn wait_replicated(h: &Harness) {
+    let primary = h.cluster.connect().await;
+    let standby = h.cluster.connect_to(1).await;
+    let lsn: String = primary
+        .query_one("select pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let caught_up = wait_until(DEADLINE, || {
+        let standby = &standby;
+        let lsn = lsn.clone();
+        async move {
+            standby
+                .query_one("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])
+                .await
+                .map(|row| row.get::<_, bool>(0))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(caught_up, "standby caught up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_keeps_its_settings_and_prepared_statements() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create schema app; create table app.items (id int primary key, note text)")
+        .await
+        .unwrap();
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("set search_path = app; set timezone = 'Asia/Tokyo'; prepare one as select 1")
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("insert into items values ($1, $2)")
+        .await
+        .unwrap();
+    client.execute(&insert, &[&1i32, &"before"]).await.unwrap();
+    wait_replicated(&h).await;
+
+    fail_over(&mut h).await;
+
+    client.execute(&insert, &[&2i32, &"after"]).await.unwrap();
+    let rows = client
+        .simple_query("show search_path; show timezone; execute one")
+        .await
+        .unwrap();
+    let values: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["app", "Asia/Tokyo", "1"]);
+    let notes: Vec<String> = client
+        .query("select note from items order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(notes, ["before", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transaction_is_replayed_and_commits_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key); insert into t values (1)")
+        .await
+        .unwrap();
+    wait_replicated(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    client.batch_execute("begin").await.unwrap();
+    client.execute("insert into t values (2)", &[]).await.unwrap();
+    let seen: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 2);
+
+    fail_over(&mut h).await;
+
+    client.execute("insert into t values (3)", &[]).await.unwrap();
+    client.batch_execute("commit").await.unwrap();
+    let ids: Vec<i32> = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query("select id from t order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_whose_replay_differs_fails_with_40001_and_the_session_goes_on() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    client.batch_execute("begin").await.unwrap();
+    client.query_one("select random()", &[]).await.unwrap();
+
+    fail_over(&mut h).await;
+
+    let err = client
+        .query_one("select 1", &[])
+        .await
+        .expect_err("the transaction cannot continue");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("40001"),
+        "{err}"
+    );
+    client.batch_execute("rollback").await.unwrap();
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_streamed_result_continues_without_duplicates() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    let rows = client
+        .query_raw(
+            "select g from generate_series(1, 1000000) g order by g",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .unwrap();
+    pin_mut!(rows);
+    let mut expected = 1i32;
+    while expected <= 100_000 {
+        let row = rows.next().await.unwrap().unwrap();
+        assert_eq!(row.get::<_, i32>(0), expected);
+        expected += 1;
+    }
+
+    fail_over(&mut h).await;
+
+    while let Some(row) = rows.try_next().await.unwrap() {
+        assert_eq!(row.get::<_, i32>(0), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 1_000_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_survives_and_notifications_arrive_from_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (listener, mut connection) = h
+        .pg_config(Target::Proxy, understudy_testkit::SUPERUSER, understudy_testkit::PASSWORD)
+        .connect(NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        pin_mut!(stream);
+        while let Some(Ok(message)) = stream.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener.batch_execute("listen jobs").await.unwrap();
+
+    fail_over(&mut h).await;
+    // The move happens when the session notices; a query makes it notice.
+    listener.batch_execute("select 1").await.unwrap();
+
+    let notifier = h.connect(Target::Proxy).await;
+    notifier.batch_execute("notify jobs, 'after'").await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, notifications.recv())
+        .await
+        .expect("notification within the deadline");
+    assert_eq!(got.as_deref(), Some("after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_terminated_on_purpose_ends_the_session_like_directly() {
+    let h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let admin = h.cluster.connect().await;
+    admin
+        .query_one("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = client
+        .query_one("select 1", &[])
+        .await
+        .expect_err("the session was terminated");
+    let code = err.as_db_error().map(|e| e.code().code().to_owned());
+    assert!(
+        code.as_deref() == Some("57P01") || err.is_closed(),
+        "expected the server's 57P01 or a closed connection, got {err}"
+    );
+    assert!(client.is_closed() || client.query_one("select 1", &[]).await.is_err());
+}

@@ -1,0 +1,323 @@
+//! Moving a session to another server when its backend is lost.
+//!
+//! The client is held (it sees a slow server, not an error) while the
+//! session waits for a primary, opens a backend there as the same role with
+//! the same startup parameters, restores the session state, replays the
+//! open unit and verifies every reply the client already has. The client
+//! then continues where it was. When the open transaction cannot be
+//! reproduced, the client gets `40001` for that transaction and the session
+//! stays usable; when the session cannot be moved at all, the client gets a
+//! clear `08006` error instead of a hang.
+//!
+//! # Layout
+//! - [`verdict`]: end or move, when a backend is lost.
+//! - [`replay`]: session state restore, unit replay and verification.
+//! - this module: holding, reconnecting, and failing a transaction cleanly.
+
+pub mod replay;
+pub mod verdict;
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use understudy_protocol::backend::{
+    sqlstate, ErrorFields, ParameterStatus, ReadyForQuery, Severity, TransactionStatus,
+};
+use understudy_protocol::frontend::{encode_query, tag as ftag};
+
+use self::replay::{replay_unit, restore_session, ReplayError};
+use crate::backend::{self, BackendConn, BackendCredential};
+use crate::error::SessionError;
+use crate::journal::request::Expect;
+use crate::journal::Reply;
+use crate::relay::RelayState;
+use crate::session::ProxyContext;
+use crate::topology::{self, BackendAddr};
+
+/// Pause between attempts to reach a new primary.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// `40001` serialization_failure: drivers retry the transaction.
+const SERIALIZATION_FAILURE: &str = "40001";
+/// `25P02` in_failed_sql_transaction.
+const IN_FAILED_TRANSACTION: &str = "25P02";
+
+/// Who the session is on a server: what a new backend is opened with.
+pub struct Identity {
+    /// Startup parameters sent to servers.
+    pub params: Vec<(String, String)>,
+    /// What proves the role to a server.
+    pub credential: BackendCredential,
+}
+
+/// Why a session could not be moved; the client is told this and the
+/// session ends.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The journal cannot rebuild the session.
+    #[error("the connection to the server was lost and the session cannot be moved: {0}")]
+    NotReplayable(String),
+    /// No primary accepted the session within the hold time.
+    #[error("the connection to the server was lost and no primary became available within {0} ms")]
+    NoPrimary(u128),
+    /// The new server would not take the session.
+    #[error("the connection to the server was lost and the session could not be rebuilt on {server}: {why}")]
+    Rebuild {
+        /// The new server.
+        server: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The client went away meanwhile.
+    #[error("client connection failed during the move: {0}")]
+    Client(std::io::Error),
+}
+
+impl MoveError {
+    /// The FATAL error the client receives.
+    pub fn to_fields(&self) -> ErrorFields {
+        ErrorFields::new(
+            Severity::Fatal,
+            sqlstate::CONNECTION_FAILURE,
+            self.to_string(),
+        )
+    }
+}
+
+/// Opens a backend on the current primary and rebuilds the session there.
+/// `client` receives what the move itself has to tell it (a changed
+/// ParameterStatus, or the failure of a transaction that could not be
+/// replayed). On success returns the new backend and the bytes to write to
+/// the client before anything else the new backend sends.
+pub async fn move_session<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    state: &mut RelayState,
+    identity: &Identity,
+    lost: &BackendAddr,
+    ctx: &ProxyContext,
+) -> Result<(BackendConn, Bytes), MoveError> {
+    state
+        .journal
+        .replayable()
+        .map_err(|reason| MoveError::NotReplayable(reason.to_string()))?;
+    let started = Instant::now();
+    let hold = ctx.hold_timeout();
+    let deadline = started + hold;
+    // What the client received from the lost backend: the reference every
+    // replay attempt is checked against.
+    let old = state.journal.restart_replies();
+    loop {
+        let mut backend = connect_before(deadline, identity, lost, ctx)
+            .await
+            .ok_or(MoveError::NoPrimary(hold.as_millis()))?;
+        let server = backend.addr.to_string();
+        let rebuilt = rebuild(&mut backend, state, &old).await;
+        match rebuilt {
+            Ok((tail, parameters)) => {
+                announce_changes(client, state, parameters).await?;
+                state.backend_pid = backend.key.process_id;
+                tracing::info!(from = %lost, to = %backend.addr, ms = started.elapsed().as_millis() as u64, "session moved");
+                return Ok((backend, tail));
+            }
+            Err(ReplayError::Io(e)) if Instant::now() < deadline => {
+                tracing::info!(server, error = %e, "the new server failed during the move; trying again");
+                continue;
+            }
+            Err(ReplayError::Diverged(why)) => {
+                tracing::warn!(
+                    server,
+                    "transaction not replayable: {why}; failing it with 40001"
+                );
+                let backend =
+                    fail_transaction(client, state, &old, identity, &why, deadline, lost, ctx)
+                        .await?;
+                return Ok((backend, Bytes::new()));
+            }
+            Err(e) => {
+                return Err(MoveError::Rebuild {
+                    server,
+                    why: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Connects to the primary the topology names, retrying until `deadline`.
+async fn connect_before(
+    deadline: Instant,
+    identity: &Identity,
+    lost: &BackendAddr,
+    ctx: &ProxyContext,
+) -> Option<BackendConn> {
+    let mut topology = ctx.topology.clone();
+    loop {
+        let remaining = deadline.checked_duration_since(Instant::now())?;
+        let primary = topology::wait_for_primary(&mut topology, remaining).await?;
+        let attempt = backend::connect(
+            &primary,
+            &identity.params,
+            &identity.credential,
+            ctx.config.backend.connect_timeout().min(remaining),
+            understudy_protocol::DEFAULT_MAX_MESSAGE_LEN,
+        )
+        .await;
+        match attempt {
+            Ok(backend) => return Some(backend),
+            Err(e) => {
+                tracing::debug!(server = %primary, lost = %lost, error = %e, "new primary not reachable yet");
+                if let SessionError::ServerRefused(fields) = &e {
+                    if !fields.code.starts_with("57P") && !fields.code.starts_with("08") {
+                        return None;
+                    }
+                }
+                let pause = RETRY_PAUSE.min(deadline.checked_duration_since(Instant::now())?);
+                let _ = tokio::time::timeout(pause, topology.changed()).await;
+            }
+        }
+    }
+}
+
+async fn rebuild(
+    backend: &mut BackendConn,
+    state: &mut RelayState,
+    old: &[Reply],
+) -> Result<(Bytes, std::collections::HashMap<String, String>), ReplayError> {
+    let conn = &mut backend.conn;
+    let mut parameters = restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal).await?;
+    let replayed = replay_unit(&mut conn.stream, &mut conn.rbuf, &mut state.journal, old).await?;
+    parameters.extend(replayed.parameters);
+    Ok((replayed.tail, parameters))
+}
+
+/// Tells the client about parameters whose value differs on the new server.
+async fn announce_changes<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    state: &mut RelayState,
+    parameters: std::collections::HashMap<String, String>,
+) -> Result<(), MoveError> {
+    let mut out = BytesMut::new();
+    for (name, value) in parameters {
+        if state.parameters.get(&name) != Some(&value) {
+            ParameterStatus {
+                name: name.clone(),
+                value: value.clone(),
+            }
+            .encode(&mut out);
+            state.parameters.insert(name, value);
+        }
+    }
+    if !out.is_empty() {
+        client.write_all(&out).await.map_err(MoveError::Client)?;
+    }
+    Ok(())
+}
+
+/// The open transaction cannot be reproduced: the client gets `40001` for
+/// it, and a fresh backend is put in the state the client now believes in
+/// (a failed transaction block, or idle).
+#[allow(clippy::too_many_arguments)]
+async fn fail_transaction<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    state: &mut RelayState,
+    old: &[Reply],
+    identity: &Identity,
+    why: &str,
+    deadline: Instant,
+    lost: &BackendAddr,
+    ctx: &ProxyContext,
+) -> Result<BackendConn, MoveError> {
+    let explicit = state.journal.tx_status != TransactionStatus::Idle;
+    let status = if explicit {
+        TransactionStatus::Failed
+    } else {
+        TransactionStatus::Idle
+    };
+    let mut backend = connect_before(deadline, identity, lost, ctx)
+        .await
+        .ok_or(MoveError::NoPrimary(ctx.hold_timeout().as_millis()))?;
+    let server = backend.addr.to_string();
+    let rebuild_error = |e: ReplayError| MoveError::Rebuild {
+        server: server.clone(),
+        why: e.to_string(),
+    };
+    let conn = &mut backend.conn;
+    restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal)
+        .await
+        .map_err(rebuild_error)?;
+    if explicit {
+        // An aborted transaction block, so that the server rejects what the
+        // client sends until its ROLLBACK, as it would have.
+        let mut out = BytesMut::new();
+        encode_query("BEGIN; SELECT 1/0", &mut out);
+        conn.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| rebuild_error(ReplayError::Io(e)))?;
+        wait_ready(conn).await.map_err(rebuild_error)?;
+    }
+
+    let mut out = BytesMut::new();
+    let mut first = true;
+    let outstanding: Vec<(u8, Expect)> = state
+        .journal
+        .requests()
+        .iter()
+        .zip(old)
+        .filter(|(r, old)| !old.done && r.expect != Expect::Nothing)
+        .map(|(r, _)| (r.tag, r.expect))
+        .collect();
+    for (tag, expect) in outstanding {
+        let error = |code: &str, message: String| ErrorFields::new(Severity::Error, code, message);
+        if first || matches!(tag, ftag::QUERY | ftag::FUNCTION_CALL) {
+            let fields = if first {
+                error(
+                    SERIALIZATION_FAILURE,
+                    format!("the transaction was interrupted by a failover and could not be replayed: {why}"),
+                )
+                .with_hint("Retry the transaction.")
+            } else {
+                error(
+                    IN_FAILED_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of transaction block".into(),
+                )
+            };
+            fields.encode_error(&mut out);
+            first = false;
+        }
+        if expect == Expect::Ready {
+            ReadyForQuery { status }.encode(&mut out);
+        }
+    }
+    if first && explicit {
+        // The client has no request waiting: it hears of the failure from
+        // the next command of its transaction.
+        state.failed_over_transaction = Some(format!(
+            "the transaction was interrupted by a failover and could not be replayed: {why}"
+        ));
+    }
+    client.write_all(&out).await.map_err(MoveError::Client)?;
+    state.journal.abandon_unit(status);
+    state.backend_pid = backend.key.process_id;
+    metrics_divergence(ctx);
+    Ok(backend)
+}
+
+fn metrics_divergence(ctx: &ProxyContext) {
+    crate::metrics::inc(&ctx.metrics.replay_divergences_total);
+}
+
+async fn wait_ready(
+    conn: &mut crate::conn::FramedConn<tokio::net::TcpStream>,
+) -> Result<(), ReplayError> {
+    loop {
+        let frame = conn
+            .read_frame()
+            .await
+            .map_err(|e| ReplayError::Protocol(e.to_string()))?;
+        if frame.tag == understudy_protocol::backend::tag::READY_FOR_QUERY {
+            return Ok(());
+        }
+    }
+}
