@@ -89,7 +89,10 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<
     Ok(local)
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<AdminState>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if !state.token.is_empty() {
         let expected = format!("Bearer {}", state.token);
         let given = req
@@ -97,11 +100,17 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if given != Some(expected.as_str()) {
-            return Ok(text(StatusCode::UNAUTHORIZED, "missing or wrong admin token\n".into()));
+            return Ok(text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token\n".into(),
+            ));
         }
     }
     if req.method() != Method::GET {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n".into()));
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported\n".into(),
+        ));
     }
     Ok(match req.uri().path() {
         "/status" => {
@@ -130,20 +139,27 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
                     node.name, node.role
                 ));
                 if let Some(lag) = node.lag_bytes {
-                    out.push_str(&format!("understudy_backend_lag_bytes{{node=\"{}\"}} {lag}\n", node.name));
+                    out.push_str(&format!(
+                        "understudy_backend_lag_bytes{{node=\"{}\"}} {lag}\n",
+                        node.name
+                    ));
                 }
             }
             text(StatusCode::OK, out)
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /status or /metrics\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /status or /metrics\n".into(),
+        ),
     })
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     response
 }

@@ -138,10 +138,13 @@ async fn probe(
     let query = "SELECT pg_is_in_recovery(), \
                  (CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0') \
                   ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::float8";
-    let row = tokio::time::timeout(config.backend.connect_timeout(), client.query_one(query, &[]))
-        .await
-        .map_err(|_| "health query timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let row = tokio::time::timeout(
+        config.backend.connect_timeout(),
+        client.query_one(query, &[]),
+    )
+    .await
+    .map_err(|_| "health query timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
     let in_recovery: bool = row.try_get(0).map_err(|e| e.to_string())?;
     let lsn: f64 = row.try_get(1).map_err(|e| e.to_string())?;
     Ok((in_recovery, lsn as u64))

@@ -29,7 +29,10 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("understudy: cannot start the async runtime: {e}");
@@ -74,6 +77,9 @@ pub enum CliError {
     /// The proxy could not start.
     #[error("{0}")]
     Proxy(#[from] understudy_proxy::StartError),
+    /// The benchmark failed.
+    #[error("{0}")]
+    Bench(#[from] bench::BenchError),
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

@@ -42,7 +42,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Other(format!("cannot listen on {} for the admin endpoint: {e} (change admin.listen or --admin-listen)", config.admin.listen)))?;
     tracing::info!(proxy = %proxy.local_addr(), admin = %admin_addr, "understudy running");
-    println!("ready: proxy on {}, admin on http://{admin_addr}", proxy.local_addr());
+    println!(
+        "ready: proxy on {}, admin on http://{admin_addr}",
+        proxy.local_addr()
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -34,14 +34,20 @@ pub async fn run(args: StatusArgs) -> Result<(), CliError> {
         println!("{body}");
         return Ok(());
     }
-    let doc: Value = serde_json::from_str(&body)
-        .map_err(|e| CliError::Other(format!("the admin endpoint answered something that is not JSON: {e}")))?;
+    let doc: Value = serde_json::from_str(&body).map_err(|e| {
+        CliError::Other(format!(
+            "the admin endpoint answered something that is not JSON: {e}"
+        ))
+    })?;
     print_table(&doc);
     Ok(())
 }
 
 fn print_table(doc: &Value) {
-    println!("{:<10} {:<8} {:>6} {:>8} {:>10}  DATA", "NODE", "ROLE", "PORT", "PID", "LAG");
+    println!(
+        "{:<10} {:<8} {:>6} {:>8} {:>10}  DATA",
+        "NODE", "ROLE", "PORT", "PID", "LAG"
+    );
     for node in doc["nodes"].as_array().into_iter().flatten() {
         let field = |k: &str| match &node[k] {
             Value::Null => "-".to_owned(),
@@ -71,7 +77,8 @@ async fn http_get(addr: &str, path: &str, token: Option<&str>) -> std::io::Resul
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
@@ -85,7 +92,10 @@ async fn http_get(addr: &str, path: &str, token: Option<&str>) -> std::io::Resul
         .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
     let status_line = head.lines().next().unwrap_or_default();
     if !status_line.contains(" 200 ") {
-        return Err(std::io::Error::other(format!("{status_line}: {}", body.trim())));
+        return Err(std::io::Error::other(format!(
+            "{status_line}: {}",
+            body.trim()
+        )));
     }
     Ok(body.to_owned())
 }

@@ -1,11 +1,368 @@
-//! `understudy bench`: pgbench directly, through understudy and through
-//! PgBouncer, side by side in one run.
+//! `understudy bench`: pgbench directly, through understudy and through PgBouncer, side
+//! by side in one run, on a fresh primary + standby built for the occasion in a temporary
+//! directory. Everything started is stopped and the directory removed at the end, also
+//! when a step fails or the command is interrupted.
+//!
+//! # Layout
+//! - [`tools`]: finding `pgbench` and `pgbouncer` before anything starts.
+//! - [`pgbench`]: running pgbench and reading its summary and transaction logs.
+//! - [`understudy_process`]: the proxy under test, this binary run as a child.
+//! - [`pgbouncer`]: PgBouncer in session mode, for comparison.
+//! - [`child`]: stopping those children by pid, waiting until they accept connections.
+//! - [`report`]: `report.json` and `report.md`.
+//! - [`error`]: the [`BenchError`] enum.
 
+mod child;
+mod error;
+mod pgbench;
+mod pgbouncer;
+mod report;
+mod tools;
+mod understudy_process;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use understudy_cluster::{workdir, ClusterError, EmbeddedCluster, RunAs};
+
+pub use self::error::BenchError;
+use self::pgbench::{Load, Pgbench, RunResult, Workload};
+use self::pgbouncer::PgBouncer;
+use self::report::{Report, Settings, WorkloadReport, WorkloadResults};
+use self::tools::Tools;
+use self::understudy_process::UnderstudyProcess;
 use crate::cli::BenchArgs;
+use crate::run::shutdown_signal;
 use crate::CliError;
 
-/// Runs the benchmark described by `args`.
+/// Seconds of unrecorded select-only load on the primary before the measured runs, so
+/// that the first target measured does not pay for cold caches.
+const WARMUP_SECONDS: u32 = 2;
+/// Connections the benchmark's servers accept (`max_connections`), minus a margin for
+/// the proxies' own connections and replication.
+const MAX_CLIENTS: u32 = 250;
+
+/// Runs the benchmark described by `args`, writes the report to `args.out` and prints
+/// it.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
-    let _ = args;
-    Err(CliError::Other("the benchmark is not available in this build".into()))
+    let load = validate(&args)?;
+    let tools = tools::locate().await?;
+    let mut work = WorkDir::create()?;
+    tracing::info!(dir = %work.path().display(), "benchmark working directory");
+    let outcome = tokio::select! {
+        outcome = bench(&args, load, &tools, &mut work) => outcome,
+        () = shutdown_signal() => Err(BenchError::Interrupted),
+    };
+    drop(work);
+    let report = outcome?;
+    report.write(&args.out)?;
+    tracing::info!(out = %args.out.display(), "report.json and report.md written");
+    print!("{}", report.to_markdown());
+    Ok(())
+}
+
+/// Checks the flags and turns them into a pgbench load.
+fn validate(args: &BenchArgs) -> Result<Load, BenchError> {
+    let positive = |flag: &'static str, value: u32| {
+        if value == 0 {
+            Err(BenchError::InvalidArgument {
+                flag,
+                reason: "must be at least 1".into(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    positive("seconds", args.seconds)?;
+    positive("clients", args.clients)?;
+    positive("threads", args.threads)?;
+    positive("scale", args.scale)?;
+    if args.threads > args.clients {
+        return Err(BenchError::InvalidArgument {
+            flag: "threads",
+            reason: format!(
+                "{} threads for {} clients: pgbench needs at least one client per thread",
+                args.threads, args.clients
+            ),
+        });
+    }
+    if args.clients > MAX_CLIENTS {
+        return Err(BenchError::InvalidArgument {
+            flag: "clients",
+            reason: format!(
+                "at most {MAX_CLIENTS}: the benchmark's servers accept 300 connections"
+            ),
+        });
+    }
+    Ok(Load {
+        seconds: args.seconds,
+        clients: args.clients,
+        threads: args.threads,
+    })
+}
+
+/// Builds the cluster, runs the benchmark on it and shuts it down.
+async fn bench(
+    args: &BenchArgs,
+    load: Load,
+    tools: &Tools,
+    work: &mut WorkDir,
+) -> Result<Report, BenchError> {
+    let run_as = RunAs::detect()?;
+    let cluster_dir = work.path().join("cluster");
+    std::fs::create_dir(&cluster_dir).map_err(BenchError::io(format!(
+        "creating {}",
+        cluster_dir.display()
+    )))?;
+    let cluster_dir = std::fs::canonicalize(&cluster_dir).map_err(BenchError::io(format!(
+        "resolving {}",
+        cluster_dir.display()
+    )))?;
+    // The cluster keeps its sockets (and, were the directory unreachable for the
+    // PostgreSQL user, its data) outside its directory: remove those too.
+    work.also_remove(workdir::socket_dir(&cluster_dir));
+    let data_root = workdir::default_data_root(&cluster_dir, &run_as);
+    if !data_root.starts_with(work.path()) {
+        work.also_remove(data_root);
+    }
+
+    tracing::info!("starting a primary and a streaming standby");
+    let cluster = EmbeddedCluster::up(&cluster_dir).await?;
+    let result = bench_on(args, load, tools, work.path(), &run_as, &cluster).await;
+    let stopped = cluster.shutdown().await;
+    let report = result?;
+    stopped?;
+    Ok(report)
+}
+
+/// Initialises pgbench, starts both proxies and measures every workload on every target.
+async fn bench_on(
+    args: &BenchArgs,
+    load: Load,
+    tools: &Tools,
+    dir: &Path,
+    run_as: &RunAs,
+    cluster: &EmbeddedCluster,
+) -> Result<Report, BenchError> {
+    let primary_port = cluster.primary.port();
+    let pgbench = Pgbench::new(tools.pgbench.clone(), cluster.creds.clone());
+    tracing::info!(
+        scale = args.scale,
+        "initialising the pgbench tables on the primary"
+    );
+    pgbench.initialize(primary_port, args.scale).await?;
+    let postgres_version = server_version(cluster).await?;
+
+    let exe = std::env::current_exe().map_err(BenchError::io("locating the understudy binary"))?;
+    let understudy = UnderstudyProcess::start(&exe, dir, cluster).await?;
+    let pgbouncer = PgBouncer::start(
+        &tools.pgbouncer,
+        &dir.join("pgbouncer"),
+        run_as,
+        primary_port,
+        &cluster.creds,
+        args.clients,
+    )
+    .await?;
+
+    let ports = Ports {
+        direct: primary_port,
+        understudy: understudy.port(),
+        pgbouncer: pgbouncer.port(),
+    };
+    let measured = measure(&pgbench, load, &dir.join("logs"), ports).await;
+    understudy.stop().await;
+    pgbouncer.stop().await;
+    let (select_only, tpcb_like, run_order) = measured?;
+
+    Ok(Report {
+        select_only: WorkloadReport::new(&select_only),
+        tpcb_like: WorkloadReport::new(&tpcb_like),
+        settings: Settings {
+            seconds: args.seconds,
+            clients: args.clients,
+            threads: args.threads,
+            scale: args.scale,
+            pgbench_version: tools.pgbench_version.clone(),
+            pgbouncer_version: tools.pgbouncer_version.clone(),
+            postgres_version,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            run_order,
+        },
+    })
+}
+
+/// The ports of the three targets.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    direct: u16,
+    understudy: u16,
+    pgbouncer: u16,
+}
+
+/// Warms up, then runs each workload against direct, understudy and PgBouncer, in that
+/// order. Returns the results of both workloads and the order the runs went in.
+async fn measure(
+    pgbench: &Pgbench,
+    load: Load,
+    log_dir: &Path,
+    ports: Ports,
+) -> Result<(WorkloadResults, WorkloadResults, Vec<String>), BenchError> {
+    std::fs::create_dir_all(log_dir)
+        .map_err(BenchError::io(format!("creating {}", log_dir.display())))?;
+    tracing::info!(
+        seconds = WARMUP_SECONDS,
+        "warming up the primary (not recorded)"
+    );
+    let warmup = Load {
+        seconds: WARMUP_SECONDS,
+        ..load
+    };
+    pgbench
+        .run(
+            Workload::SelectOnly,
+            warmup,
+            "direct (warm-up)",
+            ports.direct,
+            &log_dir.join("warmup"),
+        )
+        .await?;
+
+    let mut order = Vec::new();
+    let mut runs = Runs {
+        pgbench,
+        load,
+        log_dir,
+        order: &mut order,
+    };
+    let select_only = runs.workload(Workload::SelectOnly, ports).await?;
+    let tpcb_like = runs.workload(Workload::TpcbLike, ports).await?;
+    Ok((select_only, tpcb_like, order))
+}
+
+/// The measured runs, recording their order.
+struct Runs<'a> {
+    pgbench: &'a Pgbench,
+    load: Load,
+    log_dir: &'a Path,
+    order: &'a mut Vec<String>,
+}
+
+impl Runs<'_> {
+    /// `workload` against the three targets.
+    async fn workload(
+        &mut self,
+        workload: Workload,
+        ports: Ports,
+    ) -> Result<WorkloadResults, BenchError> {
+        Ok(WorkloadResults {
+            direct: self.one(workload, "direct", ports.direct).await?,
+            understudy: self.one(workload, "understudy", ports.understudy).await?,
+            pgbouncer: self.one(workload, "pgbouncer", ports.pgbouncer).await?,
+        })
+    }
+
+    async fn one(
+        &mut self,
+        workload: Workload,
+        target: &str,
+        port: u16,
+    ) -> Result<RunResult, BenchError> {
+        let name = workload.name();
+        tracing::info!(
+            workload = name,
+            target,
+            seconds = self.load.seconds,
+            "running pgbench"
+        );
+        let prefix = self.log_dir.join(format!("{name}-{target}"));
+        let result = self
+            .pgbench
+            .run(workload, self.load, target, port, &prefix)
+            .await?;
+        tracing::info!(
+            workload = name,
+            target,
+            tps = format!("{:.1}", result.tps),
+            p50_ms = result.latency.p50_ms,
+            p99_ms = result.latency.p99_ms,
+            "done"
+        );
+        self.order.push(format!("{name}/{target}"));
+        Ok(result)
+    }
+}
+
+/// `SHOW server_version` on the primary.
+async fn server_version(cluster: &EmbeddedCluster) -> Result<String, BenchError> {
+    let client = cluster.primary.connect(&cluster.creds, "postgres").await?;
+    let row = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(ClusterError::sql("asking the primary for its version"))?;
+    Ok(row.get(0))
+}
+
+/// The temporary directory of one benchmark, under /tmp and traversable by the PostgreSQL
+/// user; removed (with the other paths registered) when dropped.
+struct WorkDir {
+    path: PathBuf,
+    extra: Vec<PathBuf>,
+}
+
+impl WorkDir {
+    /// Creates `/tmp/understudy-bench-<pid>-<n>` (mode 0755).
+    fn create() -> Result<WorkDir, BenchError> {
+        use std::os::unix::fs::PermissionsExt;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut attempt = 0u32;
+        loop {
+            let path = PathBuf::from(format!(
+                "/tmp/understudy-bench-{}-{}",
+                std::process::id(),
+                nanos.wrapping_add(attempt)
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                        .map_err(BenchError::io(format!(
+                            "setting permissions of {}",
+                            path.display()
+                        )))?;
+                    return Ok(WorkDir {
+                        path,
+                        extra: Vec::new(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(BenchError::io(format!("creating {}", path.display()))(e)),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes `path` too when the directory is removed.
+    fn also_remove(&mut self, path: PathBuf) {
+        self.extra.push(path);
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        for path in std::iter::once(&self.path).chain(&self.extra) {
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove; remove it by hand");
+                }
+                _ => {}
+            }
+        }
+    }
 }

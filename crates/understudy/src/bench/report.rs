@@ -1,0 +1,326 @@
+//! The benchmark report: `report.json` (figures and settings) and `report.md` (a table
+//! per workload with the same-run ratios), written to the output directory.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::error::BenchError;
+use super::pgbench::RunResult;
+
+/// The three targets' results for one workload.
+#[derive(Debug, Clone)]
+pub struct WorkloadResults {
+    /// pgbench straight to the primary.
+    pub direct: RunResult,
+    /// Through understudy.
+    pub understudy: RunResult,
+    /// Through PgBouncer (session mode).
+    pub pgbouncer: RunResult,
+}
+
+/// Latency percentiles of one target, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyMs {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// One workload in `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadReport {
+    /// TPS straight to the primary.
+    pub direct_tps: f64,
+    /// TPS through understudy.
+    pub understudy_tps: f64,
+    /// TPS through PgBouncer.
+    pub pgbouncer_tps: f64,
+    /// Latency straight to the primary.
+    pub direct_latency_ms: LatencyMs,
+    /// Latency through understudy.
+    pub understudy_latency_ms: LatencyMs,
+    /// Latency through PgBouncer.
+    pub pgbouncer_latency_ms: LatencyMs,
+    /// understudy TPS / direct TPS (null when direct made no progress).
+    pub understudy_vs_direct: Option<f64>,
+    /// understudy TPS / PgBouncer TPS.
+    pub understudy_vs_pgbouncer: Option<f64>,
+    /// PgBouncer TPS / direct TPS.
+    pub pgbouncer_vs_direct: Option<f64>,
+    /// Transactions processed straight to the primary.
+    pub direct_transactions: u64,
+    /// Transactions processed through understudy.
+    pub understudy_transactions: u64,
+    /// Transactions processed through PgBouncer.
+    pub pgbouncer_transactions: u64,
+    /// Failed transactions straight to the primary.
+    pub direct_failed_transactions: u64,
+    /// Failed transactions through understudy.
+    pub understudy_failed_transactions: u64,
+    /// Failed transactions through PgBouncer.
+    pub pgbouncer_failed_transactions: u64,
+}
+
+impl WorkloadReport {
+    /// Rounds and relates the raw results.
+    pub fn new(results: &WorkloadResults) -> WorkloadReport {
+        let latency = |r: &RunResult| LatencyMs {
+            p50: round(r.latency.p50_ms, 3),
+            p99: round(r.latency.p99_ms, 3),
+        };
+        let (d, u, b) = (&results.direct, &results.understudy, &results.pgbouncer);
+        WorkloadReport {
+            direct_tps: round(d.tps, 1),
+            understudy_tps: round(u.tps, 1),
+            pgbouncer_tps: round(b.tps, 1),
+            direct_latency_ms: latency(d),
+            understudy_latency_ms: latency(u),
+            pgbouncer_latency_ms: latency(b),
+            understudy_vs_direct: ratio(u.tps, d.tps),
+            understudy_vs_pgbouncer: ratio(u.tps, b.tps),
+            pgbouncer_vs_direct: ratio(b.tps, d.tps),
+            direct_transactions: d.transactions,
+            understudy_transactions: u.transactions,
+            pgbouncer_transactions: b.transactions,
+            direct_failed_transactions: d.failed,
+            understudy_failed_transactions: u.failed,
+            pgbouncer_failed_transactions: b.failed,
+        }
+    }
+
+    fn rows(&self) -> [(&'static str, f64, LatencyMs, u64); 3] {
+        [
+            (
+                "direct",
+                self.direct_tps,
+                self.direct_latency_ms,
+                self.direct_failed_transactions,
+            ),
+            (
+                "understudy",
+                self.understudy_tps,
+                self.understudy_latency_ms,
+                self.understudy_failed_transactions,
+            ),
+            (
+                "pgbouncer",
+                self.pgbouncer_tps,
+                self.pgbouncer_latency_ms,
+                self.pgbouncer_failed_transactions,
+            ),
+        ]
+    }
+}
+
+/// How the benchmark ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// Seconds per pgbench run.
+    pub seconds: u32,
+    /// pgbench clients.
+    pub clients: u32,
+    /// pgbench threads.
+    pub threads: u32,
+    /// pgbench scale factor.
+    pub scale: u32,
+    /// `pgbench --version`.
+    pub pgbench_version: String,
+    /// `pgbouncer --version`.
+    pub pgbouncer_version: String,
+    /// `SHOW server_version` on the primary.
+    pub postgres_version: String,
+    /// CPUs available to this process.
+    pub cpus: usize,
+    /// The measured runs in the order they ran, as `workload/target`.
+    pub run_order: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// `pgbench -S -M prepared`.
+    pub select_only: WorkloadReport,
+    /// `pgbench -M prepared` (builtin tpcb-like).
+    pub tpcb_like: WorkloadReport,
+    /// How it ran.
+    pub settings: Settings,
+}
+
+impl Report {
+    /// `report.json`.
+    pub fn to_json(&self) -> String {
+        match serde_json::to_string_pretty(self) {
+            Ok(text) => text + "\n",
+            // Plain structs of numbers and strings always serialize.
+            Err(e) => format!("{{\"error\": {:?}}}\n", e.to_string()),
+        }
+    }
+
+    /// `report.md`.
+    pub fn to_markdown(&self) -> String {
+        let s = &self.settings;
+        let mut md = String::from("# understudy bench\n\n");
+        md.push_str(&format!(
+            "pgbench {} · PgBouncer {} (session mode) · PostgreSQL {} · {} CPUs\n\n\
+             {} clients, {} threads, {} s per run, scale {}. Order: {}.\n",
+            s.pgbench_version,
+            s.pgbouncer_version,
+            s.postgres_version,
+            s.cpus,
+            s.clients,
+            s.threads,
+            s.seconds,
+            s.scale,
+            s.run_order.join(", "),
+        ));
+        for (title, command, workload) in [
+            ("select_only", "pgbench -S -M prepared", &self.select_only),
+            ("tpcb_like", "pgbench -M prepared", &self.tpcb_like),
+        ] {
+            md.push_str(&format!(
+                "\n## {title} (`{command}`)\n\n\
+                 | target | TPS | p50 (ms) | p99 (ms) | failed |\n\
+                 |---|---:|---:|---:|---:|\n"
+            ));
+            for (target, tps, latency, failed) in workload.rows() {
+                md.push_str(&format!(
+                    "| {target} | {tps:.1} | {:.3} | {:.3} | {failed} |\n",
+                    latency.p50, latency.p99
+                ));
+            }
+            md.push_str(&format!(
+                "\nunderstudy / direct: {} · understudy / pgbouncer: {} · pgbouncer / direct: {}\n",
+                show_ratio(workload.understudy_vs_direct),
+                show_ratio(workload.understudy_vs_pgbouncer),
+                show_ratio(workload.pgbouncer_vs_direct),
+            ));
+        }
+        md.push_str(
+            "\nOnly the ratios between targets measured in this same run are meaningful: \
+             client, proxies and PostgreSQL share the machine, and absolute TPS varies from \
+             run to run.\n",
+        );
+        md
+    }
+
+    /// Writes `report.json` and `report.md` into `dir` (created if needed).
+    pub fn write(&self, dir: &Path) -> Result<(), BenchError> {
+        std::fs::create_dir_all(dir)
+            .map_err(BenchError::io(format!("creating {}", dir.display())))?;
+        for (name, text) in [
+            ("report.json", self.to_json()),
+            ("report.md", self.to_markdown()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(BenchError::io(format!("writing {}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// `a / b` to three decimals; None when `b` is not positive.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| round(a / b, 3))
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let factor = 10f64.powi(decimals);
+    (value * factor).round() / factor
+}
+
+fn show_ratio(ratio: Option<f64>) -> String {
+    match ratio {
+        Some(r) => format!("{r:.3}"),
+        None => "n/a".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::pgbench::Latency;
+
+    fn run(tps: f64, p50_ms: f64, p99_ms: f64) -> RunResult {
+        RunResult {
+            tps,
+            transactions: (tps * 10.0) as u64,
+            failed: 0,
+            latency: Latency { p50_ms, p99_ms },
+        }
+    }
+
+    fn report() -> Report {
+        let select = WorkloadResults {
+            direct: run(40000.0, 0.18, 0.5),
+            understudy: run(25000.0, 0.3, 0.9),
+            pgbouncer: run(24000.04, 0.31, 1.0),
+        };
+        let tpcb = WorkloadResults {
+            direct: run(3000.0, 2.5, 8.0),
+            understudy: run(0.0, 3.0, 9.0),
+            pgbouncer: run(0.0, 3.1, 9.5),
+        };
+        Report {
+            select_only: WorkloadReport::new(&select),
+            tpcb_like: WorkloadReport::new(&tpcb),
+            settings: Settings {
+                seconds: 10,
+                clients: 8,
+                threads: 2,
+                scale: 10,
+                pgbench_version: "15.18".into(),
+                pgbouncer_version: "1.18.0".into(),
+                postgres_version: "15.18".into(),
+                cpus: 2,
+                run_order: vec!["select_only/direct".into(), "select_only/understudy".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let value: serde_json::Value =
+            serde_json::from_str(&report().to_json()).expect("valid JSON");
+        let select = &value["select_only"];
+        assert_eq!(select["direct_tps"], 40000.0);
+        assert_eq!(select["pgbouncer_tps"], 24000.0);
+        assert_eq!(select["understudy_latency_ms"]["p50"], 0.3);
+        assert_eq!(select["pgbouncer_latency_ms"]["p99"], 1.0);
+        assert_eq!(select["understudy_vs_direct"], 0.625);
+        assert_eq!(select["understudy_vs_pgbouncer"], 1.042);
+        assert_eq!(select["pgbouncer_vs_direct"], 0.6);
+        let tpcb = &value["tpcb_like"];
+        assert_eq!(tpcb["understudy_vs_direct"], 0.0);
+        assert!(
+            tpcb["understudy_vs_pgbouncer"].is_null(),
+            "no division by zero"
+        );
+        let settings = &value["settings"];
+        for key in [
+            "seconds",
+            "clients",
+            "threads",
+            "scale",
+            "pgbench_version",
+            "pgbouncer_version",
+            "cpus",
+        ] {
+            assert!(!settings[key].is_null(), "settings.{key} present");
+        }
+    }
+
+    #[test]
+    fn markdown_has_a_table_per_workload_and_the_ratios() {
+        let md = report().to_markdown();
+        assert!(md.contains("## select_only (`pgbench -S -M prepared`)"));
+        assert!(md.contains("## tpcb_like (`pgbench -M prepared`)"));
+        assert!(md.contains("| understudy | 25000.0 | 0.300 | 0.900 | 0 |"));
+        assert!(md.contains("understudy / direct: 0.625"));
+        assert!(md.contains("understudy / pgbouncer: n/a"));
+        assert!(md.contains("same run"));
+        assert_eq!(md.matches("| target | TPS |").count(), 2);
+    }
+}
