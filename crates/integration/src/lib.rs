@@ -6,14 +6,26 @@
 //! # Layout
 //! - [`Harness`]: cluster + proxy, connection helpers.
 //! - [`Target`]: direct to PostgreSQL, or through understudy.
+//! - [`connect_with`], [`sqlstate`], [`render`]: client helpers shared by the scenarios.
+//! - [`RawConn`]: a bare protocol connection, for tests that look at the
+//!   messages themselves (startup, BackendKeyData, CancelRequest).
 //! - The scenarios are in `tests/`, one file each.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
+use understudy_auth::{ScramClient, ScramCredential};
 use understudy_config::{Config, Secret, Server};
+use understudy_protocol::backend::{tag, Authentication, BackendKeyData, ErrorFields};
+use understudy_protocol::frontend::{encode_query, encode_sasl_response, SaslInitialResponse};
+use understudy_protocol::startup::StartupMessage;
+use understudy_protocol::{Frame, DEFAULT_MAX_MESSAGE_LEN};
 use understudy_proxy::{topology, BackendAddr, ProxyHandle, Topology, TopologyTx};
 use understudy_testkit::{TestCluster, PASSWORD, SUPERUSER};
 
@@ -128,12 +140,27 @@ impl Harness {
         user: &str,
         password: &str,
     ) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.pg_config(target, user, password).connect(NoTls).await?;
-        let _task: JoinHandle<()> = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+        connect_with(&self.pg_config(target, user, password)).await
     }
+}
+
+/// Connects with `config`; the connection runs in a spawned task.
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let _task: JoinHandle<()> = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a failed call, or `"none"` when the error carries none
+/// (an I/O error, a closed connection).
+pub fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .code()
+        .map_or_else(|| "none".to_owned(), |c| c.code().to_owned())
 }
 
 /// Renders every row of a simple-protocol result as text, for comparisons.
@@ -149,4 +176,244 @@ pub fn render(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
             _ => "other".to_owned(),
         })
         .collect()
+}
+
+/// How long a [`RawConn`] waits for the peer before the test fails.
+const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bare protocol connection: the test writes bytes and reads whole
+/// messages. Every read fails the test after 10 s instead of hanging.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawConn {
+    /// Opens a TCP connection to `port` on 127.0.0.1.
+    pub async fn connect(port: u16) -> RawConn {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to port {port}: {e}"));
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Writes `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("writing to the peer");
+    }
+
+    /// Sends a StartupMessage with protocol `version` (major << 16 | minor).
+    pub async fn send_startup(&mut self, version: i32, params: &[(&str, &str)]) {
+        let mut out = BytesMut::new();
+        StartupMessage {
+            version,
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+        .encode(&mut out);
+        self.send(&out).await;
+    }
+
+    /// Reads one byte (the answer to SSLRequest or GSSENCRequest).
+    pub async fn read_byte(&mut self) -> u8 {
+        if self.buf.is_empty() && !self.fill().await {
+            panic!("the peer closed the connection instead of answering");
+        }
+        let b = self.buf[0];
+        let _ = self.buf.split_to(1);
+        b
+    }
+
+    /// Reads one tagged message; `None` when the peer closed the connection
+    /// at a message boundary.
+    pub async fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) =
+                Frame::decode(&mut self.buf, DEFAULT_MAX_MESSAGE_LEN).expect("a valid message")
+            {
+                return Some(frame);
+            }
+            if !self.fill().await {
+                assert!(
+                    self.buf.is_empty(),
+                    "the peer closed the connection in the middle of a message"
+                );
+                return None;
+            }
+        }
+    }
+
+    /// Reads one message and fails the test when it is not a `tag` message.
+    pub async fn expect_frame(&mut self, tag: u8) -> Frame {
+        let frame = self
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("connection closed; expected a {:?} message", tag as char));
+        if frame.tag != tag {
+            panic!(
+                "expected a {:?} message, got {:?}: {}",
+                tag as char,
+                frame.tag as char,
+                describe(&frame)
+            );
+        }
+        frame
+    }
+
+    /// Reads one message, which must be an ErrorResponse, and returns its fields.
+    pub async fn expect_error(&mut self) -> ErrorFields {
+        let frame = self.expect_frame(tag::ERROR_RESPONSE).await;
+        ErrorFields::parse(&frame.body).expect("a valid ErrorResponse")
+    }
+
+    /// True when the peer has closed the connection and sent nothing more.
+    pub async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+
+    /// Every byte the peer sends until it closes the connection.
+    pub async fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        self.buf.split().to_vec()
+    }
+
+    /// Logs in as `user` with SCRAM-SHA-256 (protocol 3.0, database
+    /// `postgres`) and reads up to ReadyForQuery; returns the BackendKeyData.
+    pub async fn login(port: u16, user: &str, password: &str) -> (RawConn, BackendKeyData) {
+        let mut conn = RawConn::connect(port).await;
+        conn.send_startup(
+            understudy_protocol::PROTOCOL_VERSION_3_0,
+            &[("user", user), ("database", "postgres")],
+        )
+        .await;
+        let frames = conn.finish_login(password).await;
+        let key = frames
+            .iter()
+            .find(|f| f.tag == tag::BACKEND_KEY_DATA)
+            .map(|f| BackendKeyData::parse(&f.body).expect("a valid BackendKeyData"))
+            .expect("a BackendKeyData before ReadyForQuery");
+        (conn, key)
+    }
+
+    /// After a StartupMessage: answers SCRAM-SHA-256 with `password` and
+    /// reads up to ReadyForQuery. Returns every message received, in order.
+    pub async fn finish_login(&mut self, password: &str) -> Vec<Frame> {
+        let mut scram: Option<ScramClient> = None;
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.read_frame().await.expect("the startup to go on");
+            let mut out = BytesMut::new();
+            match frame.tag {
+                tag::AUTHENTICATION => {
+                    match Authentication::parse(&frame.body).expect("a valid request") {
+                        Authentication::Sasl { .. } => {
+                            let client =
+                                ScramClient::new(ScramCredential::Password(password.to_owned()));
+                            SaslInitialResponse {
+                                mechanism: "SCRAM-SHA-256".to_owned(),
+                                data: client.client_first(),
+                            }
+                            .encode(&mut out);
+                            scram = Some(client);
+                        }
+                        Authentication::SaslContinue { data } => {
+                            let reply = scram
+                                .as_mut()
+                                .expect("SASL started")
+                                .server_first(&data)
+                                .expect("server-first");
+                            encode_sasl_response(&reply, &mut out);
+                        }
+                        Authentication::SaslFinal { data } => {
+                            scram
+                                .as_mut()
+                                .expect("SASL started")
+                                .server_final(&data)
+                                .expect("the server proves it knows the secret");
+                        }
+                        Authentication::Ok => {}
+                        other => panic!("unexpected authentication request {other:?}"),
+                    }
+                }
+                tag::ERROR_RESPONSE => panic!("login refused: {}", describe(&frame)),
+                _ => {}
+            }
+            let done = frame.tag == tag::READY_FOR_QUERY;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+            if !out.is_empty() {
+                self.send(&out).await;
+            }
+        }
+    }
+
+    /// Sends a simple query and returns every message up to and including
+    /// ReadyForQuery.
+    pub async fn simple_query(&mut self, sql: &str) -> Vec<Frame> {
+        let mut out = BytesMut::new();
+        encode_query(sql, &mut out);
+        self.send(&out).await;
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.read_frame().await.expect("an answer to the query");
+            let done = frame.tag == tag::READY_FOR_QUERY;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    /// Reads more bytes; false at end of stream.
+    async fn fill(&mut self) -> bool {
+        self.buf.reserve(8 * 1024);
+        match tokio::time::timeout(RAW_TIMEOUT, self.stream.read_buf(&mut self.buf)).await {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Ok(Err(e)) => panic!("reading from the peer: {e}"),
+            Err(_) => panic!("the peer sent nothing for {RAW_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// A message, readable in a failure message.
+pub fn describe(frame: &Frame) -> String {
+    match frame.tag {
+        tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE => match ErrorFields::parse(&frame.body) {
+            Ok(fields) => fields.to_string(),
+            Err(e) => format!("malformed: {e}"),
+        },
+        t => format!("{:?} message of {} bytes", t as char, frame.body.len()),
+    }
+}
+
+/// The text value of column `column` of a DataRow body (`None` for NULL).
+pub fn data_row_text(body: &[u8], column: usize) -> Option<String> {
+    let mut r = understudy_protocol::reader::BodyReader::new(body, "DataRow");
+    let count = r.i16("column count").expect("a valid DataRow");
+    assert!(column < count as usize, "DataRow has {count} columns");
+    for i in 0..=column {
+        let len = r.i32("value length").expect("a valid DataRow");
+        if len < 0 {
+            if i == column {
+                return None;
+            }
+            continue;
+        }
+        let value = r.bytes(len as usize, "value").expect("a valid DataRow");
+        if i == column {
+            return Some(String::from_utf8(value.to_vec()).expect("a text value"));
+        }
+    }
+    unreachable!("the loop returns at the column")
 }

@@ -19,7 +19,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Kills the primary's postmaster, waits until none of its processes is
 /// left, promotes the standby and points the proxy at it.
 async fn fail_over(h: &mut Harness) {
-    h.cluster.primary().kill(Signal::SIGKILL).expect("kill the primary");
+    h.cluster
+        .primary()
+        .kill(Signal::SIGKILL)
+        .expect("kill the primary");
     let primary = h.cluster.primary().clone();
     assert!(
         wait_until(DEADLINE, || {
@@ -54,7 +57,10 @@ async fn wait_replicated(h: &Harness) {
         let lsn = lsn.clone();
         async move {
             standby
-                .query_one("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])
+                .query_one(
+                    "select pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&lsn],
+                )
                 .await
                 .map(|row| row.get::<_, bool>(0))
                 .unwrap_or(false)
@@ -75,7 +81,9 @@ async fn idle_session_keeps_its_settings_and_prepared_statements() {
         .unwrap();
     let client = h.connect(Target::Proxy).await;
     client
-        .batch_execute("set search_path = app; set timezone = 'Asia/Tokyo'; prepare one as select 1")
+        .batch_execute(
+            "set search_path = app; set timezone = 'Asia/Tokyo'; prepare one as select 1",
+        )
         .await
         .unwrap();
     let insert = client
@@ -122,7 +130,10 @@ async fn open_transaction_is_replayed_and_commits_once() {
     wait_replicated(&h).await;
     let client = h.connect(Target::Proxy).await;
     client.batch_execute("begin").await.unwrap();
-    client.execute("insert into t values (2)", &[]).await.unwrap();
+    client
+        .execute("insert into t values (2)", &[])
+        .await
+        .unwrap();
     let seen: i64 = client
         .query_one("select count(*) from t", &[])
         .await
@@ -132,7 +143,10 @@ async fn open_transaction_is_replayed_and_commits_once() {
 
     fail_over(&mut h).await;
 
-    client.execute("insert into t values (3)", &[]).await.unwrap();
+    client
+        .execute("insert into t values (3)", &[])
+        .await
+        .unwrap();
     client.batch_execute("commit").await.unwrap();
     let ids: Vec<i32> = h
         .cluster
@@ -202,7 +216,11 @@ async fn half_streamed_result_continues_without_duplicates() {
 async fn listen_survives_and_notifications_arrive_from_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (listener, mut connection) = h
-        .pg_config(Target::Proxy, understudy_testkit::SUPERUSER, understudy_testkit::PASSWORD)
+        .pg_config(
+            Target::Proxy,
+            understudy_testkit::SUPERUSER,
+            understudy_testkit::PASSWORD,
+        )
         .connect(NoTls)
         .await
         .unwrap();
@@ -223,7 +241,10 @@ async fn listen_survives_and_notifications_arrive_from_the_new_primary() {
     listener.batch_execute("select 1").await.unwrap();
 
     let notifier = h.connect(Target::Proxy).await;
-    notifier.batch_execute("notify jobs, 'after'").await.unwrap();
+    notifier
+        .batch_execute("notify jobs, 'after'")
+        .await
+        .unwrap();
     let got = tokio::time::timeout(DEADLINE, notifications.recv())
         .await
         .expect("notification within the deadline");

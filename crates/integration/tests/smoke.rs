@@ -16,7 +16,11 @@ async fn simple_and_extended_queries_match_direct() {
             .query_one("select $1::int + 1, $2::text || '!'", &[&41i32, &"hi"])
             .await
             .unwrap();
-        outputs.push((render(&simple), row.get::<_, i32>(0), row.get::<_, String>(1)));
+        outputs.push((
+            render(&simple),
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+        ));
     }
     assert_eq!(outputs[0], outputs[1]);
     assert_eq!(outputs[1].1, 42);

@@ -1,0 +1,183 @@
+//! Query cancellation through the proxy: the client's cancel key reaches the
+//! right backend quickly, a wrong key cancels nobody, and the pid a client
+//! is told in BackendKeyData is its backend's `pg_backend_pid()`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_postgres::{Client, NoTls};
+use understudy_integration::understudy_testkit::{wait_until, PASSWORD, SUPERUSER};
+use understudy_integration::{data_row_text, sqlstate, Harness, RawConn, Target};
+use understudy_protocol::backend::tag;
+use understudy_protocol::startup::CancelRequest;
+
+async fn backend_pid(client: &Client) -> i32 {
+    client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until backend `pid` is running a statement that mentions pg_sleep.
+async fn wait_until_sleeping(h: &Harness, pid: i32) {
+    let observer = h.connect(Target::Direct).await;
+    let sleeping = wait_until(Duration::from_secs(10), || async {
+        observer
+            .query_one(
+                "select count(*) from pg_stat_activity \
+                 where pid = $1 and state = 'active' and query like '%pg_sleep%'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    assert!(sleeping, "backend {pid} never started its pg_sleep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_through_the_proxy_stops_pg_sleep_within_a_second() {
+    let h = Harness::start().await;
+    let client = Arc::new(h.connect(Target::Proxy).await);
+    let pid = backend_pid(&client).await;
+    let token = client.cancel_token();
+    let sleeper = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { client.query_one("select pg_sleep(60)", &[]).await })
+    };
+    wait_until_sleeping(&h, pid).await;
+    let started = Instant::now();
+    token.cancel_query(NoTls).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancelled query ends")
+        .unwrap();
+    let elapsed = started.elapsed();
+    let err = result.expect_err("pg_sleep(60) must be cancelled");
+    assert_eq!(sqlstate(&err), "57014", "{err}");
+    assert!(elapsed < Duration::from_secs(1), "cancel took {elapsed:?}");
+    // The session goes on, on the same backend.
+    assert_eq!(backend_pid(&client).await, pid);
+    let n: i32 = client.query_one("select 41 + 1", &[]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    let metrics = h.proxy.metrics();
+    assert_eq!(metrics.cancel_forwarded_total.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_with_a_wrong_key_cancels_nobody() {
+    let h = Harness::start().await;
+    let client = Arc::new(h.connect(Target::Proxy).await);
+    let pid = backend_pid(&client).await;
+    let victim = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { client.query_one("select pg_sleep(1)", &[]).await })
+    };
+    wait_until_sleeping(&h, pid).await;
+    // The victim's real pid with a random key: only the key is wrong.
+    let mut request = BytesMut::new();
+    CancelRequest {
+        process_id: pid,
+        secret_key: rand::random(),
+    }
+    .encode(&mut request);
+    assert_eq!(request.len(), 16);
+    let mut conn = RawConn::connect(h.port(Target::Proxy)).await;
+    conn.send(&request).await;
+    assert!(
+        conn.closed().await,
+        "the proxy answers a CancelRequest by closing"
+    );
+    assert!(
+        !victim.is_finished(),
+        "the cancel request must be handled while the victim still sleeps"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(10), victim)
+        .await
+        .expect("the victim's query ends")
+        .unwrap();
+    assert!(
+        result.is_ok(),
+        "the victim was cancelled: {:?}",
+        result.err()
+    );
+    let metrics = h.proxy.metrics();
+    assert_eq!(metrics.cancel_requests_total.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.cancel_forwarded_total.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_key_data_pid_is_the_backend_pid() {
+    let h = Harness::start().await;
+    let (mut conn, key) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let frames = conn.simple_query("select pg_backend_pid()").await;
+    let row = frames
+        .iter()
+        .find(|f| f.tag == tag::DATA_ROW)
+        .expect("a row");
+    let pid: i32 = data_row_text(&row.body, 0).unwrap().parse().unwrap();
+    assert_eq!(
+        pid, key.process_id,
+        "BackendKeyData pid vs pg_backend_pid()"
+    );
+
+    // The same seen from the server: the session's application_name is
+    // found directly in pg_stat_activity with that pid.
+    let mut config = h.pg_config(Target::Proxy, SUPERUSER, PASSWORD);
+    config.application_name("cancel-pid-check");
+    let client = understudy_integration::connect_with(&config).await.unwrap();
+    let through_proxy = backend_pid(&client).await;
+    let observer = h.connect(Target::Direct).await;
+    let seen: Vec<i32> = observer
+        .query(
+            "select pid from pg_stat_activity where application_name = 'cancel-pid-check'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec![through_proxy]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_cancel_request_with_the_announced_key_cancels() {
+    let h = Harness::start().await;
+    let port = h.port(Target::Proxy);
+    let (mut conn, key) = RawConn::login(port, SUPERUSER, PASSWORD).await;
+    let mut query = BytesMut::new();
+    understudy_protocol::frontend::encode_query("select pg_sleep(60)", &mut query);
+    conn.send(&query).await;
+    wait_until_sleeping(&h, key.process_id).await;
+    let mut request = BytesMut::new();
+    CancelRequest {
+        process_id: key.process_id,
+        secret_key: key.secret_key,
+    }
+    .encode(&mut request);
+    let started = Instant::now();
+    let mut canceller = RawConn::connect(port).await;
+    canceller.send(&request).await;
+    // RowDescription comes first, then the error.
+    conn.expect_frame(tag::ROW_DESCRIPTION).await;
+    let error = conn.expect_error().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.code, "57014", "{error}");
+    conn.expect_frame(tag::READY_FOR_QUERY).await;
+    let frames = conn.simple_query("select 7").await;
+    let row = frames
+        .iter()
+        .find(|f| f.tag == tag::DATA_ROW)
+        .expect("a row");
+    assert_eq!(data_row_text(&row.body, 0).as_deref(), Some("7"));
+}
