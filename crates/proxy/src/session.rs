@@ -348,7 +348,7 @@ fn negotiate(
         NegotiateProtocolVersion {
             // PostgreSQL sends the whole newest version (3.0 = 196608), not a
             // bare minor number, and libpq rejects anything below 3.0.
-            newest_minor: understudy_protocol::PROTOCOL_VERSION_3_0,
+            newest_version: understudy_protocol::PROTOCOL_VERSION_3_0,
             unrecognized: options.into_iter().map(|(k, _)| k).collect(),
         }
         .encode(client.out());

@@ -161,8 +161,9 @@ impl NotificationResponse {
 /// protocol options (`_pq_.…`) that were not recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NegotiateProtocolVersion {
-    /// Newest supported minor version of the requested major version.
-    pub newest_minor: i32,
+    /// The newest protocol version supported (major and minor, as PostgreSQL
+    /// sends it: `196608` for 3.0).
+    pub newest_version: i32,
     /// Unrecognised protocol options.
     pub unrecognized: Vec<String>,
 }
@@ -171,7 +172,7 @@ impl NegotiateProtocolVersion {
     /// Appends the encoded message to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         let mut w = FrameWriter::tagged(out, tag::NEGOTIATE_PROTOCOL_VERSION);
-        w.i32(self.newest_minor).i32(self.unrecognized.len() as i32);
+        w.i32(self.newest_version).i32(self.unrecognized.len() as i32);
         for option in &self.unrecognized {
             w.cstr(option);
         }
