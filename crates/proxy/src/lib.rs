@@ -15,6 +15,8 @@
 //! - [`journal`]: what a session did, to rebuild it on another server.
 //! - [`failover`]: moving a session whose backend was lost.
 //! - [`cancel`]: proxy cancel keys → backend cancel keys.
+//! - [`ledger`]: the commit ledger that resolves a COMMIT lost in a failover.
+//! - [`commit_sql`]: recognising a COMMIT statement.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
@@ -23,10 +25,12 @@
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+pub mod commit_sql;
 pub mod conn;
 pub mod error;
 pub mod failover;
 pub mod journal;
+pub mod ledger;
 pub mod listener;
 pub mod metrics;
 pub mod relay;

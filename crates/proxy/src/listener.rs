@@ -15,6 +15,7 @@ use understudy_config::Config;
 use understudy_protocol::backend::{sqlstate, ErrorFields, Severity};
 
 use crate::cancel::CancelMap;
+use crate::ledger::Ledgers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::secrets::SecretStore;
 use crate::session::{self, ProxyContext};
@@ -79,6 +80,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     let cancel = Arc::new(CancelMap::default());
     let ctx = Arc::new(ProxyContext {
         secrets: SecretStore::new(Arc::clone(&config), topology.clone()),
+        ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),

@@ -20,16 +20,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
+use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
-use understudy_protocol::frontend;
+use understudy_protocol::frontend::{self, encode_query};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
 
+use crate::commit_sql::is_commit;
 use crate::error::{SessionError, Side};
 use crate::journal::{server_message_needed_whole, Journal, Limits};
+use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
 
 /// Free space kept available for each read.
@@ -86,6 +89,10 @@ pub struct RelayState {
     /// client heard of it: the server rejects the transaction's next command
     /// with `25P02`, which the client receives as `40001` with this reason.
     pub failed_over_transaction: Option<String>,
+    /// The database has a commit ledger: COMMITs get a stamp.
+    pub ledger: bool,
+    /// Which prepared statements are COMMITs.
+    pub commits: CommitStatements,
 }
 
 impl RelayState {
@@ -99,6 +106,8 @@ impl RelayState {
             client_pid: pid,
             backend_pid: pid,
             failed_over_transaction: None,
+            ledger: false,
+            commits: CommitStatements::default(),
         }
     }
 }
@@ -223,54 +232,83 @@ where
     }
 }
 
-/// Scans bytes from the client: journals each message, counts requests
-/// and notices Terminate.
+/// Scans bytes from the client: journals each message, counts requests,
+/// notices Terminate, and puts the commit stamp in front of a COMMIT.
 fn scan_client(
     pipe: &mut Pipe,
     state: &mut RelayState,
     metrics: &ProxyMetrics,
 ) -> Result<(), SessionError> {
-    let max_kept = state.journal.max_message_len();
-    let journal = &mut state.journal;
-    let mut terminated = false;
-    let scanned = pipe
-        .scanner
-        .scan(
-            &pipe.buf,
-            |_, total| total <= max_kept,
-            |piece| {
-                let Piece::Start {
-                    tag, bytes, rest, ..
-                } = piece
-                else {
-                    return ControlFlow::Continue(());
-                };
-                match tag {
-                    frontend::tag::TERMINATE => {
-                        terminated = true;
-                        return ControlFlow::Break(Stop::After);
+    // Only when a stamp is injected are bytes copied into `assembled`.
+    let mut assembled: Option<BytesMut> = None;
+    loop {
+        let max_kept = state.journal.max_message_len();
+        let journal = &mut state.journal;
+        let commits = &mut state.commits;
+        let stamping = state.ledger
+            && journal.commit_token.is_none()
+            && journal.tx_status == TransactionStatus::InTransaction;
+        let mut terminated = false;
+        let mut stamp = false;
+        let scanned = pipe
+            .scanner
+            .scan(
+                &pipe.buf,
+                |_, total| total <= max_kept,
+                |piece| {
+                    let Piece::Start {
+                        tag, bytes, rest, ..
+                    } = piece
+                    else {
+                        return ControlFlow::Continue(());
+                    };
+                    match tag {
+                        frontend::tag::TERMINATE => {
+                            terminated = true;
+                            return ControlFlow::Break(Stop::After);
+                        }
+                        frontend::tag::QUERY | frontend::tag::EXECUTE => {
+                            metrics::inc(&metrics.queries_total)
+                        }
+                        _ => {}
                     }
-                    frontend::tag::QUERY | frontend::tag::EXECUTE => {
-                        metrics::inc(&metrics.queries_total)
+                    if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
+                        stamp = true;
+                        return ControlFlow::Break(Stop::Before);
                     }
-                    _ => {}
-                }
-                journal.client_message(tag, (rest == 0).then_some(bytes));
-                ControlFlow::Continue(())
-            },
-        )
-        .map_err(|source| SessionError::Protocol {
-            side: Side::Client,
-            source,
-        })?;
-    pipe.out = pipe.buf.split_to(scanned.relay_upto).freeze();
-    if terminated {
-        // Nothing after Terminate is meaningful: stop reading the client.
-        state.client_terminated = true;
-        pipe.buf.clear();
-        pipe.done_reading = true;
+                    journal.client_message(tag, (rest == 0).then_some(bytes));
+                    ControlFlow::Continue(())
+                },
+            )
+            .map_err(|source| SessionError::Protocol {
+                side: Side::Client,
+                source,
+            })?;
+        let relayed = pipe.buf.split_to(scanned.relay_upto);
+        if stamp {
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            let token = ledger::new_token();
+            let start = out.len();
+            encode_query(&ledger::stamp_sql(token), out);
+            state.journal.injected_message(&out[start..], token);
+            continue;
+        }
+        pipe.out = match assembled.take() {
+            Some(mut out) => {
+                out.extend_from_slice(&relayed);
+                out.freeze()
+            }
+            None => relayed.freeze(),
+        };
+        if terminated {
+            // Nothing after Terminate is meaningful: stop reading the client.
+            state.client_terminated = true;
+            pipe.buf.clear();
+            pipe.done_reading = true;
+        }
+        return Ok(());
     }
-    Ok(())
 }
 
 /// Scans bytes from the server: follows replies and the transaction
@@ -288,8 +326,10 @@ fn scan_server(
         let parameters = &mut state.parameters;
         let rewrite_pid = (state.backend_pid != state.client_pid).then_some(state.backend_pid);
         let failed_over = state.failed_over_transaction.is_some();
+        let injected_pending = journal.injected_pending();
         let mut fatal = None;
         let mut replace = None;
+        let mut drop = None;
         let mut notifications = Vec::new();
         let mut offset = 0;
         let scanned = pipe
@@ -297,7 +337,8 @@ fn scan_server(
             .scan(
                 &pipe.buf,
                 |tag, _| {
-                    server_message_needed_whole(tag)
+                    injected_pending
+                        || server_message_needed_whole(tag)
                         || tag == backend::tag::PARAMETER_STATUS
                         || tag == backend::tag::NOTIFICATION_RESPONSE
                 },
@@ -312,6 +353,10 @@ fn scan_server(
                         tag, bytes, total, ..
                     } = piece
                     {
+                        if injected_pending && !is_async(tag) && journal.next_reply_is_injected() {
+                            drop = Some(total);
+                            return ControlFlow::Break(Stop::Before);
+                        }
                         match tag {
                             backend::tag::ERROR_RESPONSE => {
                                 metrics::inc(&metrics.server_errors_total);
@@ -357,6 +402,30 @@ fn scan_server(
             pipe.buf[at..at + 4].copy_from_slice(&state.client_pid.to_be_bytes());
         }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
+        if let Some(total) = drop {
+            // The reply to the proxy's own stamp: the client never sees it,
+            // except an error, which it gets as a warning (its COMMIT will
+            // then report ROLLBACK, as PostgreSQL does for a failed
+            // transaction).
+            let frame = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            if frame[0] == backend::tag::ERROR_RESPONSE {
+                if let Ok(mut fields) = ErrorFields::parse(body_of(&frame)) {
+                    fields.severity = "WARNING".into();
+                    fields.message =
+                        format!("understudy could not record the commit: {}", fields.message);
+                    fields.encode_notice(out);
+                }
+            }
+            state.journal.server_piece(Piece::Start {
+                tag: frame[0],
+                total,
+                bytes: &frame,
+                rest: 0,
+            });
+            continue;
+        }
         if let (Some(total), Some(why)) = (replace, state.failed_over_transaction.take()) {
             // The first error the client gets after its transaction was
             // failed over says so, with the code drivers retry on.
@@ -389,6 +458,57 @@ fn scan_server(
             pipe.done_reading = true;
         }
         return Ok(());
+    }
+}
+
+/// Asynchronous server messages, which belong to no request.
+fn is_async(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::tag::NOTICE_RESPONSE
+            | backend::tag::NOTIFICATION_RESPONSE
+            | backend::tag::PARAMETER_STATUS
+    )
+}
+
+/// Which of the client's prepared statements are COMMITs, to recognise a
+/// COMMIT sent through the extended protocol.
+#[derive(Default)]
+pub struct CommitStatements {
+    named: HashSet<Vec<u8>>,
+    unnamed: bool,
+}
+
+impl CommitStatements {
+    /// Follows Parse messages, and tells whether a client message starts the
+    /// execution of a COMMIT: a Query, a Parse of the unnamed statement, or
+    /// a Bind of a named statement.
+    fn starts_commit(&mut self, tag: u8, body: &[u8]) -> bool {
+        let mut fields = body.split(|&b| b == 0);
+        match tag {
+            frontend::tag::QUERY => is_commit(fields.next().unwrap_or_default()),
+            frontend::tag::PARSE => {
+                let name = fields.next().unwrap_or_default();
+                let commit = is_commit(fields.next().unwrap_or_default());
+                if name.is_empty() {
+                    self.unnamed = commit;
+                    commit
+                } else {
+                    if commit {
+                        self.named.insert(name.to_vec());
+                    } else {
+                        self.named.remove(name);
+                    }
+                    false
+                }
+            }
+            frontend::tag::BIND => {
+                let _portal = fields.next();
+                let statement = fields.next().unwrap_or_default();
+                !statement.is_empty() && self.named.contains(statement)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct ProxyContext {
     pub secrets: SecretStore,
     /// Counters.
     pub metrics: Arc<ProxyMetrics>,
+    /// Commit ledgers per database.
+    pub ledgers: Arc<crate::ledger::Ledgers>,
 }
 
 /// A session that completed startup.
@@ -51,6 +53,8 @@ struct Opened {
     backend: BackendConn,
     cancel: CancelRegistration,
     identity: Identity,
+    /// The session's database has a commit ledger.
+    ledger: bool,
 }
 
 impl ProxyContext {
@@ -99,6 +103,7 @@ async fn run(
         backend,
         cancel,
         identity,
+        ledger,
     } = opened;
     let m = &ctx.metrics;
     metrics::inc(&m.sessions_total);
@@ -108,6 +113,7 @@ async fn run(
     let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut state = RelayState::new(Limits::default(), backend.key.process_id);
+    state.ledger = ledger;
     let mut topology = ctx.topology.clone();
     topology.mark_unchanged();
     loop {
@@ -315,10 +321,12 @@ async fn open(
     .encode(client.out());
     client.flush().await?;
     tracing::debug!(%peer, user, database, backend = %backend.addr, pid = backend.key.process_id, "session opened");
+    let ledger = ctx.ledgers.ensure(&database).await;
     Ok(Some(Opened {
         backend,
         cancel: registration,
         identity: Identity { params, credential },
+        ledger,
     }))
 }
 

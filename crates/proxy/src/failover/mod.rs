@@ -14,6 +14,7 @@
 //! - [`replay`]: session state restore, unit replay and verification.
 //! - this module: holding, reconnecting, and failing a transaction cleanly.
 
+pub mod commit;
 pub mod replay;
 pub mod verdict;
 
@@ -26,6 +27,7 @@ use understudy_protocol::backend::{
 };
 use understudy_protocol::frontend::{encode_query, tag as ftag};
 
+use self::commit::CommitOutcome;
 use self::replay::{replay_unit, restore_session, ReplayError};
 use crate::backend::{self, BackendConn, BackendCredential};
 use crate::error::SessionError;
@@ -186,6 +188,13 @@ async fn rebuild(
 ) -> Result<(Bytes, std::collections::HashMap<String, String>), ReplayError> {
     let conn = &mut backend.conn;
     let mut parameters = restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal).await?;
+    if let CommitOutcome::Committed(replies) =
+        commit::resolve(&mut conn.stream, &mut conn.rbuf, &state.journal, old).await?
+    {
+        tracing::info!("the COMMIT in flight had taken effect; answering the client");
+        state.journal.abandon_unit(TransactionStatus::Idle);
+        return Ok((replies.freeze(), parameters));
+    }
     let replayed = replay_unit(&mut conn.stream, &mut conn.rbuf, &mut state.journal, old).await?;
     parameters.extend(replayed.parameters);
     Ok((replayed.tail, parameters))
@@ -265,7 +274,7 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
         .requests()
         .iter()
         .zip(old)
-        .filter(|(r, old)| !old.done && r.expect != Expect::Nothing)
+        .filter(|(r, old)| !old.done && !r.injected && r.expect != Expect::Nothing)
         .map(|(r, _)| (r.tag, r.expect))
         .collect();
     for (tag, expect) in outstanding {

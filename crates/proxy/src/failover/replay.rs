@@ -281,7 +281,10 @@ async fn read_whole<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-async fn read_frame(stream: &mut TcpStream, rbuf: &mut BytesMut) -> Result<Frame, ReplayError> {
+pub(super) async fn read_frame(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+) -> Result<Frame, ReplayError> {
     let whole = read_whole(stream, rbuf).await?;
     Ok(Frame {
         tag: whole[0],

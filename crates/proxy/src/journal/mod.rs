@@ -123,6 +123,9 @@ pub struct Request {
     frame: Option<Range<usize>>,
     /// The reply so far.
     pub reply: Reply,
+    /// Sent by the proxy itself (the commit stamp); its reply is not the
+    /// client's.
+    pub injected: bool,
 }
 
 /// Per-session journal limits.
@@ -183,6 +186,8 @@ pub struct Journal {
     unit_blocked: Option<NotReplayable>,
     /// Settings, listens and prepared statements of the session.
     pub session: SessionState,
+    /// The ledger token stamped into the open unit's transaction, if any.
+    pub commit_token: Option<i64>,
 }
 
 impl Journal {
@@ -199,6 +204,7 @@ impl Journal {
             tx_status: TransactionStatus::Idle,
             unit_blocked: None,
             session: SessionState::default(),
+            commit_token: None,
         }
     }
 
@@ -261,7 +267,28 @@ impl Journal {
             expect,
             frame,
             reply,
+            injected: false,
         });
+    }
+
+    /// Records a message the proxy itself sends to the server within the
+    /// unit (the commit stamp), carrying `token`.
+    pub fn injected_message(&mut self, frame: &[u8], token: i64) {
+        self.client_message(frame[0], Some(frame));
+        if let Some(last) = self.requests.last_mut() {
+            last.injected = true;
+        }
+        self.commit_token = Some(token);
+    }
+
+    /// True when the next reply message belongs to an injected request.
+    pub fn next_reply_is_injected(&mut self) -> bool {
+        self.current().is_some_and(|i| self.requests[i].injected)
+    }
+
+    /// True when an injected request still waits for (part of) its reply.
+    pub fn injected_pending(&self) -> bool {
+        self.requests.iter().any(|r| r.injected && !r.reply.done)
     }
 
     fn block_unit(&mut self, reason: NotReplayable) {
@@ -284,6 +311,7 @@ impl Journal {
         self.frame_owner = None;
         self.skipping_to_sync = false;
         self.unit_blocked = None;
+        self.commit_token = None;
         self.tx_status = status;
     }
 
@@ -459,6 +487,8 @@ impl Journal {
         self.requests.drain(..end);
         self.cursor = 0;
         self.frame_owner = None;
+        // The stamp, if any, belonged to the transaction that just ended.
+        self.commit_token = None;
         if self.requests.is_empty() {
             self.arena.clear();
             self.unit_blocked = None;

@@ -1,0 +1,186 @@
+//! A COMMIT whose acknowledgement is lost in a failover is resolved exactly
+//! once by the commit ledger: when the new primary has the transaction, the
+//! client is told it committed; when it does not, the transaction is
+//! replayed and committed there. Either way the row exists once.
+//!
+//! Synchronous replication holds the COMMIT on the old primary at the exact
+//! moment that matters: after the commit record is written, before the
+//! client hears of it.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use understudy_integration::{Harness, Target};
+use understudy_proxy::{BackendAddr, Topology};
+use understudy_testkit::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn synchronous(h: &Harness, level: &str) {
+    let admin = h.cluster.connect().await;
+    for sql in [
+        "alter system set synchronous_standby_names = '*'".to_owned(),
+        format!("alter system set synchronous_commit = '{level}'"),
+        "select pg_reload_conf()".to_owned(),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    let ready = wait_until(DEADLINE, || {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "select count(*) from pg_stat_replication where sync_state = 'sync'",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(ready, "standby is synchronous");
+}
+
+/// Waits until a backend of the primary waits for synchronous replication.
+async fn commit_waits_for_the_standby(h: &Harness) {
+    let admin = h.cluster.connect().await;
+    let waiting = wait_until(DEADLINE, || {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "select count(*) from pg_stat_activity where wait_event = 'SyncRep'",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(waiting, "the COMMIT waits for the standby");
+}
+
+async fn fail_over(h: &mut Harness) {
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    promote_standby(h).await;
+}
+
+/// Waits until the killed primary is gone, promotes the standby and points
+/// the proxy at it.
+async fn promote_standby(h: &mut Harness) {
+    let primary = h.cluster.primary().clone();
+    assert!(
+        wait_until(DEADLINE, || {
+            let primary = primary.clone();
+            async move { primary.processes().is_empty() }
+        })
+        .await
+    );
+    h.cluster.standby_mut(0).promote().await.unwrap();
+    let standby = h.cluster.standby(0);
+    h.topology.send_replace(Topology {
+        primary: Some(BackendAddr {
+            name: standby.name().to_owned(),
+            host: Ipv4Addr::LOCALHOST.to_string(),
+            port: standby.port(),
+        }),
+    });
+}
+
+async fn rows_on_new_primary(h: &Harness) -> Vec<i32> {
+    h.cluster
+        .connect_to(1)
+        .await
+        .query("select id from t order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_that_reached_the_standby_is_reported_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    // The standby receives the commit record but does not apply it, so the
+    // primary never acknowledges the COMMIT.
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit").await;
+        (client, result)
+    });
+    commit_waits_for_the_standby(&h).await;
+
+    fail_over(&mut h).await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    result.expect("the COMMIT succeeds");
+    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_that_never_reached_the_standby_is_replayed_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "on").await;
+    let standby = h.cluster.connect_to(1).await;
+    let receiver: i32 = standby
+        .query_one("select pid from pg_stat_wal_receiver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    // The standby's WAL receiver is frozen: the commit record never gets
+    // there, and the primary never acknowledges the COMMIT.
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit").await;
+        (client, result)
+    });
+    commit_waits_for_the_standby(&h).await;
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGCONT).unwrap();
+    promote_standby(&mut h).await;
+
+    let (_client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    result.expect("the COMMIT succeeds");
+    assert_eq!(rows_on_new_primary(&h).await, [1]);
+}

@@ -1,0 +1,113 @@
+//! Resolving a COMMIT that was in flight when the backend was lost: the
+//! ledger on the new primary says whether it took effect. If it did, the
+//! client gets the replies a successful COMMIT would have produced; if not,
+//! the transaction is replayed and committed on the new primary.
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use understudy_protocol::backend::{tag, ReadyForQuery, TransactionStatus};
+use understudy_protocol::frontend::{encode_query, tag as ftag};
+use understudy_protocol::FrameWriter;
+
+use super::replay::{read_frame, ReplayError};
+use crate::journal::request::Expect;
+use crate::journal::{Journal, Reply};
+use crate::ledger;
+
+/// What the ledger says about the unit's COMMIT.
+pub enum CommitOutcome {
+    /// No COMMIT was in flight, or it did not take effect: replay.
+    Replay,
+    /// It took effect; these bytes are the client's replies.
+    Committed(BytesMut),
+}
+
+/// Asks the new primary whether the unit's stamped transaction committed.
+pub async fn resolve(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    journal: &Journal,
+    old: &[Reply],
+) -> Result<CommitOutcome, ReplayError> {
+    let Some(token) = journal.commit_token else {
+        return Ok(CommitOutcome::Replay);
+    };
+    let outstanding: Vec<usize> = (0..old.len())
+        .filter(|&i| !old[i].done && !journal.requests()[i].injected)
+        .collect();
+    if outstanding.is_empty() {
+        return Ok(CommitOutcome::Replay);
+    }
+    let mut out = BytesMut::new();
+    encode_query(&ledger::committed_sql(token), &mut out);
+    stream.write_all(&out).await.map_err(ReplayError::Io)?;
+    let mut committed = None;
+    loop {
+        let frame = read_frame(stream, rbuf).await?;
+        match frame.tag {
+            tag::DATA_ROW => committed = Some(frame.body.ends_with(b"t")),
+            tag::ERROR_RESPONSE => committed = None,
+            tag::READY_FOR_QUERY => break,
+            _ => {}
+        }
+    }
+    match committed {
+        Some(true) => {}
+        Some(false) => return Ok(CommitOutcome::Replay),
+        None => {
+            return Err(ReplayError::Diverged(
+                "the commit ledger could not be read on the new server".into(),
+            ))
+        }
+    }
+    let requests = journal.requests();
+    let end = outstanding
+        .iter()
+        .position(|&i| requests[i].expect == Expect::Ready)
+        .ok_or_else(|| ReplayError::Diverged("the COMMIT in flight has no end".into()))?;
+    if end + 1 != outstanding.len() {
+        return Err(ReplayError::Diverged(
+            "requests were pipelined after a COMMIT that took effect".into(),
+        ));
+    }
+    let mut replies = BytesMut::new();
+    let idle = ReadyForQuery {
+        status: TransactionStatus::Idle,
+    };
+    for &i in &outstanding {
+        let request = &requests[i];
+        let frame = journal.frame(request).unwrap_or_default();
+        match request.tag {
+            ftag::QUERY => {
+                command_complete(&mut replies);
+                idle.encode(&mut replies);
+            }
+            ftag::PARSE => empty(&mut replies, tag::PARSE_COMPLETE),
+            ftag::BIND => empty(&mut replies, tag::BIND_COMPLETE),
+            ftag::CLOSE => empty(&mut replies, tag::CLOSE_COMPLETE),
+            ftag::DESCRIBE => {
+                if frame.get(5) == Some(&b'S') {
+                    let mut w = FrameWriter::tagged(&mut replies, tag::PARAMETER_DESCRIPTION);
+                    w.i16(0);
+                    w.finish();
+                }
+                empty(&mut replies, tag::NO_DATA);
+            }
+            ftag::EXECUTE => command_complete(&mut replies),
+            ftag::SYNC => idle.encode(&mut replies),
+            _ => {}
+        }
+    }
+    Ok(CommitOutcome::Committed(replies))
+}
+
+fn empty(out: &mut BytesMut, message: u8) {
+    FrameWriter::tagged(out, message).finish();
+}
+
+fn command_complete(out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::COMMAND_COMPLETE);
+    w.cstr("COMMIT");
+    w.finish();
+}
