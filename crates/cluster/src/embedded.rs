@@ -1,6 +1,9 @@
-//! The embedded cluster behind `understudy up`: a primary and an asynchronous streaming
-//! standby (replication slot `understudy_standby`) created on the first run and reused on
-//! later runs, under a working directory locked for the life of the process.
+//! The embedded cluster behind `understudy up`: two nodes, `node1` and `node2`, one the
+//! primary and the other its asynchronous streaming standby (replication slot
+//! `understudy_standby` on the primary), created on the first run and reused on later
+//! runs, under a working directory locked for the life of the process. Which node is the
+//! primary is recorded in `state.toml`, so that the roles survive a failover and a
+//! restart; the orchestrator swaps them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,13 +13,15 @@ use crate::error::{ClusterError, Result};
 use crate::node::{Credentials, Node, NodeSpec, StopMode};
 use crate::process;
 use crate::run_as::RunAs;
-use crate::status::{self, NodeStatus, Role};
+use crate::status::{self, NodeStatus};
 use crate::workdir::{self, DirLock, State};
 
 /// Default working directory of `understudy up`.
 pub const DEFAULT_DIR: &str = ".understudy";
 /// Replication slot of the standby on the primary.
 pub const STANDBY_SLOT: &str = "understudy_standby";
+/// The names of the two nodes (and of their data directories under the data root).
+pub const NODE_NAMES: [&str; 2] = ["node1", "node2"];
 /// How long a status query may wait for a node.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `Drop` waits for a fast shutdown before killing.
@@ -25,9 +30,9 @@ const DROP_GRACE: Duration = Duration::from_secs(30);
 /// A running primary + standby pair owned by this process.
 #[derive(Debug)]
 pub struct EmbeddedCluster {
-    /// The node created by `initdb`.
+    /// The node that currently accepts writes.
     pub primary: Node,
-    /// The streaming standby.
+    /// The node that currently streams from it.
     pub standby: Node,
     /// The superuser of both nodes.
     pub creds: Credentials,
@@ -68,19 +73,18 @@ impl EmbeddedCluster {
         let bins = PgBinaries::locate()?;
         let run_as = RunAs::detect()?;
 
-        let data_root = match workdir::read_state(&dir)? {
-            Some(state) => state.data_root,
+        let state = match workdir::read_state(&dir)? {
+            Some(state) => state,
             None => {
-                let data_root = workdir::default_data_root(&dir, &run_as);
-                workdir::write_state(
-                    &dir,
-                    &State {
-                        data_root: data_root.clone(),
-                    },
-                )?;
-                data_root
+                let state = State {
+                    data_root: workdir::default_data_root(&dir, &run_as),
+                    primary: Some(NODE_NAMES[0].to_string()),
+                };
+                workdir::write_state(&dir, &state)?;
+                state
             }
         };
+        let data_root = state.data_root.clone();
         workdir::ensure_private_dir(&data_root, &run_as, 0o700)?;
         tracing::info!(dir = %dir.display(), data = %data_root.display(), "PostgreSQL data location");
         let socket_dir = workdir::socket_dir(&dir);
@@ -95,8 +99,18 @@ impl EmbeddedCluster {
                 dir.join("log").join(format!("{name}.log")),
             )
         };
-        let primary_spec = spec("primary");
-        let standby_spec = spec("standby");
+        let (primary_name, standby_name) = roles(&dir, &state)?;
+        let primary_spec = spec(primary_name);
+        let standby_spec = spec(standby_name);
+        if state.primary.as_deref() != Some(primary_name) {
+            workdir::write_state(
+                &dir,
+                &State {
+                    primary: Some(primary_name.to_string()),
+                    ..state.clone()
+                },
+            )?;
+        }
         let mut guard = StartGuard {
             dirs: vec![primary_spec.data_dir.clone(), standby_spec.data_dir.clone()],
         };
@@ -172,45 +186,27 @@ impl EmbeddedCluster {
         primary.and(standby)
     }
 
-    /// Role, port, pid and lag of both nodes; a node that does not answer is `down`.
+    /// Role, port, pid and lag of both nodes, the primary first; a node that does not
+    /// answer is `down`.
     pub async fn status(&self) -> Vec<NodeStatus> {
-        let mut clients = Vec::new();
-        for node in [&self.primary, &self.standby] {
-            let client = node
-                .connect_within(&self.creds, "postgres", STATUS_TIMEOUT)
-                .await
-                .ok();
-            let role = match &client {
-                Some(client) => status::node_role(client).await.unwrap_or(Role::Down),
-                None => Role::Down,
-            };
-            clients.push((node, client, role));
-        }
-        let writer = clients
-            .iter()
-            .find(|(_, _, role)| *role == Role::Primary)
-            .and_then(|(_, client, _)| client.as_ref());
-        let mut out = Vec::new();
-        for (node, client, role) in &clients {
-            let lag_bytes = match (writer, client, role) {
-                (Some(writer), Some(client), Role::Standby) => {
-                    status::replication_lag_bytes(writer, client)
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                _ => None,
-            };
-            out.push(NodeStatus {
-                name: node.name().to_string(),
-                role: *role,
-                port: node.port(),
-                pid: node.postmaster_pid(),
-                data_dir: node.data_dir().to_path_buf(),
-                lag_bytes,
-            });
-        }
-        out
+        status::collect(&[&self.primary, &self.standby], &self.creds, STATUS_TIMEOUT).await
+    }
+
+    /// Exchanges the roles of the two nodes (after a promotion of the standby).
+    pub(crate) fn swap_roles(&mut self) {
+        std::mem::swap(&mut self.primary, &mut self.standby);
+    }
+
+    /// Records the current primary in `state.toml`, so that a later `up` starts it as
+    /// the primary.
+    pub(crate) fn record_primary(&self) -> Result<()> {
+        workdir::write_state(
+            &self.dir,
+            &State {
+                data_root: self.data_root.clone(),
+                primary: Some(self.primary.name().to_string()),
+            },
+        )
     }
 
     /// The (canonical) working directory.
@@ -240,6 +236,44 @@ impl Drop for EmbeddedCluster {
             let _ = std::fs::remove_dir(&self.socket_dir);
         }
     }
+}
+
+/// Which node starts as the primary and which as the standby: the one `state.toml`
+/// names, unless that one is set up as a standby and the other holds a primary's data
+/// (a failover ended before `state.toml` was written).
+fn roles(dir: &Path, state: &State) -> Result<(&'static str, &'static str)> {
+    let [first, second] = NODE_NAMES;
+    let named = state.primary.as_deref().unwrap_or(first);
+    let (primary, standby) = if named == first {
+        (first, second)
+    } else if named == second {
+        (second, first)
+    } else {
+        return Err(ClusterError::InvalidFile {
+            path: dir.join("state.toml"),
+            message: format!("primary = {named:?} names no node; it must be one of {NODE_NAMES:?}"),
+        });
+    };
+    let data = |name: &str| state.data_root.join(name);
+    let is_standby = |name: &str| data(name).join("standby.signal").is_file();
+    let has_data = |name: &str| data(name).join("PG_VERSION").is_file();
+    if is_standby(primary) && has_data(standby) && !is_standby(standby) {
+        tracing::warn!(
+            recorded = primary,
+            primary = standby,
+            "state.toml names a standby as the primary; starting the other node as the primary"
+        );
+        return Ok((standby, primary));
+    }
+    if is_standby(primary) {
+        return Err(ClusterError::Inconsistent(format!(
+            "{} is set up as a standby, and {} holds no primary to follow: remove \
+             standby.signal from the data directory that should be the primary",
+            data(primary).display(),
+            data(standby).display()
+        )));
+    }
+    Ok((primary, standby))
 }
 
 /// Starts the existing standby when it is sound (a standby whose slot exists on the
@@ -325,5 +359,63 @@ fn remove_dir(path: &Path) -> Result<()> {
             Err(ClusterError::io(format!("removing {}", path.display()))(e))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(root: &Path, primary: Option<&str>) -> State {
+        State {
+            data_root: root.to_path_buf(),
+            primary: primary.map(str::to_string),
+        }
+    }
+
+    fn node(root: &Path, name: &str, standby: bool) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+        if standby {
+            std::fs::write(dir.join("standby.signal"), "").expect("standby.signal");
+        }
+    }
+
+    #[test]
+    fn roles_follow_state_toml() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = root.path();
+        assert_eq!(roles(root, &state(root, None)).unwrap(), ("node1", "node2"));
+        node(root, "node1", true);
+        node(root, "node2", false);
+        assert_eq!(
+            roles(root, &state(root, Some("node2"))).unwrap(),
+            ("node2", "node1")
+        );
+    }
+
+    #[test]
+    fn a_recorded_primary_that_is_a_standby_yields_to_the_other_node() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = root.path();
+        node(root, "node1", true);
+        node(root, "node2", false);
+        assert_eq!(
+            roles(root, &state(root, Some("node1"))).unwrap(),
+            ("node2", "node1")
+        );
+    }
+
+    #[test]
+    fn two_standbys_or_an_unknown_node_are_errors() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = root.path();
+        node(root, "node1", true);
+        node(root, "node2", true);
+        let err = roles(root, &state(root, Some("node1"))).unwrap_err();
+        assert!(err.to_string().contains("remove standby.signal"), "{err}");
+        let err = roles(root, &state(root, Some("node3"))).unwrap_err();
+        assert!(matches!(err, ClusterError::InvalidFile { .. }), "{err}");
     }
 }

@@ -110,12 +110,12 @@ pub enum ClusterError {
     },
 
     /// A SQL connection attempt did not finish in time.
-    #[error("{context}: timed out after {secs} s; check that the node is running")]
+    #[error("{context}: timed out after {ms} ms; check that the node is running")]
     Timeout {
         /// What was being done.
         context: String,
-        /// The deadline in seconds.
-        secs: u64,
+        /// The deadline in milliseconds.
+        ms: u64,
     },
 
     /// Another process holds the directory lock of `understudy up`.
@@ -151,6 +151,29 @@ pub enum ClusterError {
     /// Existing data cannot be reused as is.
     #[error("{0}")]
     Inconsistent(String),
+
+    /// A switchover was asked for while the cluster cannot do one safely.
+    #[error(
+        "switchover refused: {reason}; wait until `understudy status` shows the standby \
+         streaming and no failover in progress, then retry"
+    )]
+    NotReady {
+        /// Why the cluster is not ready.
+        reason: String,
+    },
+
+    /// A switchover started but could not complete; the old primary serves again.
+    #[error("switchover aborted, {primary} is still the primary: {reason}")]
+    SwitchoverAborted {
+        /// The node that stays primary.
+        primary: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The orchestrator was shut down; its cluster is no longer running.
+    #[error("the cluster has been shut down; start it again with `understudy up`")]
+    ShutDown,
 }
 
 impl ClusterError {

@@ -1,8 +1,9 @@
 //! Management of real PostgreSQL nodes: finding the server programs, running them as an
 //! unprivileged user, creating a primary (`initdb`) and streaming standbys
 //! (`pg_basebackup` with a replication slot), starting, stopping, signalling and
-//! promoting them, asking them for their role and replication lag, and the embedded
-//! primary + standby cluster behind `understudy up`.
+//! promoting them, asking them for their role and replication lag, the embedded
+//! primary + standby cluster behind `understudy up`, and its orchestrator (failure
+//! detection, fencing, promotion, rebuilding the standby, switchover).
 //!
 //! # Layout
 //!
@@ -19,6 +20,8 @@
 //! - [`workdir`] — the locked working directory of `understudy up`: credentials, state,
 //!   data and socket locations.
 //! - [`embedded`] — the primary + standby pair of `understudy up`.
+//! - [`orchestrator`] — watching the primary, failover, switchover and rebuilds; the
+//!   published [`ClusterView`].
 //! - [`error`] — [`ClusterError`].
 
 pub mod binaries;
@@ -26,6 +29,7 @@ pub mod embedded;
 pub mod error;
 pub mod files;
 pub mod node;
+pub mod orchestrator;
 pub mod process;
 pub mod run_as;
 pub mod status;
@@ -36,6 +40,10 @@ pub use embedded::EmbeddedCluster;
 pub use error::{ClusterError, Result};
 pub use files::HostAuth;
 pub use nix::sys::signal::Signal;
-pub use node::{free_port, Credentials, Node, NodeSpec, StopMode};
+pub use node::{free_port, ControlData, Credentials, Node, NodeSpec, StopMode};
+pub use orchestrator::{
+    ClusterView, Endpoint, FailoverEvent, HealthSettings, Orchestrator, OrchestratorHandle,
+    OrchestratorMetrics, Phase, Redundancy, Roles, Step, SwitchoverReport,
+};
 pub use run_as::RunAs;
 pub use status::{node_role, replication_lag_bytes, NodeStatus, Role};

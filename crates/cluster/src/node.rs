@@ -1,6 +1,7 @@
 //! One PostgreSQL instance: creating it (`initdb` for a primary, `pg_basebackup` with a
 //! replication slot for a standby), starting and stopping it as the PostgreSQL user,
-//! signalling its postmaster, promoting it, and connecting to it over loopback TCP.
+//! signalling its postmaster, promoting it, connecting to it over loopback TCP, and
+//! making a former primary follow its successor (`rejoin`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -16,8 +17,10 @@ use crate::run_as::RunAs;
 
 mod connect;
 mod ops;
+mod rejoin;
 mod spec;
 
+pub use rejoin::ControlData;
 pub use spec::{free_port, Credentials, NodeSpec, StopMode};
 
 /// How long a start may take before it is declared failed.
@@ -323,6 +326,17 @@ impl Node {
 
     /// Promotes this standby (`pg_ctl promote -w`); returns once it accepts writes.
     pub async fn promote(&mut self) -> Result<()> {
+        self.run_promote(true).await
+    }
+
+    /// Asks this standby to promote itself (`pg_ctl promote -W`) without waiting for the
+    /// end of recovery: pg_ctl checks only every 100 ms, a caller polling the server
+    /// itself learns sooner.
+    pub async fn request_promotion(&mut self) -> Result<()> {
+        self.run_promote(false).await
+    }
+
+    async fn run_promote(&mut self, wait: bool) -> Result<()> {
         if self.postmaster_pid().is_none() {
             return Err(self.not_running());
         }
@@ -330,7 +344,7 @@ impl Node {
             "promote".into(),
             "-D".into(),
             self.spec.data_dir.clone().into(),
-            "-w".into(),
+            if wait { "-w" } else { "-W" }.into(),
             "-t".into(),
             self.start_timeout.as_secs().max(1).to_string().into(),
             "-s".into(),

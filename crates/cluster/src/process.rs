@@ -25,16 +25,26 @@ pub fn is_alive(pid: i32) -> bool {
 
 /// True when `/proc` reports `pid` as a zombie (dead, not yet reaped) or dead.
 fn is_zombie(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    match proc_state(pid) {
         // No /proc entry: the process is gone.
-        return true;
-    };
+        None => true,
+        Some(state) => matches!(state, 'Z' | 'X' | 'x'),
+    }
+}
+
+/// True when `pid` is stopped by a signal (SIGSTOP: state `T`) or by a tracer (`t`):
+/// alive, but it will not answer anything until it is continued.
+pub fn is_stopped(pid: i32) -> bool {
+    pid > 0 && matches!(proc_state(pid), Some('T' | 't'))
+}
+
+/// The one-letter state of `pid` from `/proc/<pid>/stat`, or None when there is none.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything: the state is the
     // first field after the last ')'.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    matches!(state, Some("Z") | Some("X") | Some("x"))
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
 }
 
 /// The pid in the first line of `data_dir/postmaster.pid`, whether alive or not.
@@ -162,6 +172,26 @@ mod tests {
         }
         assert!(!is_alive(pid), "an exited, unreaped child is not alive");
         child.wait().expect("wait");
+    }
+
+    #[test]
+    fn stopped_process_is_alive_but_stopped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(!is_stopped(pid));
+        signal(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        assert!(is_stopped(pid), "SIGSTOP shows as stopped");
+        assert!(is_alive(pid), "a stopped process is alive");
+        signal(pid, Signal::SIGKILL).expect("SIGKILL");
+        child.wait().expect("wait");
+        assert!(!is_stopped(pid));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! where its WAL stands, and how far a standby's replay trails the primary.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{ClusterError, Result};
+use crate::node::{Credentials, Node};
 
 /// The role a node plays, as reported by the node itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,43 @@ pub struct NodeStatus {
     pub lag_bytes: Option<u64>,
 }
 
+/// Role, port, pid and lag of each of `nodes`, in order; a node that does not answer
+/// within `timeout` is `down`. The lag of a standby is measured against the node that
+/// reports itself primary.
+pub async fn collect(nodes: &[&Node], creds: &Credentials, timeout: Duration) -> Vec<NodeStatus> {
+    let mut clients = Vec::new();
+    for node in nodes {
+        let client = node.connect_within(creds, "postgres", timeout).await.ok();
+        let role = match &client {
+            Some(client) => node_role(client).await.unwrap_or(Role::Down),
+            None => Role::Down,
+        };
+        clients.push((node, client, role));
+    }
+    let writer = clients
+        .iter()
+        .find(|(_, _, role)| *role == Role::Primary)
+        .and_then(|(_, client, _)| client.as_ref());
+    let mut out = Vec::new();
+    for (node, client, role) in &clients {
+        let lag_bytes = match (writer, client, role) {
+            (Some(writer), Some(client), Role::Standby) => {
+                replication_lag_bytes(writer, client).await.ok().flatten()
+            }
+            _ => None,
+        };
+        out.push(NodeStatus {
+            name: node.name().to_string(),
+            role: *role,
+            port: node.port(),
+            pid: node.postmaster_pid(),
+            data_dir: node.data_dir().to_path_buf(),
+            lag_bytes,
+        });
+    }
+    out
+}
+
 /// The role of the node behind `client`: [`Role::Standby`] when in recovery.
 pub async fn node_role(client: &Client) -> Result<Role> {
     let row = client
@@ -90,6 +129,11 @@ pub async fn replication_lag_bytes(primary: &Client, standby: &Client) -> Result
     Ok(replayed.map(|replayed| primary_lsn.saturating_sub(replayed)))
 }
 
+/// Formats a byte position as an LSN in PostgreSQL's `X/X` form.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// Parses an LSN in PostgreSQL's `XXXXXXXX/XXXXXXXX` form.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.trim().split_once('/')?;
@@ -116,6 +160,8 @@ mod tests {
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
         assert_eq!(parse_lsn("garbage"), None);
         assert_eq!(parse_lsn("1/zz"), None);
+        assert_eq!(format_lsn((0x16 << 32) | 0xB374_D848), "16/B374D848");
+        assert_eq!(parse_lsn(&format_lsn(12345)), Some(12345));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The working directory of `understudy up` (default `./.understudy`): its exclusive
 //! lock, `credentials.toml` (the generated superuser password), `state.toml` (where the
-//! data lives), and the choice of the data and socket directories that the PostgreSQL
-//! user can reach without changing the permissions of the user's folders.
+//! data lives and which node is the primary), and the choice of the data and socket
+//! directories that the PostgreSQL user can reach without changing the permissions of the
+//! user's folders.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -130,8 +131,11 @@ pub fn create_credentials(dir: &Path) -> Result<Credentials> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// Directory holding the `primary` and `standby` data directories.
+    /// Directory holding the data directories of the nodes (`node1`, `node2`).
     pub data_root: PathBuf,
+    /// The node that was the primary last (`node1` when not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 /// Reads `dir/state.toml`, or None when it does not exist.
@@ -156,8 +160,18 @@ pub fn write_state(dir: &Path, state: &State) -> Result<()> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let text = format!("# Where `understudy up` keeps the data of this directory.\n{body}");
-    std::fs::write(&path, text).map_err(ClusterError::io(format!("writing {}", path.display())))
+    let text = format!(
+        "# Where `understudy up` keeps the data of this directory, and which node is the\n\
+         # primary.\n{body}"
+    );
+    // Written whole to a temporary file and renamed: a crash never leaves half a file.
+    let tmp = dir.join("state.toml.tmp");
+    let context = || format!("writing {}", path.display());
+    let mut file = std::fs::File::create(&tmp).map_err(ClusterError::io(context()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(ClusterError::io(context()))?;
+    std::fs::rename(&tmp, &path).map_err(ClusterError::io(context()))
 }
 
 /// Where the data of `dir` should live: `dir/data` when the PostgreSQL user can reach
@@ -257,8 +271,16 @@ mod tests {
         assert!(read_state(dir.path()).expect("read").is_none());
         let state = State {
             data_root: PathBuf::from("/var/tmp/understudy-x"),
+            primary: None,
+        };
+        write_state(dir.path(), &state).expect("write");
+        assert_eq!(read_state(dir.path()).expect("read"), Some(state.clone()));
+        let state = State {
+            primary: Some("node2".into()),
+            ..state
         };
         write_state(dir.path(), &state).expect("write");
         assert_eq!(read_state(dir.path()).expect("read"), Some(state));
+        assert!(!dir.path().join("state.toml.tmp").exists());
     }
 }

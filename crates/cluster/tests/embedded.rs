@@ -61,12 +61,14 @@ async fn first_up_runs_a_streaming_pair_and_shutdown_stops_it() {
     assert_eq!(status.len(), 2);
     assert_eq!(
         (status[0].name.as_str(), status[0].role),
-        ("primary", Role::Primary)
+        ("node1", Role::Primary)
     );
     assert_eq!(
         (status[1].name.as_str(), status[1].role),
-        ("standby", Role::Standby)
+        ("node2", Role::Standby)
     );
+    let state = std::fs::read_to_string(work.join("state.toml")).expect("state.toml");
+    assert!(state.contains("primary = \"node1\""), "{state}");
     for node in &status {
         let pid = node.pid.expect("postmaster pid");
         assert!(is_alive(pid));

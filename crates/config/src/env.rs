@@ -35,6 +35,15 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
         &["mode", "method", "auth_user", "auth_password", "auth_query"],
     ),
     ("backend", &["connect_timeout_ms"]),
+    (
+        "health",
+        &[
+            "probe_interval_ms",
+            "probe_timeout_ms",
+            "failure_timeout_ms",
+            "hold_timeout_ms",
+        ],
+    ),
 ];
 
 /// Keys that hold lists of tables, which only the file can set.
@@ -147,6 +156,10 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "auth.auth_password" => config.auth.auth_password = Secret::new(value),
         "auth.auth_query" => config.auth.auth_query = value.to_owned(),
         "backend.connect_timeout_ms" => config.backend.connect_timeout_ms = positive(value)?,
+        "health.probe_interval_ms" => config.health.probe_interval_ms = positive(value)?,
+        "health.probe_timeout_ms" => config.health.probe_timeout_ms = positive(value)?,
+        "health.failure_timeout_ms" => config.health.failure_timeout_ms = positive(value)?,
+        "health.hold_timeout_ms" => config.health.hold_timeout_ms = positive(value)?,
         _ => return Err(format!("{key} cannot be set from the environment")),
     }
     Ok(())

@@ -33,6 +33,9 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// `[backend]`: connections from the proxy to the servers.
     pub backend: BackendConfig,
+    /// `[health]`: how a failed primary is detected and how long sessions wait for a new
+    /// one.
+    pub health: HealthConfig,
 }
 
 /// `[proxy]`
@@ -216,6 +219,58 @@ impl BackendConfig {
     /// `connect_timeout_ms` as a `Duration`.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[health]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Milliseconds between two health probes of the primary (`SELECT 1` on a kept
+    /// connection, plus a look at its postmaster process). Default 100.
+    pub probe_interval_ms: u64,
+    /// Limit in milliseconds for one probe (connecting or answering `SELECT 1`).
+    /// Default 250.
+    pub probe_timeout_ms: u64,
+    /// The primary is declared failed when no probe has succeeded for this many
+    /// milliseconds (a vanished postmaster is declared failed at once). Must be larger
+    /// than `probe_interval_ms`. Default 400.
+    pub failure_timeout_ms: u64,
+    /// How long, in milliseconds, sessions are held while no primary is reachable
+    /// before they get an error. Default 30000.
+    pub hold_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            probe_interval_ms: 100,
+            probe_timeout_ms: 250,
+            failure_timeout_ms: 400,
+            hold_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// `probe_interval_ms` as a `Duration`.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+
+    /// `probe_timeout_ms` as a `Duration`.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+
+    /// `failure_timeout_ms` as a `Duration`.
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_millis(self.failure_timeout_ms)
+    }
+
+    /// `hold_timeout_ms` as a `Duration`.
+    pub fn hold_timeout(&self) -> Duration {
+        Duration::from_millis(self.hold_timeout_ms)
     }
 }
 

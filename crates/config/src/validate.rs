@@ -1,6 +1,7 @@
 //! Semantic validation: the checks serde cannot make (at least one server, unique
-//! names, usable ports and timeouts, a token on a non-loopback admin endpoint, users
-//! for userlist mode, well-formed secrets). The first problem found is returned.
+//! names, usable ports and timeouts, a failure timeout longer than the probe interval,
+//! a token on a non-loopback admin endpoint, users for userlist mode, well-formed
+//! secrets). The first problem found is returned.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,6 +26,27 @@ impl Config {
             "backend.connect_timeout_ms",
             self.backend.connect_timeout_ms,
         )?;
+        self.check_health()?;
+        Ok(())
+    }
+
+    fn check_health(&self) -> Checked {
+        let health = &self.health;
+        positive("health.probe_interval_ms", health.probe_interval_ms)?;
+        positive("health.probe_timeout_ms", health.probe_timeout_ms)?;
+        positive("health.failure_timeout_ms", health.failure_timeout_ms)?;
+        positive("health.hold_timeout_ms", health.hold_timeout_ms)?;
+        if health.failure_timeout_ms <= health.probe_interval_ms {
+            return Err(ConfigError::invalid(
+                "health.failure_timeout_ms",
+                format!(
+                    "must be larger than health.probe_interval_ms ({} ms), got {} ms: a \
+                     healthy primary would be declared failed between two probes; raise \
+                     failure_timeout_ms or lower probe_interval_ms",
+                    health.probe_interval_ms, health.failure_timeout_ms
+                ),
+            ));
+        }
         Ok(())
     }
 

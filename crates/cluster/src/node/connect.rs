@@ -30,6 +30,18 @@ impl Node {
         db: &str,
         timeout: Duration,
     ) -> Result<tokio_postgres::Client> {
+        Ok(self.connect_watched(creds, db, timeout).await?.0)
+    }
+
+    /// [`Node::connect_within`], also returning the task that runs the connection: it
+    /// ends when the connection does (for example when the server process exits), so a
+    /// caller can await it to learn of a lost server at once.
+    pub async fn connect_watched(
+        &self,
+        creds: &Credentials,
+        db: &str,
+        timeout: Duration,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")
@@ -49,13 +61,13 @@ impl Node {
             Err(_) => {
                 return Err(ClusterError::Timeout {
                     context,
-                    secs: timeout.as_secs(),
+                    ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
                 })
             }
         };
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(client)
+        Ok((client, task))
     }
 }

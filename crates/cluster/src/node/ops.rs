@@ -1,6 +1,7 @@
 //! The mechanics behind [`Node`]'s operations: running a PostgreSQL program as the
 //! PostgreSQL user with its output appended to the node's log, clearing what a killed
-//! server leaves behind, and waiting until a started server accepts connections.
+//! server leaves behind, waiting until a started server accepts connections, and
+//! stopping a server by signal with fine-grained polling.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use crate::process;
 
 /// Pause between readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Pause between checks of a stopping postmaster.
+const STOP_POLL: Duration = Duration::from_millis(2);
 /// Lines of log quoted in errors.
 const TAIL_LINES: usize = 20;
 
@@ -116,6 +119,37 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Stops the server by signalling its postmaster directly (the signal of `mode`) and
+    /// polling every few milliseconds until it has exited: what `pg_ctl stop` does,
+    /// without its 100 ms polling steps. Past `timeout` every process of the data
+    /// directory is killed (then the shutdown was not clean). Returns when none is left.
+    pub async fn stop_promptly(&mut self, mode: super::StopMode, timeout: Duration) -> Result<()> {
+        if let Some(pid) = self.postmaster_pid() {
+            process::signal(pid, mode.signal()).map_err(ClusterError::sys(format!(
+                "sending {} to the postmaster (pid {pid}) of node {}",
+                mode.signal(),
+                self.spec.name
+            )))?;
+            let deadline = Instant::now() + timeout;
+            while process::is_alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(STOP_POLL).await;
+            }
+            if process::is_alive(pid) {
+                tracing::warn!(node = %self.spec.name, "no clean shutdown in time; killing the postmaster");
+            }
+        }
+        if self.kill_all().await {
+            Ok(())
+        } else {
+            Err(ClusterError::Inconsistent(format!(
+                "processes of {} are still running after SIGKILL; check them with \
+                 `ls -l /proc/*/cwd | grep {}`",
+                self.spec.data_dir.display(),
+                self.spec.data_dir.display()
+            )))
+        }
     }
 
     /// SIGKILLs every process of the data directory and waits until they are gone.

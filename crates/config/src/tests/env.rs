@@ -36,6 +36,10 @@ fn overrides_of_every_type_apply() {
             ("UNDERSTUDY_AUTH_AUTH_PASSWORD", "pw with spaces "),
             ("UNDERSTUDY_AUTH_AUTH_QUERY", "SELECT p FROM t WHERE u = $1"),
             ("UNDERSTUDY_BACKEND_CONNECT_TIMEOUT_MS", "250"),
+            ("UNDERSTUDY_HEALTH_PROBE_INTERVAL_MS", "20"),
+            ("UNDERSTUDY_HEALTH_PROBE_TIMEOUT_MS", "60"),
+            ("UNDERSTUDY_HEALTH_FAILURE_TIMEOUT_MS", "150"),
+            ("UNDERSTUDY_HEALTH_HOLD_TIMEOUT_MS", "5000"),
         ],
     )
     .unwrap();
@@ -50,6 +54,10 @@ fn overrides_of_every_type_apply() {
     assert_eq!(config.auth.auth_password.expose(), "pw with spaces ");
     assert_eq!(config.auth.auth_query, "SELECT p FROM t WHERE u = $1");
     assert_eq!(config.backend.connect_timeout_ms, 250);
+    assert_eq!(config.health.probe_interval_ms, 20);
+    assert_eq!(config.health.probe_timeout_ms, 60);
+    assert_eq!(config.health.failure_timeout_ms, 150);
+    assert_eq!(config.health.hold_timeout_ms, 5000);
 }
 
 #[test]

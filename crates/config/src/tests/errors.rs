@@ -66,7 +66,7 @@ fn unknown_top_level_key_lists_the_sections() {
         "prxy",
         &[
             "at the top level",
-            "proxy, admin, auth, users, servers, backend",
+            "proxy, admin, auth, users, servers, backend, health",
         ],
     );
 }
@@ -220,10 +220,37 @@ fn zero_limits_are_rejected() {
         ("proxy", "max_client_connections"),
         ("proxy", "startup_timeout_ms"),
         ("backend", "connect_timeout_ms"),
+        ("health", "probe_interval_ms"),
+        ("health", "probe_timeout_ms"),
+        ("health", "failure_timeout_ms"),
+        ("health", "hold_timeout_ms"),
     ] {
         let e = err(&format!("[{section}]\n{key} = 0\n{MINIMAL}"));
         assert_names(&e, &format!("{section}.{key}"), &["positive integer"]);
     }
+}
+
+#[test]
+fn failure_timeout_must_exceed_the_probe_interval() {
+    let e = err(&format!(
+        "[health]\nprobe_interval_ms = 500\nfailure_timeout_ms = 500\n{MINIMAL}"
+    ));
+    assert_names(
+        &e,
+        "health.failure_timeout_ms",
+        &[
+            "larger than health.probe_interval_ms (500 ms)",
+            "got 500 ms",
+        ],
+    );
+    let e = err(&format!("[health]\nfailure_timeout_ms = 50\n{MINIMAL}"));
+    assert_names(&e, "health.failure_timeout_ms", &["(100 ms)"]);
+    let e = err(&format!("[health]\nprobe_intervall_ms = 50\n{MINIMAL}"));
+    assert_names(
+        &e,
+        "health.probe_intervall_ms",
+        &["in [health]", "probe_interval_ms"],
+    );
 }
 
 #[test]

@@ -49,6 +49,14 @@ fn defaults_match_the_contract() {
     assert_eq!(config.servers, vec![pg1()]);
     assert_eq!(config.backend.connect_timeout_ms, 5000);
     assert_eq!(config.backend.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(config.health.probe_interval_ms, 100);
+    assert_eq!(config.health.probe_interval(), Duration::from_millis(100));
+    assert_eq!(config.health.probe_timeout_ms, 250);
+    assert_eq!(config.health.probe_timeout(), Duration::from_millis(250));
+    assert_eq!(config.health.failure_timeout_ms, 400);
+    assert_eq!(config.health.failure_timeout(), Duration::from_millis(400));
+    assert_eq!(config.health.hold_timeout_ms, 30_000);
+    assert_eq!(config.health.hold_timeout(), Duration::from_secs(30));
 
     let mut expected = Config::default_for_embedded();
     expected.servers.push(pg1());
@@ -66,7 +74,7 @@ fn default_auth_query_is_the_contract_query() {
 
 #[test]
 fn empty_sections_mean_defaults() {
-    let text = format!("[proxy]\n[admin]\n[auth]\n[backend]\n{MINIMAL}");
+    let text = format!("[proxy]\n[admin]\n[auth]\n[backend]\n[health]\n{MINIMAL}");
     let config = Config::from_toml_str(&text).unwrap();
     let mut expected = Config::default();
     expected.servers.push(pg1());
@@ -147,6 +155,12 @@ port = 5434
 
 [backend]
 connect_timeout_ms = 100
+
+[health]
+probe_interval_ms = 50
+probe_timeout_ms = 75
+failure_timeout_ms = 200
+hold_timeout_ms = 9000
 "#;
     let config = Config::from_toml_str(text).unwrap();
     assert_eq!(config.proxy.listen, addr("127.0.0.1:7000"));
@@ -167,6 +181,10 @@ connect_timeout_ms = 100
     assert_eq!(config.servers[1].host, "localhost");
     assert_eq!(config.servers[1].port, 5434);
     assert_eq!(config.backend.connect_timeout(), Duration::from_millis(100));
+    assert_eq!(config.health.probe_interval(), Duration::from_millis(50));
+    assert_eq!(config.health.probe_timeout(), Duration::from_millis(75));
+    assert_eq!(config.health.failure_timeout(), Duration::from_millis(200));
+    assert_eq!(config.health.hold_timeout(), Duration::from_secs(9));
 }
 
 #[test]

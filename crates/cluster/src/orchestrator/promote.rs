@@ -1,0 +1,133 @@
+//! Promoting the standby: `pg_ctl promote`, then waiting (polling every few ms, finer
+//! than `pg_ctl promote -w`'s 100 ms, on a connection opened while pg_ctl runs) until it
+//! really accepts writes; and, once the new primary is published, creating on it the
+//! physical replication slot the next standby will use. Every step may be repeated: a
+//! node that is already promoted is only checked.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use crate::embedded::STANDBY_SLOT;
+use crate::error::{ClusterError, Result};
+use crate::node::{Credentials, Node};
+use crate::status::{self, Role};
+
+/// How long a promoted node may take to accept writes.
+const WRITABLE_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between checks.
+const POLL: Duration = Duration::from_millis(5);
+/// Bound on one connection attempt while waiting.
+const CONNECT: Duration = Duration::from_secs(2);
+
+/// Promotes `node` and waits until it accepts writes; returns a description of what
+/// was done for the event log.
+pub(super) async fn promote(node: &mut Node, creds: &Credentials) -> Result<String> {
+    let observer = node.clone();
+    let (client, requested) = tokio::join!(
+        observer.connect_within(creds, "postgres", CONNECT),
+        node.request_promotion()
+    );
+    let mut client = client.ok();
+    let done = match requested {
+        Ok(()) => "pg_ctl promote, accepts writes",
+        Err(e) => {
+            // pg_ctl refuses a server that is not in recovery: promoted by an earlier
+            // attempt. Anything else is a real failure.
+            let role = match &client {
+                Some(c) => status::node_role(c).await.ok(),
+                None => None,
+            };
+            if role != Some(Role::Primary) {
+                return Err(e);
+            }
+            "already promoted, accepts writes"
+        }
+    };
+    wait_writable(node, creds, &mut client).await?;
+    Ok(done.to_string())
+}
+
+/// Polls until `node` is out of recovery and can assign a transaction id (a write).
+async fn wait_writable(
+    node: &Node,
+    creds: &Credentials,
+    client: &mut Option<Client>,
+) -> Result<()> {
+    let deadline = Instant::now() + WRITABLE_DEADLINE;
+    loop {
+        let last_error = match writable(node, creds, client).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "still in recovery".to_string(),
+            Err(e) => {
+                *client = None;
+                e
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(ClusterError::Inconsistent(format!(
+                "node {} does not accept writes {} s after its promotion ({last_error}); see {}",
+                node.name(),
+                WRITABLE_DEADLINE.as_secs(),
+                node.log_file().display()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One check on a kept connection (opened when missing).
+async fn writable(
+    node: &Node,
+    creds: &Credentials,
+    client: &mut Option<Client>,
+) -> std::result::Result<bool, String> {
+    if client.is_none() {
+        *client = Some(
+            node.connect_within(creds, "postgres", CONNECT)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let Some(c) = client.as_ref() else {
+        return Err("no connection".into());
+    };
+    let messages = c
+        .simple_query("SELECT pg_catalog.txid_current() WHERE NOT pg_catalog.pg_is_in_recovery()")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(messages
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))))
+}
+
+/// Creates the physical slot [`STANDBY_SLOT`] on the new primary, reserving WAL from now
+/// on, after dropping a stale one left from an earlier time as primary. Done after
+/// publishing: only the rebuilt standby needs it, and pg_rewind brings over the WAL
+/// written before it.
+pub(super) async fn prepare_slot(node: &Node, creds: &Credentials) -> Result<()> {
+    let client = node.connect_within(creds, "postgres", CONNECT).await?;
+    let context = |what: &str| {
+        format!(
+            "{what} replication slot {STANDBY_SLOT} on node {}",
+            node.name()
+        )
+    };
+    client
+        .execute(
+            "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&STANDBY_SLOT],
+        )
+        .await
+        .map_err(ClusterError::sql(context("dropping the stale")))?;
+    client
+        .execute(
+            "SELECT pg_catalog.pg_create_physical_replication_slot($1, true)",
+            &[&STANDBY_SLOT],
+        )
+        .await
+        .map_err(ClusterError::sql(context("creating")))?;
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The planned switchover: the primary role moves to the standby without losing a
+//! commit. Sessions are drained to transaction boundaries ([`Phase::Draining`]), the
+//! primary is shut down cleanly (its WAL, up to the shutdown checkpoint, goes to the
+//! standby on the way), the standby is promoted once it has replayed that checkpoint,
+//! the new primary is published, and the old primary follows it as a standby.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::events::{millis, Step, Timeline};
+use super::rebuild::{self, streams};
+use super::view::{ClusterView, Endpoint, Phase};
+use super::{promote, Inner, Redundancy};
+use crate::error::{ClusterError, Result};
+use crate::node::{Credentials, Node, StopMode};
+use crate::status::{self, format_lsn as lsn};
+
+/// How long the clean shutdown of the old primary may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the standby may take to replay the old primary's shutdown checkpoint.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the switchover waits for the old primary to stream from the new one.
+const RESTORE_WAIT: Duration = Duration::from_secs(120);
+/// Pause between replay checks.
+const POLL: Duration = Duration::from_millis(5);
+
+/// What a switchover did and how long each part took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwitchoverReport {
+    /// The node that was the primary.
+    pub old_primary: String,
+    /// The node that is the primary now.
+    pub new_primary: String,
+    /// The generation of the published view with the new primary.
+    pub generation: u64,
+    /// From publishing [`Phase::Draining`] until `drained` resolved.
+    pub drain_ms: u64,
+    /// The clean shutdown of the old primary.
+    pub stop_ms: u64,
+    /// Until the standby had replayed the old primary's shutdown checkpoint.
+    pub catch_up_ms: u64,
+    /// Promotion of the standby until it accepted writes.
+    pub promote_ms: u64,
+    /// From `drained` until the new primary was published: how long parked sessions
+    /// waited for a primary.
+    pub paused_ms: u64,
+    /// From the request until the new primary was published.
+    pub total_ms: u64,
+    /// From publication until the old primary streamed from the new one; None when that
+    /// did not happen within the wait (the rebuild goes on in the background).
+    pub standby_restored_ms: Option<u64>,
+}
+
+/// Runs a switchover (see [`super::OrchestratorHandle::switchover`]).
+pub(super) async fn run(
+    inner: &Arc<Inner>,
+    drained: impl Future<Output = ()>,
+) -> Result<SwitchoverReport> {
+    let start = Instant::now();
+    let refuse = |reason: String| Err(ClusterError::NotReady { reason });
+    if inner.current().phase != Phase::Serving {
+        return refuse("a failover or another switchover is under way".into());
+    }
+    let mut guard = inner.cluster.lock().await;
+    let cluster = guard.as_mut().ok_or(ClusterError::ShutDown)?;
+    let view = inner.current();
+    if view.phase != Phase::Serving || view.primary.is_none() {
+        return refuse("a failover or another switchover is under way".into());
+    }
+    if *inner.redundancy.borrow() != Redundancy::Ready {
+        return refuse(format!(
+            "node {} is still being rebuilt as a standby",
+            cluster.standby.name()
+        ));
+    }
+    let old = cluster.primary.name().to_string();
+    let new = cluster.standby.name().to_string();
+    check_streaming(&inner.creds, &cluster.primary, &new).await?;
+    // Flushing dirty pages now, while sessions still run, keeps the shutdown checkpoint
+    // (which they wait for) short.
+    if let Err(e) = checkpoint(&inner.creds, &cluster.primary).await {
+        tracing::warn!(error = %e, "checkpoint before the switchover failed");
+    }
+
+    let mut timeline = Timeline::new(&inner.events, start);
+    timeline.step(
+        Step::SwitchoverStarted,
+        &old,
+        format!("moving sessions to {new}"),
+    );
+    inner.publish(ClusterView {
+        phase: Phase::Draining,
+        ..view.clone()
+    });
+    let drain_start = Instant::now();
+    tokio::select! {
+        () = drained => {}
+        () = inner.stopped() => return Err(ClusterError::ShutDown),
+    }
+    let drain_ms = millis(drain_start.elapsed());
+    timeline.step(Step::Drained, &old, "every session is parked");
+    let paused_from = Instant::now();
+    inner.publish(ClusterView::holding(view.generation, Phase::Draining));
+
+    let stop_start = Instant::now();
+    let abort = |reason: String| ClusterError::SwitchoverAborted {
+        primary: old.clone(),
+        reason,
+    };
+    if let Err(e) = cluster
+        .primary
+        .stop_promptly(StopMode::Fast, STOP_TIMEOUT)
+        .await
+    {
+        // Processes survive SIGKILL: the node cannot be stopped, so it stays the primary.
+        timeline.step(Step::SwitchoverAborted, &old, e.to_string());
+        inner.publish(ClusterView::serving(
+            Endpoint::of(&cluster.primary),
+            view.generation,
+        ));
+        return Err(abort(e.to_string()));
+    }
+    let stop_ms = millis(stop_start.elapsed());
+    let control = cluster.primary.control_data().await;
+    let catch_up_start = Instant::now();
+    match control {
+        Ok(control) if control.is_clean_shutdown() => {
+            timeline.step(
+                Step::PrimaryStopped,
+                &old,
+                format!(
+                    "shut down cleanly, last checkpoint at {}",
+                    lsn(control.checkpoint_lsn)
+                ),
+            );
+            if let Err(reason) =
+                wait_replayed(&inner.creds, &cluster.standby, control.checkpoint_lsn).await
+            {
+                timeline.step(Step::SwitchoverAborted, &old, reason.clone());
+                restart_old_primary(inner, &mut cluster.primary, view.generation).await;
+                return Err(abort(reason));
+            }
+            timeline.step(Step::CaughtUp, &new, "replayed the shutdown checkpoint");
+        }
+        other => {
+            // The primary died on the way down: what it wrote last may be missing on the
+            // standby, exactly as in a failover, and it is stopped (fenced) already.
+            let detail = match other {
+                Ok(control) => format!("not shut down cleanly ({})", control.state),
+                Err(e) => format!("control file unreadable: {e}"),
+            };
+            timeline.step(Step::PrimaryStopped, &old, detail);
+        }
+    }
+    let catch_up_ms = millis(catch_up_start.elapsed());
+
+    let promote_start = Instant::now();
+    let promoted = match promote::promote(&mut cluster.standby, &inner.creds).await {
+        Ok(detail) => detail,
+        Err(e) => {
+            let role = role_of(&inner.creds, &cluster.standby).await;
+            if role != Some(status::Role::Primary) {
+                // Still a standby, or unreachable: the old primary takes over again.
+                timeline.step(Step::SwitchoverAborted, &new, e.to_string());
+                restart_old_primary(inner, &mut cluster.primary, view.generation).await;
+                return Err(abort(e.to_string()));
+            }
+            // It left recovery but did not show it accepts writes in time: it is the
+            // primary now, the old one must not come back. Publish it; the monitor
+            // takes over from there.
+            timeline.step(Step::PromotionFailed, &new, e.to_string());
+            "left recovery".to_string()
+        }
+    };
+    inner.redundancy.send_replace(Redundancy::Rebuilding);
+    let promote_ms = millis(promote_start.elapsed());
+    timeline.step(Step::Promoted, &new, promoted);
+
+    cluster.swap_roles();
+    inner.set_roles(cluster);
+    if let Err(e) = cluster.record_primary() {
+        timeline.step(Step::StateNotSaved, &new, e.to_string());
+    }
+    let generation = view.generation + 1;
+    inner.publish(ClusterView::serving(
+        Endpoint::of(&cluster.primary),
+        generation,
+    ));
+    let paused_ms = millis(paused_from.elapsed());
+    let total_ms = millis(start.elapsed());
+    timeline.step(
+        Step::Published,
+        &new,
+        format!("generation {generation}; sessions paused for {paused_ms} ms"),
+    );
+    inner.metrics.switchover_done();
+    rebuild::spawn(inner, cluster.standby.clone(), cluster.primary.clone());
+    drop(guard);
+
+    let published = Instant::now();
+    let mut redundancy = inner.redundancy.subscribe();
+    let restored = tokio::select! {
+        result = tokio::time::timeout(RESTORE_WAIT, redundancy.wait_for(|r| *r == Redundancy::Ready)) => {
+            matches!(result, Ok(Ok(_)))
+        }
+        () = inner.stopped() => false,
+    };
+    Ok(SwitchoverReport {
+        old_primary: old,
+        new_primary: new,
+        generation,
+        drain_ms,
+        stop_ms,
+        catch_up_ms,
+        promote_ms,
+        paused_ms,
+        total_ms,
+        standby_restored_ms: restored.then(|| millis(published.elapsed())),
+    })
+}
+
+/// Refuses unless `primary` reports the standby `name` streaming.
+async fn check_streaming(creds: &Credentials, primary: &Node, name: &str) -> Result<()> {
+    let client = primary
+        .connect_within(creds, "postgres", Duration::from_secs(2))
+        .await?;
+    if streams(&client, name).await? {
+        Ok(())
+    } else {
+        Err(ClusterError::NotReady {
+            reason: format!("node {name} is not streaming from node {}", primary.name()),
+        })
+    }
+}
+
+async fn checkpoint(creds: &Credentials, node: &Node) -> Result<()> {
+    let client = node
+        .connect_within(creds, "postgres", Duration::from_secs(2))
+        .await?;
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .map_err(ClusterError::sql(format!(
+            "checkpoint on node {}",
+            node.name()
+        )))
+}
+
+/// Polls until `standby` has replayed past `checkpoint` (the start of the old primary's
+/// shutdown checkpoint record: replaying it means replaying everything before it).
+async fn wait_replayed(
+    creds: &Credentials,
+    standby: &Node,
+    checkpoint: u64,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + CATCH_UP_DEADLINE;
+    let client = standby
+        .connect_within(creds, "postgres", Duration::from_secs(2))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let replayed = status::replay_lsn(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        if replayed.is_some_and(|replayed| replayed > checkpoint) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "node {} replayed only up to {} of {} within {} s",
+                standby.name(),
+                replayed.map(lsn).unwrap_or_else(|| "nothing".into()),
+                lsn(checkpoint),
+                CATCH_UP_DEADLINE.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// After an abandoned switchover: starts the old primary again and publishes it. If it
+/// does not start, it is published anyway, and the monitor fails over to the standby.
+async fn restart_old_primary(inner: &Inner, primary: &mut Node, generation: u64) {
+    if let Err(e) = primary.start().await {
+        tracing::error!(error = %e, "the old primary does not start again after an abandoned switchover");
+    }
+    inner.publish(ClusterView::serving(Endpoint::of(primary), generation));
+}
+
+async fn role_of(creds: &Credentials, node: &Node) -> Option<status::Role> {
+    let client = node
+        .connect_within(creds, "postgres", Duration::from_secs(2))
+        .await
+        .ok()?;
+    status::node_role(&client).await.ok()
+}
