@@ -15,6 +15,7 @@
 //! - [`journal`]: what a session did, to rebuild it on another server.
 //! - [`failover`]: moving a session whose backend was lost.
 //! - [`cancel`]: proxy cancel keys → backend cancel keys.
+//! - [`commit_log`]: committed transactions the standby may not have yet.
 //! - [`ledger`]: the commit ledger that resolves a COMMIT lost in a failover.
 //! - [`commit_sql`]: recognising a COMMIT statement.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
@@ -25,6 +26,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+pub mod commit_log;
 pub mod commit_sql;
 pub mod conn;
 pub mod error;

@@ -15,6 +15,7 @@ use understudy_config::Config;
 use understudy_protocol::backend::{sqlstate, ErrorFields, Severity};
 
 use crate::cancel::CancelMap;
+use crate::commit_log::CommitLog;
 use crate::ledger::Ledgers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::secrets::SecretStore;
@@ -77,15 +78,23 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let metrics = Arc::new(ProxyMetrics::default());
+    let commit_log = Arc::new(CommitLog::default());
+    crate::commit_log::lsn::spawn(
+        Arc::clone(&commit_log),
+        Arc::clone(&config),
+        topology.clone(),
+    );
     let cancel = Arc::new(CancelMap::default());
     let ctx = Arc::new(ProxyContext {
         secrets: SecretStore::new(Arc::clone(&config), topology.clone()),
         ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
+        commit_log: Arc::clone(&commit_log),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&metrics),
     });
+    spawn_reapply_on_new_primary(Arc::clone(&ctx));
     let (stop, stopped) = watch::channel(false);
     let accept_task = tokio::spawn(accept_loop(listener, ctx, stopped));
     tracing::info!(%local_addr, "proxy listening");
@@ -136,6 +145,21 @@ async fn accept_loop(
             drop(slot);
         });
     }
+}
+
+/// Re-applies the commit log whenever a new primary is published, whether
+/// or not a session moves.
+fn spawn_reapply_on_new_primary(ctx: Arc<ProxyContext>) {
+    tokio::spawn(async move {
+        let mut topology = ctx.topology.clone();
+        topology.mark_unchanged();
+        while topology.changed().await.is_ok() {
+            let primary = topology.borrow_and_update().primary.clone();
+            if let Some(primary) = primary {
+                crate::commit_log::reapply::run(&ctx, &primary).await;
+            }
+        }
+    });
 }
 
 async fn refuse_too_many(mut stream: TcpStream, limit: usize) {

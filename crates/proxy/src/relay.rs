@@ -29,8 +29,12 @@ use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity}
 use understudy_protocol::frontend::{self, encode_query};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
 
+use std::sync::Arc;
+
+use crate::commit_log::CommitLog;
 use crate::commit_sql::is_commit;
 use crate::error::{SessionError, Side};
+use crate::failover::Identity;
 use crate::journal::{server_message_needed_whole, Journal, Limits};
 use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
@@ -93,6 +97,9 @@ pub struct RelayState {
     pub ledger: bool,
     /// Which prepared statements are COMMITs.
     pub commits: CommitStatements,
+    /// Where committed transactions go until the standby has them, with
+    /// the identity they ran as.
+    pub commit_log: Option<(Arc<CommitLog>, Arc<Identity>)>,
 }
 
 impl RelayState {
@@ -108,6 +115,7 @@ impl RelayState {
             failed_over_transaction: None,
             ledger: false,
             commits: CommitStatements::default(),
+            commit_log: None,
         }
     }
 }
@@ -456,6 +464,15 @@ fn scan_server(
         if fatal.is_some() {
             state.server_fatal = fatal;
             pipe.done_reading = true;
+        }
+        if state.journal.has_committed() {
+            let committed = state.journal.take_committed();
+            if let Some((log, identity)) = &state.commit_log {
+                let session = state.journal.session.snapshot();
+                for unit in committed {
+                    log.push(identity, session.clone(), unit);
+                }
+            }
         }
         return Ok(());
     }

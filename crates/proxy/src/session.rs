@@ -46,13 +46,15 @@ pub struct ProxyContext {
     pub metrics: Arc<ProxyMetrics>,
     /// Commit ledgers per database.
     pub ledgers: Arc<crate::ledger::Ledgers>,
+    /// Committed transactions the standby may not have yet.
+    pub commit_log: Arc<crate::commit_log::CommitLog>,
 }
 
 /// A session that completed startup.
 struct Opened {
     backend: BackendConn,
     cancel: CancelRegistration,
-    identity: Identity,
+    identity: Arc<Identity>,
     /// The session's database has a commit ledger.
     ledger: bool,
 }
@@ -114,6 +116,7 @@ async fn run(
     let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut state = RelayState::new(Limits::default(), backend.key.process_id);
     state.ledger = ledger;
+    state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
     let mut topology = ctx.topology.clone();
     topology.mark_unchanged();
     loop {
@@ -325,7 +328,7 @@ async fn open(
     Ok(Some(Opened {
         backend,
         cancel: registration,
-        identity: Identity { params, credential },
+        identity: Arc::new(Identity { params, credential }),
         ledger,
     }))
 }

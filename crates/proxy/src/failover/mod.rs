@@ -114,6 +114,9 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
             .await
             .ok_or(MoveError::NoPrimary(hold.as_millis()))?;
         let server = backend.addr.to_string();
+        // Commits the new primary may have lost go first, before any
+        // session continues.
+        crate::commit_log::reapply::run(ctx, &backend.addr).await;
         let rebuilt = rebuild(&mut backend, state, &old).await;
         match rebuilt {
             Ok((tail, parameters)) => {

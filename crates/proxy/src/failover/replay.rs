@@ -15,15 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use understudy_protocol::backend::{tag, ErrorFields, ParameterStatus};
 use understudy_protocol::frame::HEADER_LEN;
-use understudy_protocol::frontend::tag as ftag;
 use understudy_protocol::scan::Piece;
 use understudy_protocol::{Frame, DEFAULT_MAX_MESSAGE_LEN};
 
-use crate::journal::session::ReplayItem;
+use crate::journal::session::Snapshot;
 use crate::journal::{Journal, Reply};
-
-/// A Sync message.
-const SYNC: [u8; 5] = [ftag::SYNC, 0, 0, 0, 4];
 
 /// Why a replay did not reproduce the session.
 #[derive(Debug)]
@@ -58,34 +54,22 @@ pub async fn restore_session(
     rbuf: &mut BytesMut,
     journal: &Journal,
 ) -> Result<HashMap<String, String>, ReplayError> {
-    let mut out = BytesMut::new();
-    let mut awaiting_ready = 0usize;
-    let mut parses_pending = false;
-    for item in journal.session.replay_items() {
-        match item {
-            ReplayItem::Parse(frame) => {
-                out.extend_from_slice(frame);
-                parses_pending = true;
-            }
-            ReplayItem::Script(frames) => {
-                if std::mem::take(&mut parses_pending) {
-                    out.extend_from_slice(&SYNC);
-                    awaiting_ready += 1;
-                }
-                out.extend_from_slice(frames);
-                awaiting_ready += 1;
-            }
-        }
-    }
-    if parses_pending {
-        out.extend_from_slice(&SYNC);
-        awaiting_ready += 1;
-    }
+    restore_snapshot(stream, rbuf, &journal.session.snapshot()).await
+}
+
+/// Sends a session-state snapshot and waits until the server applied it.
+pub async fn restore_snapshot(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    snapshot: &Snapshot,
+) -> Result<HashMap<String, String>, ReplayError> {
+    let out = &snapshot.messages;
+    let mut awaiting_ready = snapshot.readies;
     let mut parameters = HashMap::new();
     if awaiting_ready == 0 {
         return Ok(parameters);
     }
-    stream.write_all(&out).await.map_err(ReplayError::Io)?;
+    stream.write_all(out).await.map_err(ReplayError::Io)?;
     let mut error = None;
     while awaiting_ready > 0 {
         let frame = read_frame(stream, rbuf).await?;
@@ -259,7 +243,7 @@ fn feed(journal: &mut Journal, frame: &[u8]) {
 }
 
 /// Reads one whole frame (header included).
-async fn read_whole<R: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn read_whole<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
 ) -> Result<Bytes, ReplayError> {

@@ -24,7 +24,7 @@ pub mod session;
 
 use std::ops::Range;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use understudy_protocol::backend::{self, TransactionStatus};
 use understudy_protocol::frontend;
 use understudy_protocol::scan::{body_of, Piece};
@@ -82,6 +82,8 @@ pub struct Reply {
     pub discarded: bool,
     /// The last command completed was a `ROLLBACK`.
     pub rolled_back: bool,
+    /// A `COMMIT` completed (and committed) in this reply.
+    pub committed: bool,
 }
 
 impl Default for Reply {
@@ -95,6 +97,7 @@ impl Default for Reply {
             other_commands: 0,
             discarded: false,
             rolled_back: false,
+            committed: false,
         }
     }
 }
@@ -188,6 +191,46 @@ pub struct Journal {
     pub session: SessionState,
     /// The ledger token stamped into the open unit's transaction, if any.
     pub commit_token: Option<i64>,
+    /// Stamped transactions that committed, not yet taken by the relay.
+    committed: Vec<CommittedUnit>,
+}
+
+/// A transaction that committed with a ledger stamp: what it takes to apply
+/// it again on a server that lost it, and the digest of its replies.
+#[derive(Debug, Clone)]
+pub struct CommittedUnit {
+    /// Its ledger token.
+    pub token: i64,
+    /// The client messages of the unit, the stamp included.
+    pub frames: Bytes,
+    /// Where the stamp is in `frames`.
+    pub stamp: Option<Range<usize>>,
+    /// Digest of all its replies.
+    pub digest: u64,
+}
+
+impl CommittedUnit {
+    fn of(token: i64, finished: &[Request], arena: &[u8]) -> Self {
+        let mut frames = BytesMut::new();
+        let mut stamp = None;
+        let mut hash = Xxh3::new();
+        for request in finished {
+            hash.update(&request.reply.bytes.to_le_bytes());
+            hash.update(&request.reply.digest().to_le_bytes());
+            if let Some(range) = &request.frame {
+                if request.injected {
+                    stamp = Some(frames.len()..frames.len() + range.len());
+                }
+                frames.extend_from_slice(&arena[range.clone()]);
+            }
+        }
+        CommittedUnit {
+            token,
+            frames: frames.freeze(),
+            stamp,
+            digest: hash.digest(),
+        }
+    }
 }
 
 impl Journal {
@@ -205,6 +248,7 @@ impl Journal {
             unit_blocked: None,
             session: SessionState::default(),
             commit_token: None,
+            committed: Vec::new(),
         }
     }
 
@@ -269,6 +313,16 @@ impl Journal {
             reply,
             injected: false,
         });
+    }
+
+    /// Takes the stamped transactions that committed since the last call.
+    pub fn take_committed(&mut self) -> Vec<CommittedUnit> {
+        std::mem::take(&mut self.committed)
+    }
+
+    /// True when committed transactions wait to be taken.
+    pub fn has_committed(&self) -> bool {
+        !self.committed.is_empty()
     }
 
     /// Records a message the proxy itself sends to the server within the
@@ -401,6 +455,7 @@ impl Journal {
                     CommandKind::Transaction => {}
                 }
                 reply.rolled_back = command == b"ROLLBACK";
+                reply.committed |= command == b"COMMIT";
                 if expect == Expect::ExecuteEnd {
                     reply.done = true;
                 }
@@ -461,6 +516,12 @@ impl Journal {
             }
         }
         let finished = &self.requests[..end];
+        if let Some(token) = self.commit_token {
+            if finished.iter().any(|r| r.reply.committed) {
+                self.committed
+                    .push(CommittedUnit::of(token, finished, &self.arena));
+            }
+        }
         let rolled_back = finished
             .iter()
             .rev()

@@ -3,7 +3,7 @@
 //! messages that made them, to be sent again in order — and the protocol
 //! prepared statements (named Parse messages) that still exist.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
 use super::request::Expect;
@@ -26,9 +26,24 @@ pub enum ReplayItem<'a> {
     Script(&'a [u8]),
 }
 
+/// The session state serialised for a new backend: the messages to send,
+/// and how many ReadyForQuery they produce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Messages, in order (named Parses followed by a Sync).
+    pub messages: Bytes,
+    /// ReadyForQuery messages the server sends in answer.
+    pub readies: usize,
+}
+
+/// A Sync message.
+const SYNC: [u8; 5] = [tag::SYNC, 0, 0, 0, 4];
+
 /// Session state of one session.
 #[derive(Default)]
 pub struct SessionState {
+    /// `entries` serialised, until they change.
+    cached: std::sync::Mutex<Option<Snapshot>>,
     /// Prepared statements and settings, in the order they were made (a
     /// statement may depend on an earlier `SET search_path`).
     entries: Vec<Entry>,
@@ -37,6 +52,54 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// The state as messages for a new backend (cached until it changes).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(snapshot) = cached.as_ref() {
+            return snapshot.clone();
+        }
+        let mut out = BytesMut::new();
+        let mut readies = 0;
+        let mut parses_pending = false;
+        for item in self.replay_items() {
+            match item {
+                ReplayItem::Parse(frame) => {
+                    out.extend_from_slice(frame);
+                    parses_pending = true;
+                }
+                ReplayItem::Script(frames) => {
+                    if std::mem::take(&mut parses_pending) {
+                        out.extend_from_slice(&SYNC);
+                        readies += 1;
+                    }
+                    // Each settings entry ends with one Query or one Sync.
+                    out.extend_from_slice(frames);
+                    readies += 1;
+                }
+            }
+        }
+        if parses_pending {
+            out.extend_from_slice(&SYNC);
+            readies += 1;
+        }
+        let snapshot = Snapshot {
+            messages: out.freeze(),
+            readies,
+        };
+        *cached = Some(snapshot.clone());
+        snapshot
+    }
+
+    fn changed(&mut self) {
+        *self
+            .cached
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// What to send a new backend, in order.
     pub fn replay_items(&self) -> impl Iterator<Item = ReplayItem<'_>> {
         self.entries.iter().map(|entry| match entry {
@@ -69,6 +132,7 @@ impl SessionState {
     }
 
     fn forget_prepared(&mut self, name: &[u8]) {
+        self.changed();
         self.entries
             .retain(|e| !matches!(e, Entry::Prepared { name: n, .. } if n == name));
     }
@@ -91,6 +155,7 @@ impl SessionState {
             return;
         }
         self.forget_prepared(name);
+        self.changed();
         self.entries.push(Entry::Prepared {
             name: name.to_vec(),
             frame: BytesMut::from(frame),

@@ -1,0 +1,103 @@
+//! No commit is lost with asynchronous replication: transactions the client
+//! saw committed but the standby never received are applied on the new
+//! primary after a failover, exactly once.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use understudy_integration::{Harness, Target};
+use understudy_proxy::{BackendAddr, Topology};
+use understudy_testkit::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_the_standby_never_received_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key, note text)")
+        .await
+        .unwrap();
+    let standby = h.cluster.connect_to(1).await;
+    let table_replicated = wait_until(DEADLINE, || {
+        let standby = &standby;
+        async move {
+            standby
+                .query_one("select to_regclass('t') is not null", &[])
+                .await
+                .is_ok_and(|r| r.get(0))
+        }
+    })
+    .await;
+    assert!(table_replicated);
+    let sender: i32 = h
+        .cluster
+        .connect()
+        .await
+        .query_one("select pid from pg_stat_replication", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let client = h.connect(Target::Proxy).await;
+    // A first transaction gives the session its ledger.
+    for sql in ["begin", "insert into t values (0, 'first')", "commit"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    // The primary's WAL sender is frozen: what commits now never leaves the
+    // primary.
+    kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
+    for id in 1..=20 {
+        client.batch_execute("begin").await.unwrap();
+        client
+            .execute(
+                "insert into t values ($1, 'lost unless re-applied')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        client.batch_execute("commit").await.unwrap();
+    }
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    let primary = h.cluster.primary().clone();
+    assert!(
+        wait_until(DEADLINE, || {
+            let primary = primary.clone();
+            async move { primary.processes().is_empty() }
+        })
+        .await
+    );
+    h.cluster.standby_mut(0).promote().await.unwrap();
+    let new_primary = h.cluster.standby(0);
+    h.topology.send_replace(Topology {
+        primary: Some(BackendAddr {
+            name: new_primary.name().to_owned(),
+            host: Ipv4Addr::LOCALHOST.to_string(),
+            port: new_primary.port(),
+        }),
+    });
+
+    // The session moves on its next statement; the lost commits are
+    // applied before it continues.
+    let count: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 21);
+    let direct: i64 = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query_one("select count(distinct id) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(direct, 21);
+}

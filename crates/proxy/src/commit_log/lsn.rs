@@ -1,0 +1,140 @@
+//! Sampling WAL positions: the primary's insert position and the lowest
+//! position its standbys have flushed, every few milliseconds, over one
+//! control connection.
+//!
+//! Rounds are numbered. A commit acknowledged while round `r` was the last
+//! completed one was inserted before round `r + 2` started (round `r + 1`
+//! may have started just before the acknowledgement), so its commit record
+//! is at or below the insert position of round `r + 2`. Once the standbys'
+//! flush position passes that, the commit is safe on them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use understudy_config::Config;
+
+use super::CommitLog;
+use crate::topology::{self, TopologyRx};
+
+/// Pause between samples.
+const INTERVAL: Duration = Duration::from_millis(5);
+/// Rounds remembered.
+const HISTORY: usize = 4096;
+
+/// The latest samples.
+#[derive(Default)]
+pub struct LsnTracker {
+    /// Rounds completed.
+    completed: AtomicU64,
+    /// (round, insert position) of recent rounds.
+    inserts: Mutex<VecDeque<(u64, u64)>>,
+    /// Lowest flush position of the standbys, in the latest round; 0 when
+    /// there is none.
+    standby_flush: AtomicU64,
+}
+
+impl LsnTracker {
+    /// The last completed round.
+    pub fn round(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    /// Entries acknowledged in rounds before this one are safe on the
+    /// standbys; `None` when nothing is known to be. Without any standby
+    /// there is nothing to fail over to and nothing to keep: everything is
+    /// "safe".
+    pub fn safe_round(&self) -> Option<u64> {
+        if self.completed.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let flush = self.standby_flush.load(Ordering::Acquire);
+        if flush == 0 {
+            return Some(u64::MAX);
+        }
+        let inserts = self.inserts.lock().unwrap_or_else(PoisonError::into_inner);
+        // The newest round whose insert position the standbys have flushed:
+        // commits acknowledged two rounds before it are safe.
+        inserts
+            .iter()
+            .rev()
+            .find(|(_, insert)| *insert <= flush)
+            .map(|(round, _)| round.saturating_sub(1))
+    }
+
+    fn record(&self, insert: u64, flush: Option<u64>) {
+        let round = self.completed.load(Ordering::Acquire) + 1;
+        {
+            let mut inserts = self.inserts.lock().unwrap_or_else(PoisonError::into_inner);
+            if inserts.len() == HISTORY {
+                inserts.pop_front();
+            }
+            inserts.push_back((round, insert));
+        }
+        self.standby_flush
+            .store(flush.unwrap_or(0), Ordering::Release);
+        self.completed.store(round, Ordering::Release);
+    }
+}
+
+/// Samples the current primary for as long as the proxy runs, purging the
+/// log after every round.
+pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
+    tokio::spawn(async move {
+        let mut topology = topology;
+        let mut client: Option<(String, u16, tokio_postgres::Client)> = None;
+        loop {
+            tokio::time::sleep(INTERVAL).await;
+            let Some(primary) =
+                topology::wait_for_primary(&mut topology, Duration::from_secs(3600)).await
+            else {
+                continue;
+            };
+            let stale = client
+                .as_ref()
+                .is_none_or(|(h, p, c)| *h != primary.host || *p != primary.port || c.is_closed());
+            if stale {
+                client = connect(&config, &primary.host, primary.port)
+                    .await
+                    .map(|c| (primary.host.clone(), primary.port, c));
+            }
+            let Some((_, _, pg)) = client.as_ref() else {
+                continue;
+            };
+            let row = pg
+                .query_one(
+                    "SELECT (pg_current_wal_insert_lsn() - '0/0')::float8, \
+                     (SELECT min(flush_lsn) - '0/0' FROM pg_stat_replication)::float8",
+                    &[],
+                )
+                .await;
+            match row {
+                Ok(row) => {
+                    let insert: f64 = row.try_get(0).unwrap_or(0.0);
+                    let flush: Option<f64> = row.try_get(1).ok().flatten();
+                    log.lsn.record(insert as u64, flush.map(|f| f as u64));
+                    log.purge();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "WAL position sample failed");
+                    client = None;
+                }
+            }
+        }
+    });
+}
+
+async fn connect(config: &Config, host: &str, port: u16) -> Option<tokio_postgres::Client> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(host)
+        .port(port)
+        .user(&config.auth.auth_user)
+        .password(config.auth.auth_password.expose())
+        .dbname("postgres")
+        .application_name("understudy-lsn")
+        .connect_timeout(config.backend.connect_timeout());
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
