@@ -81,6 +81,7 @@ impl Harness {
         customize(&mut config);
         let config = Arc::new(config);
         let (topology, rx) = topology::channel(Topology {
+            draining: false,
             primary: Some(BackendAddr {
                 name: cluster.primary().name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),

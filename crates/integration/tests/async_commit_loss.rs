@@ -76,6 +76,7 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
     h.cluster.standby_mut(0).promote().await.unwrap();
     let new_primary = h.cluster.standby(0);
     h.topology.send_replace(Topology {
+        draining: false,
         primary: Some(BackendAddr {
             name: new_primary.name().to_owned(),
             host: Ipv4Addr::LOCALHOST.to_string(),

@@ -83,6 +83,7 @@ async fn promote_standby(h: &mut Harness) {
     h.cluster.standby_mut(0).promote().await.unwrap();
     let standby = h.cluster.standby(0);
     h.topology.send_replace(Topology {
+        draining: false,
         primary: Some(BackendAddr {
             name: standby.name().to_owned(),
             host: Ipv4Addr::LOCALHOST.to_string(),

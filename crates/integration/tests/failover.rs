@@ -35,6 +35,7 @@ async fn fail_over(h: &mut Harness) {
     h.cluster.standby_mut(0).promote().await.expect("promote");
     let standby = h.cluster.standby(0);
     h.topology.send_replace(Topology {
+        draining: false,
         primary: Some(BackendAddr {
             name: standby.name().to_owned(),
             host: Ipv4Addr::LOCALHOST.to_string(),

@@ -18,6 +18,7 @@
 //! - [`commit_log`]: committed transactions the standby may not have yet.
 //! - [`ledger`]: the commit ledger that resolves a COMMIT lost in a failover.
 //! - [`commit_sql`]: recognising a COMMIT statement.
+//! - [`drain`]: parking sessions for a planned switchover.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
@@ -29,6 +30,7 @@ pub mod client_auth;
 pub mod commit_log;
 pub mod commit_sql;
 pub mod conn;
+pub mod drain;
 pub mod error;
 pub mod failover;
 pub mod journal;

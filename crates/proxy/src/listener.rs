@@ -16,6 +16,7 @@ use understudy_protocol::backend::{sqlstate, ErrorFields, Severity};
 
 use crate::cancel::CancelMap;
 use crate::commit_log::CommitLog;
+use crate::drain::Drain;
 use crate::ledger::Ledgers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::secrets::SecretStore;
@@ -37,6 +38,7 @@ pub enum StartError {
 
 /// A running proxy.
 pub struct ProxyHandle {
+    drain: Drain,
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
     cancel: Arc<CancelMap>,
@@ -53,6 +55,12 @@ impl ProxyHandle {
     /// The proxy's counters.
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Parks sessions for a switchover: `wait_parked` resolves when every
+    /// session is at a transaction boundary.
+    pub fn drain_handle(&self) -> Drain {
+        self.drain.clone()
     }
 
     /// Sessions holding a cancel key, i.e. open sessions.
@@ -89,16 +97,19 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         secrets: SecretStore::new(Arc::clone(&config), topology.clone()),
         ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
         commit_log: Arc::clone(&commit_log),
+        drain: Drain::new(Arc::clone(&metrics)),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&metrics),
     });
     spawn_reapply_on_new_primary(Arc::clone(&ctx));
+    let ctx_drain = ctx.drain.clone();
     let (stop, stopped) = watch::channel(false);
     let accept_task = tokio::spawn(accept_loop(listener, ctx, stopped));
     tracing::info!(%local_addr, "proxy listening");
     Ok(ProxyHandle {
+        drain: ctx_drain,
         local_addr,
         metrics,
         cancel,

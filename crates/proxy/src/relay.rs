@@ -100,6 +100,8 @@ pub struct RelayState {
     /// Where committed transactions go until the standby has them, with
     /// the identity they ran as.
     pub commit_log: Option<(Arc<CommitLog>, Arc<Identity>)>,
+    /// Stop before the next request that would start a new unit.
+    pub park_when_idle: bool,
 }
 
 impl RelayState {
@@ -116,6 +118,7 @@ impl RelayState {
             ledger: false,
             commits: CommitStatements::default(),
             commit_log: None,
+            park_when_idle: false,
         }
     }
 }
@@ -128,6 +131,9 @@ pub enum RelayEnd {
     /// The server sent a FATAL error (held in [`RelayState::server_fatal`]);
     /// everything before it was relayed.
     ServerFatal,
+    /// The session reached a transaction boundary while parking was asked
+    /// for; the client's next request waits unread.
+    Parked,
     /// A side closed its socket or failed.
     Failed(SessionError),
 }
@@ -146,6 +152,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     poll_fn(|cx| {
+        if state.park_when_idle && state.journal.is_idle() && !to_server.done_reading {
+            // Already at a boundary: park unless a whole request waits.
+            let pending = understudy_protocol::Frame::peek_header(&to_server.buf, usize::MAX)
+                .ok()
+                .flatten()
+                .is_some_and(|(_, total)| to_server.buf.len() >= total);
+            if !pending && to_server.out.is_empty() {
+                to_server.done_reading = true;
+                return Poll::Ready(RelayEnd::Parked);
+            }
+        }
         let from_server = pump(cx, server, client, to_client, Side::Server, |pipe, n| {
             metrics::add(&metrics.server_bytes_in, n as u64);
             scan_server(pipe, state, metrics)
@@ -161,7 +178,10 @@ where
             return Poll::Ready(end);
         }
         if to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush {
-            return Poll::Ready(RelayEnd::ClientTerminated);
+            if state.client_terminated {
+                return Poll::Ready(RelayEnd::ClientTerminated);
+            }
+            return Poll::Ready(RelayEnd::Parked);
         }
         if to_client.done_reading && to_client.out.is_empty() && !to_client.needs_flush {
             return Poll::Ready(RelayEnd::ServerFatal);
@@ -256,6 +276,8 @@ fn scan_client(
         let stamping = state.ledger
             && journal.commit_token.is_none()
             && journal.tx_status == TransactionStatus::InTransaction;
+        let parking = state.park_when_idle;
+        let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
         let scanned = pipe
@@ -270,19 +292,20 @@ fn scan_client(
                     else {
                         return ControlFlow::Continue(());
                     };
-                    match tag {
-                        frontend::tag::TERMINATE => {
-                            terminated = true;
-                            return ControlFlow::Break(Stop::After);
-                        }
-                        frontend::tag::QUERY | frontend::tag::EXECUTE => {
-                            metrics::inc(&metrics.queries_total)
-                        }
-                        _ => {}
+                    if tag == frontend::tag::TERMINATE {
+                        terminated = true;
+                        return ControlFlow::Break(Stop::After);
+                    }
+                    if parking && journal.is_idle() {
+                        parked = true;
+                        return ControlFlow::Break(Stop::Before);
                     }
                     if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
                         stamp = true;
                         return ControlFlow::Break(Stop::Before);
+                    }
+                    if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
+                        metrics::inc(&metrics.queries_total);
                     }
                     journal.client_message(tag, (rest == 0).then_some(bytes));
                     ControlFlow::Continue(())
@@ -314,6 +337,12 @@ fn scan_client(
             state.client_terminated = true;
             pipe.buf.clear();
             pipe.done_reading = true;
+        }
+        if parked {
+            // The next request stays in `buf`, unjournaled, until the
+            // session resumes.
+            pipe.done_reading = true;
+            pipe.unscanned = true;
         }
         return Ok(());
     }
@@ -561,6 +590,12 @@ impl Pipe {
         self.unscanned = true;
         let max = self.scanner.max_len();
         self.scanner = Scanner::new(max);
+    }
+
+    /// Reads and scans again after the session was parked.
+    pub fn resume_reading(&mut self) {
+        self.done_reading = false;
+        self.unscanned = true;
     }
 
     /// Drops output not yet written (requests to a backend that is gone:

@@ -48,6 +48,8 @@ pub struct ProxyContext {
     pub ledgers: Arc<crate::ledger::Ledgers>,
     /// Committed transactions the standby may not have yet.
     pub commit_log: Arc<crate::commit_log::CommitLog>,
+    /// Sessions parked for a switchover.
+    pub drain: crate::drain::Drain,
 }
 
 /// A session that completed startup.
@@ -62,12 +64,9 @@ struct Opened {
 impl ProxyContext {
     /// How long a session whose backend is lost waits for a new primary.
     pub fn hold_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(HOLD_TIMEOUT_MS)
+        std::time::Duration::from_millis(self.config.health.hold_timeout_ms)
     }
 }
-
-/// Default time a session is held while no primary is reachable.
-const HOLD_TIMEOUT_MS: u64 = 30_000;
 
 /// Serves one client connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
@@ -118,15 +117,35 @@ async fn run(
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
     let mut topology = ctx.topology.clone();
-    topology.mark_unchanged();
     loop {
-        let end = tokio::select! {
+        let parking = state.park_when_idle;
+        let step = tokio::select! {
             biased;
-            end = relay::relay(&mut client.stream, &mut server.stream, &mut to_server, &mut to_client, &mut state, m) => end,
-            () = primary_moved_away(&mut topology, &addr) => RelayEnd::Failed(SessionError::Closed(Side::Server)),
+            end = relay::relay(&mut client.stream, &mut server.stream, &mut to_server, &mut to_client, &mut state, m) => Step::Ended(end),
+            event = topology_event(&mut topology, &addr, parking) => Step::Topology(event),
+        };
+        let end = match step {
+            Step::Ended(RelayEnd::Parked) => match park(&mut topology, &addr, &ctx.drain).await {
+                Parked::Resume => {
+                    state.park_when_idle = false;
+                    to_server.resume_reading();
+                    continue;
+                }
+                Parked::Move => RelayEnd::Failed(SessionError::Closed(Side::Server)),
+            },
+            Step::Ended(end) => end,
+            Step::Topology(TopologyEvent::Drain) => {
+                state.park_when_idle = true;
+                continue;
+            }
+            Step::Topology(TopologyEvent::Moved) => {
+                RelayEnd::Failed(SessionError::Closed(Side::Server))
+            }
         };
         let fatal = match end {
             RelayEnd::ClientTerminated => break,
+            // Handled above; a relay never parks twice in a row.
+            RelayEnd::Parked => continue,
             RelayEnd::ServerFatal => state.server_fatal.take(),
             RelayEnd::Failed(e) if e.side() == Some(Side::Server) => {
                 tracing::debug!(%peer, backend = %addr, "backend lost: {e}");
@@ -176,19 +195,72 @@ async fn run(
     metrics::dec(&m.sessions_active);
 }
 
-/// Resolves when the topology names a primary other than `current` (the
-/// session's server was demoted or replaced).
-async fn primary_moved_away(topology: &mut TopologyRx, current: &BackendAddr) {
+/// What the session's relay loop does next.
+enum Step {
+    Ended(RelayEnd),
+    Topology(TopologyEvent),
+}
+
+/// A topology change that concerns a session.
+enum TopologyEvent {
+    /// Another server is primary now (the session's was demoted or replaced).
+    Moved,
+    /// A switchover started: stop at the next transaction boundary.
+    Drain,
+}
+
+/// Resolves when the topology concerns the session.
+async fn topology_event(
+    topology: &mut TopologyRx,
+    current: &BackendAddr,
+    parking: bool,
+) -> TopologyEvent {
     loop {
+        {
+            let now = topology.borrow_and_update();
+            if let Some(primary) = &now.primary {
+                if primary.host != current.host || primary.port != current.port {
+                    return TopologyEvent::Moved;
+                }
+            }
+            if now.draining && !parking {
+                return TopologyEvent::Drain;
+            }
+        }
         if topology.changed().await.is_err() {
             return std::future::pending().await;
         }
-        let moved = match &topology.borrow_and_update().primary {
-            Some(primary) => primary.host != current.host || primary.port != current.port,
-            None => false,
-        };
-        if moved {
-            return;
+    }
+}
+
+/// What a parked session does next.
+enum Parked {
+    /// The switchover did not happen; go on with the same backend.
+    Resume,
+    /// A new primary is published; move there.
+    Move,
+}
+
+/// Waits, parked at a transaction boundary, until the switchover ends.
+async fn park(
+    topology: &mut TopologyRx,
+    current: &BackendAddr,
+    drain: &crate::drain::Drain,
+) -> Parked {
+    let _parked = drain.park();
+    loop {
+        {
+            let now = topology.borrow_and_update();
+            match &now.primary {
+                Some(primary) if primary.host != current.host || primary.port != current.port => {
+                    return Parked::Move
+                }
+                Some(_) if !now.draining => return Parked::Resume,
+                _ => {}
+            }
+        }
+        if topology.changed().await.is_err() {
+            return Parked::Resume;
         }
     }
 }

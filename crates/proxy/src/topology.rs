@@ -29,6 +29,9 @@ impl fmt::Display for BackendAddr {
 pub struct Topology {
     /// The server that accepts writes, when one is known.
     pub primary: Option<BackendAddr>,
+    /// A planned switchover is under way: sessions stop at their next
+    /// transaction boundary and wait for the new primary.
+    pub draining: bool,
 }
 
 /// Sending side of the topology channel.

@@ -51,12 +51,31 @@ pub struct AdminState {
     pub nodes: NodesFn,
     /// Required bearer token; empty means none.
     pub token: String,
+    /// More of the Prometheus text (the orchestrator's counters).
+    pub extra_metrics: Option<ExtraMetricsFn>,
+    /// The failover section of `/status` (orchestrator phase and events).
+    pub failover: Option<FailoverFn>,
+    /// Starts a planned switchover (`POST /switchover`).
+    pub switchover: Option<SwitchoverFn>,
 }
+
+/// Appends Prometheus text.
+pub type ExtraMetricsFn = Arc<dyn Fn(&mut String) + Send + Sync>;
+/// Produces the failover section of `/status`.
+pub type FailoverFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Runs a switchover and returns its report.
+pub type SwitchoverFn = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Serialize)]
 struct StatusDoc {
     nodes: Vec<NodeReport>,
     proxy: ProxyDoc,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -106,10 +125,22 @@ async fn handle(
             ));
         }
     }
+    if req.method() == Method::POST && req.uri().path() == "/switchover" {
+        return Ok(match &state.switchover {
+            Some(run) => match run().await {
+                Ok(report) => json(StatusCode::OK, &report),
+                Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
+            },
+            None => text(
+                StatusCode::NOT_FOUND,
+                "switchover is only available with `understudy up`\n".into(),
+            ),
+        });
+    }
     if req.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is supported\n".into(),
+            "only GET is supported (and POST /switchover)\n".into(),
         ));
     }
     Ok(match req.uri().path() {
@@ -120,6 +151,7 @@ async fn handle(
                     port: state.proxy_port,
                     sessions: state.metrics.sessions_active(),
                 },
+                failover: state.failover.as_ref().map(|f| f()),
             };
             match serde_json::to_string_pretty(&doc) {
                 Ok(json) => Response::builder()
@@ -132,6 +164,9 @@ async fn handle(
         "/metrics" => {
             let mut out = String::new();
             state.metrics.render_prometheus(&mut out);
+            if let Some(extra) = &state.extra_metrics {
+                extra(&mut out);
+            }
             for node in (state.nodes)().await {
                 let up = u8::from(node.role != "down");
                 out.push_str(&format!(
@@ -152,6 +187,17 @@ async fn handle(
             "not found: try /status or /metrics\n".into(),
         ),
     })
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

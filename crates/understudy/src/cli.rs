@@ -24,6 +24,10 @@ pub enum Command {
     Run(RunArgs),
     /// Show nodes, proxy and sessions of a running instance.
     Status(StatusArgs),
+    /// Planned switchover of a running `understudy up`: sessions move to the
+    /// standby at transaction boundaries, it is promoted, the old primary
+    /// becomes its standby.
+    Switchover(StatusArgs),
     /// Benchmark direct PostgreSQL, understudy and PgBouncer side by side with pgbench.
     Bench(BenchArgs),
 }

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Switchover(args) => status::switchover(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

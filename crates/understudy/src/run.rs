@@ -37,6 +37,9 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         metrics: proxy.metrics(),
         nodes,
         token: config.admin.token.expose().to_owned(),
+        extra_metrics: None,
+        failover: None,
+        switchover: None,
     });
     let admin_addr = admin::serve(config.admin.listen, admin_state)
         .await

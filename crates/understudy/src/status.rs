@@ -11,11 +11,21 @@ use crate::cli::StatusArgs;
 use crate::runtime_files;
 use crate::CliError;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Prints the status of the instance named by `args`.
-pub async fn run(args: StatusArgs) -> Result<(), CliError> {
-    let admin = match &args.admin {
+/// Asks the instance named by `args` for a planned switchover and prints
+/// its report.
+pub async fn switchover(args: StatusArgs) -> Result<(), CliError> {
+    let admin = admin_address(&args)?;
+    let body = http(&admin, "POST", "/switchover", args.token.as_deref())
+        .await
+        .map_err(|e| CliError::Other(format!("switchover failed: {e}")))?;
+    println!("{body}");
+    Ok(())
+}
+
+fn admin_address(args: &StatusArgs) -> Result<String, CliError> {
+    Ok(match &args.admin {
         Some(admin) => admin.clone(),
         None => runtime_files::read(&args.dir)
             .map(|instance| instance.admin.to_string())
@@ -26,8 +36,13 @@ pub async fn run(args: StatusArgs) -> Result<(), CliError> {
                     args.dir.display()
                 ))
             })?,
-    };
-    let body = http_get(&admin, "/status", args.token.as_deref())
+    })
+}
+
+/// Prints the status of the instance named by `args`.
+pub async fn run(args: StatusArgs) -> Result<(), CliError> {
+    let admin = admin_address(&args)?;
+    let body = http(&admin, "GET", "/status", args.token.as_deref())
         .await
         .map_err(|e| CliError::Other(format!("cannot reach the admin endpoint at {admin}: {e}")))?;
     if args.json {
@@ -70,15 +85,20 @@ fn print_table(doc: &Value) {
     );
 }
 
-/// A minimal HTTP/1.1 GET (the admin endpoint closes after one response).
-async fn http_get(addr: &str, path: &str, token: Option<&str>) -> std::io::Result<String> {
+/// A minimal HTTP/1.1 request (the admin endpoint closes after one response).
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;

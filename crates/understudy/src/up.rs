@@ -1,15 +1,18 @@
 //! `understudy up`: creates (or reuses) a primary and a streaming standby
-//! under DIR, starts the proxy and the admin endpoint in front of them,
-//! prints `ready: <connection URI>`, and runs in the foreground until
-//! Ctrl-C or SIGTERM, which stop the proxy and both servers.
+//! under DIR, hands them to the failover orchestrator, starts the proxy and
+//! the admin endpoint in front of them, prints `ready: <connection URI>`,
+//! and runs in the foreground until Ctrl-C or SIGTERM, which stop the proxy
+//! and both servers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::RwLock;
-use understudy_cluster::{EmbeddedCluster, NodeStatus};
+use understudy_cluster::{
+    ClusterView, EmbeddedCluster, HealthSettings, NodeStatus, Orchestrator, OrchestratorHandle,
+    Phase,
+};
 use understudy_config::{Config, Secret, Server};
-use understudy_proxy::{topology, BackendAddr, Topology};
+use understudy_proxy::{topology, BackendAddr, Topology, TopologyTx};
 
 use crate::admin::{self, AdminState, NodeReport, NodesFn};
 use crate::cli::UpArgs;
@@ -22,48 +25,29 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let cluster = EmbeddedCluster::up(&args.dir).await?;
     let dir = cluster.dir().to_path_buf();
     tracing::info!(dir = %dir.display(), data = %cluster.data_root().display(), "cluster is up");
-
     let config = Arc::new(embedded_config(&cluster, &args)?);
-    let primary = BackendAddr {
-        name: cluster.primary.name().to_owned(),
-        host: Ipv4Addr::LOCALHOST.to_string(),
-        port: cluster.primary.port(),
-    };
-    let (_topology_tx, topology_rx) = topology::channel(Topology {
-        primary: Some(primary),
-    });
     let creds = cluster.creds.clone();
-    let cluster = Arc::new(RwLock::new(Some(cluster)));
+    let orchestrator = Arc::new(Orchestrator::spawn(
+        cluster,
+        HealthSettings::from(&config.health),
+    ));
+
+    let view = orchestrator.view();
+    let (topology_tx, topology_rx) = topology::channel(topology_of(&view.borrow()));
+    follow_view(view, topology_tx);
 
     let proxy = match understudy_proxy::start(Arc::clone(&config), topology_rx).await {
         Ok(proxy) => proxy,
         Err(e) => {
-            stop_cluster(&cluster).await;
+            stop(&orchestrator).await;
             return Err(e.into());
         }
     };
-    let nodes: NodesFn = {
-        let cluster = Arc::clone(&cluster);
-        Arc::new(move || {
-            let cluster = Arc::clone(&cluster);
-            Box::pin(async move {
-                match cluster.read().await.as_ref() {
-                    Some(cluster) => cluster.status().await.into_iter().map(report).collect(),
-                    None => Vec::new(),
-                }
-            })
-        })
-    };
-    let admin_state = Arc::new(AdminState {
-        proxy_port: proxy.local_addr().port(),
-        metrics: proxy.metrics(),
-        nodes,
-        token: String::new(),
-    });
+    let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
     let admin_addr = match admin::serve(config.admin.listen, admin_state).await {
         Ok(addr) => addr,
         Err(e) => {
-            stop_cluster(&cluster).await;
+            stop(&orchestrator).await;
             return Err(CliError::Other(format!(
                 "cannot listen on {} for the admin endpoint: {e} (choose another with --admin-port)",
                 config.admin.listen
@@ -91,9 +75,90 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     tracing::info!("shutting down");
     proxy.stop_accepting().await;
     runtime_files::remove(&dir);
-    stop_cluster(&cluster).await;
+    stop(&orchestrator).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What sessions see of the orchestrator's view.
+fn topology_of(view: &ClusterView) -> Topology {
+    Topology {
+        primary: view.primary.as_ref().map(|p| BackendAddr {
+            name: p.name.clone(),
+            host: p.host.clone(),
+            port: p.port,
+        }),
+        draining: view.phase == Phase::Draining,
+    }
+}
+
+/// Publishes every change of the orchestrator's view to the sessions.
+fn follow_view(mut view: tokio::sync::watch::Receiver<ClusterView>, topology: TopologyTx) {
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let next = topology_of(&view.borrow_and_update());
+            topology.send_replace(next);
+        }
+    });
+}
+
+fn admin_state(
+    orchestrator: &Arc<OrchestratorHandle>,
+    proxy: &understudy_proxy::ProxyHandle,
+) -> AdminState {
+    let nodes: NodesFn = {
+        let orchestrator = Arc::clone(orchestrator);
+        Arc::new(move || {
+            let orchestrator = Arc::clone(&orchestrator);
+            Box::pin(async move {
+                orchestrator
+                    .status()
+                    .await
+                    .into_iter()
+                    .map(report)
+                    .collect()
+            })
+        })
+    };
+    let metrics = orchestrator.metrics();
+    let failover = {
+        let orchestrator = Arc::clone(orchestrator);
+        Arc::new(move || {
+            let view = orchestrator.view().borrow().clone();
+            serde_json::json!({
+                "generation": view.generation,
+                "phase": view.phase.as_str(),
+                "redundancy": format!("{:?}", orchestrator.redundancy()).to_lowercase(),
+                "events": orchestrator.events(),
+            })
+        })
+    };
+    let switchover = {
+        let orchestrator = Arc::clone(orchestrator);
+        let drained = proxy.drain_handle();
+        Arc::new(move || {
+            let orchestrator = Arc::clone(&orchestrator);
+            let drained = drained.clone();
+            Box::pin(async move {
+                let report = orchestrator
+                    .switchover(drained.wait_parked())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                serde_json::to_value(&report).map_err(|e| e.to_string())
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        })
+    };
+    AdminState {
+        proxy_port: proxy.local_addr().port(),
+        metrics: proxy.metrics(),
+        nodes,
+        token: String::new(),
+        extra_metrics: Some(Arc::new(move |out: &mut String| {
+            metrics.render_prometheus(out)
+        })),
+        failover: Some(failover),
+        switchover: Some(switchover),
+    }
 }
 
 fn embedded_config(cluster: &EmbeddedCluster, args: &UpArgs) -> Result<Config, CliError> {
@@ -115,11 +180,9 @@ fn embedded_config(cluster: &EmbeddedCluster, args: &UpArgs) -> Result<Config, C
     Ok(config)
 }
 
-async fn stop_cluster(cluster: &RwLock<Option<EmbeddedCluster>>) {
-    if let Some(cluster) = cluster.write().await.take() {
-        if let Err(e) = cluster.shutdown().await {
-            tracing::error!(error = %e, "stopping the servers failed");
-        }
+async fn stop(orchestrator: &OrchestratorHandle) {
+    if let Err(e) = orchestrator.shutdown().await {
+        tracing::error!(error = %e, "stopping the servers failed");
     }
 }
 

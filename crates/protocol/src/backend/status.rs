@@ -172,7 +172,8 @@ impl NegotiateProtocolVersion {
     /// Appends the encoded message to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         let mut w = FrameWriter::tagged(out, tag::NEGOTIATE_PROTOCOL_VERSION);
-        w.i32(self.newest_version).i32(self.unrecognized.len() as i32);
+        w.i32(self.newest_version)
+            .i32(self.unrecognized.len() as i32);
         for option in &self.unrecognized {
             w.cstr(option);
         }
