@@ -185,3 +185,63 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
     result.expect("the COMMIT succeeds");
     assert_eq!(rows_on_new_primary(&h).await, [1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "on").await;
+    let standby = h.cluster.connect_to(1).await;
+    let receiver: i32 = standby
+        .query_one("select pid from pg_stat_wal_receiver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let client = h.connect(Target::Proxy).await;
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    let insert = tokio::spawn(async move {
+        let result = client.execute("insert into t values (1)", &[]).await;
+        (client, result)
+    });
+    commit_waits_for_the_standby(&h).await;
+    // The backend has committed locally and waits; freeze it so that no
+    // acknowledgement can leave it, then lose the primary.
+    let backend: i32 = h
+        .cluster
+        .connect()
+        .await
+        .query_one(
+            "select pid from pg_stat_activity where wait_event = 'SyncRep'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    kill(Pid::from_raw(backend), Signal::SIGSTOP).unwrap();
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(backend), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGCONT).unwrap();
+    promote_standby(&mut h).await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, insert)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.expect_err("the outcome of the INSERT is unknown");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("08007"),
+        "{err}"
+    );
+    let rows: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rows <= 1, "never applied twice, found {rows} rows");
+}

@@ -121,3 +121,147 @@ mod tests {
         }
     }
 }
+
+/// True when `sql` has a `COMMIT` or `END` keyword anywhere (outside quotes
+/// and comments): a statement list that may end a transaction.
+pub fn mentions_commit(sql: &[u8]) -> bool {
+    loose_words(sql)
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(b"COMMIT") || w.eq_ignore_ascii_case(b"END"))
+}
+
+/// True when `sql` surely only reads: one statement whose first keyword is
+/// `SELECT`, `SHOW`, `VALUES` or `TABLE`, with no `INTO` (which would create
+/// a table). Anything else — several statements, `WITH` (which may modify
+/// data), DDL, DML — may write. Functions with side effects called from a
+/// `SELECT` cannot be seen here; their replay is caught by the digest check
+/// when the client already received their result.
+pub fn is_read_only(sql: &[u8]) -> bool {
+    let words = loose_words(sql);
+    let Some(first) = words.first() else {
+        return false;
+    };
+    let first = first.to_ascii_uppercase();
+    matches!(first.as_slice(), b"SELECT" | b"SHOW" | b"VALUES" | b"TABLE")
+        && !words.iter().any(|w| w.eq_ignore_ascii_case(b"INTO"))
+        && !has_second_statement(sql)
+}
+
+/// True when running `sql` again outside a transaction changes no data: a
+/// read, or one statement that starts a transaction, rolls one back, or
+/// changes session settings.
+pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
+    if is_read_only(sql) {
+        return true;
+    }
+    let words = loose_words(sql);
+    let Some(first) = words.first() else {
+        return false;
+    };
+    matches!(
+        first.to_ascii_uppercase().as_slice(),
+        b"BEGIN"
+            | b"START"
+            | b"SET"
+            | b"RESET"
+            | b"LISTEN"
+            | b"UNLISTEN"
+            | b"DEALLOCATE"
+            | b"DISCARD"
+            | b"ROLLBACK"
+            | b"ABORT"
+    ) && !has_second_statement(sql)
+}
+
+/// The words of `sql` outside quotes and comments.
+fn loose_words(sql: &[u8]) -> Vec<&[u8]> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        let c = sql[i];
+        if sql[i..].starts_with(b"--") {
+            while i < sql.len() && sql[i] != b'\n' {
+                i += 1;
+            }
+        } else if sql[i..].starts_with(b"/*") {
+            match find(&sql[i + 2..], b"*/") {
+                Some(end) => i += end + 4,
+                None => break,
+            }
+        } else if c == b'\'' || c == b'"' {
+            i += 1;
+            while i < sql.len() && sql[i] != c {
+                i += 1;
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < sql.len()
+                && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
+            {
+                i += 1;
+            }
+            words.push(&sql[start..i]);
+        } else {
+            i += 1;
+        }
+    }
+    words
+}
+
+/// True when a `;` is followed by anything but whitespace (several
+/// statements). Dollar quoting is not followed, so a `;` inside one counts:
+/// such a statement is treated as possibly writing, which is safe.
+pub fn has_second_statement(sql: &[u8]) -> bool {
+    let mut in_quote = None;
+    for (i, &c) in sql.iter().enumerate() {
+        match in_quote {
+            Some(q) if c == q => in_quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => in_quote = Some(c),
+            None if c == b';' => {
+                return sql[i + 1..]
+                    .iter()
+                    .any(|b| !b.is_ascii_whitespace() && *b != 0)
+            }
+            None => {}
+        }
+    }
+    false
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::is_read_only;
+
+    #[test]
+    fn plain_reads_are_read_only() {
+        for sql in [
+            "select 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "show search_path;",
+            "values (1)",
+            "/* x */ select 'a;b'",
+        ] {
+            assert!(is_read_only(sql.as_bytes()), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn anything_that_may_write_is_not() {
+        for sql in [
+            "insert into t values (1)",
+            "select * into t2 from t",
+            "with x as (delete from t returning *) select * from x",
+            "select 1; insert into t values (1)",
+            "update t set x = 1",
+            "",
+        ] {
+            assert!(!is_read_only(sql.as_bytes()), "{sql:?}");
+        }
+    }
+}

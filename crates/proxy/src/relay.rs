@@ -390,7 +390,15 @@ fn scan_server(
                         tag, bytes, total, ..
                     } = piece
                     {
-                        if injected_pending && !is_async(tag) && journal.next_reply_is_injected() {
+                        // A FATAL error is the server ending the connection
+                        // (e.g. its postmaster died), not the stamp's reply:
+                        // it is held like any other, and the stamp stays in
+                        // flight for the failover to resolve.
+                        if injected_pending
+                            && !is_async(tag)
+                            && !is_fatal_error(tag, bytes)
+                            && journal.next_reply_is_injected()
+                        {
                             drop = Some(total);
                             return ControlFlow::Break(Stop::Before);
                         }
@@ -505,6 +513,12 @@ fn scan_server(
         }
         return Ok(());
     }
+}
+
+/// True for an ErrorResponse (whole frame `bytes`) of severity FATAL or PANIC.
+fn is_fatal_error(tag: u8, bytes: &[u8]) -> bool {
+    tag == backend::tag::ERROR_RESPONSE
+        && ErrorFields::parse(body_of(bytes)).is_ok_and(|fields| fields.is_fatal())
 }
 
 /// Asynchronous server messages, which belong to no request.

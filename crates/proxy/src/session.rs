@@ -387,6 +387,9 @@ async fn open(
         key: backend.key,
     });
 
+    // Before the client may send anything: its first transaction must
+    // already find the ledger.
+    let ledger = ctx.ledgers.ensure(&database).await;
     Authentication::Ok.encode(client.out());
     client.out().extend_from_slice(&backend.greeting);
     registration.client_key.encode(client.out());
@@ -396,7 +399,6 @@ async fn open(
     .encode(client.out());
     client.flush().await?;
     tracing::debug!(%peer, user, database, backend = %backend.addr, pid = backend.key.process_id, "session opened");
-    let ledger = ctx.ledgers.ensure(&database).await;
     Ok(Some(Opened {
         backend,
         cancel: registration,

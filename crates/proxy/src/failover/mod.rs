@@ -42,6 +42,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// `40001` serialization_failure: drivers retry the transaction.
 const SERIALIZATION_FAILURE: &str = "40001";
+/// `08007` transaction_resolution_unknown.
+const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
 /// `25P02` in_failed_sql_transaction.
 const IN_FAILED_TRANSACTION: &str = "25P02";
 
@@ -109,6 +111,7 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
     // What the client received from the lost backend: the reference every
     // replay attempt is checked against.
     let old = state.journal.restart_replies();
+    let outcome_unknown = state.journal.outcome_unknown(&old);
     loop {
         let mut backend = connect_before(deadline, identity, lost, ctx)
             .await
@@ -117,6 +120,13 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
         // Commits the new primary may have lost go first, before any
         // session continues.
         crate::commit_log::reapply::run(ctx, &backend.addr).await;
+        if outcome_unknown {
+            tracing::warn!(
+                server,
+                "a statement that may have committed was in flight; its outcome is unknown"
+            );
+            return resolution_unknown(client, state, &old, backend).await;
+        }
         let rebuilt = rebuild(&mut backend, state, &old).await;
         match rebuilt {
             Ok((tail, parameters)) => {
@@ -147,6 +157,52 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The unit may have committed on the lost server and nothing can tell:
+/// the client gets `08007` (transaction resolution unknown) for what it
+/// still waits for, on a fresh backend with its session state.
+async fn resolution_unknown<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    state: &mut RelayState,
+    old: &[Reply],
+    mut backend: BackendConn,
+) -> Result<(BackendConn, Bytes), MoveError> {
+    let server = backend.addr.to_string();
+    let conn = &mut backend.conn;
+    restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal)
+        .await
+        .map_err(|e| MoveError::Rebuild {
+            server,
+            why: e.to_string(),
+        })?;
+    let mut out = BytesMut::new();
+    let mut first = true;
+    for (request, old) in state.journal.requests().iter().zip(old) {
+        if old.done || request.injected || request.expect == Expect::Nothing {
+            continue;
+        }
+        if first || request.tag == ftag::QUERY {
+            ErrorFields::new(
+                Severity::Error,
+                TRANSACTION_RESOLUTION_UNKNOWN,
+                "the connection to the server was lost while this statement may have been committing; whether it took effect is unknown",
+            )
+            .with_hint("Check whether its changes are present before running it again.")
+            .encode_error(&mut out);
+            first = false;
+        }
+        if request.expect == Expect::Ready {
+            ReadyForQuery {
+                status: TransactionStatus::Idle,
+            }
+            .encode(&mut out);
+        }
+    }
+    client.write_all(&out).await.map_err(MoveError::Client)?;
+    state.journal.abandon_unit(TransactionStatus::Idle);
+    state.backend_pid = backend.key.process_id;
+    Ok((backend, Bytes::new()))
 }
 
 /// Connects to the primary the topology names, retrying until `deadline`.

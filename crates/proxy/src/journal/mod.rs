@@ -266,6 +266,64 @@ impl Journal {
         }
     }
 
+    /// True when the lost server may have committed part of the unit
+    /// without the client hearing of it, and no ledger stamp can tell: an
+    /// implicit transaction that may have written and whose end (Sync or the
+    /// end of a Query) was sent, or a COMMIT that carries no stamp. Such a
+    /// unit must not be replayed (it could apply twice).
+    pub fn outcome_unknown(&self, old: &[Reply]) -> bool {
+        let outstanding = |i: usize| old.get(i).is_some_and(|o| !o.done);
+        let end_outstanding = self
+            .requests
+            .iter()
+            .enumerate()
+            .any(|(i, r)| outstanding(i) && !r.injected && r.expect == Expect::Ready);
+        if !end_outstanding || self.commit_token.is_some() {
+            return false;
+        }
+        let explicit = self.tx_status != TransactionStatus::Idle;
+        for (i, request) in self.requests.iter().enumerate() {
+            let text = match request.tag {
+                frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
+                frontend::tag::EXECUTE => self.executed_text(i),
+                frontend::tag::FUNCTION_CALL => return true,
+                _ => continue,
+            };
+            let Some(text) = text else {
+                return true;
+            };
+            let may_commit = explicit
+                && outstanding(i)
+                && (crate::commit_sql::is_commit(text)
+                    || (crate::commit_sql::has_second_statement(text)
+                        && crate::commit_sql::mentions_commit(text)));
+            if may_commit || (!explicit && !crate::commit_sql::is_harmless_to_repeat(text)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The SQL text run by the Execute at index `i`: the statement of the
+    /// latest Bind before it, from a Parse in the unit or the session.
+    fn executed_text(&self, i: usize) -> Option<&[u8]> {
+        let bind = self.requests[..i]
+            .iter()
+            .rev()
+            .find(|r| r.tag == frontend::tag::BIND)?;
+        let body = self.frame(bind)?.get(5..)?;
+        let portal_end = body.iter().position(|&b| b == 0)?;
+        let statement = cstr_at(body, portal_end + 1)?;
+        let parsed = self.requests[..i].iter().rev().find_map(|r| {
+            let frame = self.frame(r)?;
+            (r.tag == frontend::tag::PARSE && cstr_at(frame, 5)? == statement).then_some(frame)
+        });
+        match parsed {
+            Some(frame) => cstr_at(frame, 5 + statement.len() + 1),
+            None => self.session.prepared_text(statement),
+        }
+    }
+
     /// True when no request is open: the session is idle between units.
     pub fn is_idle(&self) -> bool {
         self.requests.is_empty()
@@ -583,6 +641,13 @@ impl Journal {
         self.skipping_to_sync = false;
         old
     }
+}
+
+/// The NUL-terminated string at `at` in `bytes`.
+fn cstr_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = bytes.get(at..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[..end])
 }
 
 fn status_of(body: &[u8]) -> Option<TransactionStatus> {

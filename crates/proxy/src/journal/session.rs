@@ -131,6 +131,18 @@ impl SessionState {
             .sum()
     }
 
+    /// The SQL text of a named prepared statement of the session.
+    pub fn prepared_text(&self, wanted: &[u8]) -> Option<&[u8]> {
+        self.entries.iter().find_map(|e| match e {
+            Entry::Prepared { name, frame } if name == wanted => {
+                let body = frame.get(5..)?;
+                let rest = &body[wanted.len() + 1..];
+                first_cstr(rest)
+            }
+            _ => None,
+        })
+    }
+
     fn forget_prepared(&mut self, name: &[u8]) {
         self.changed();
         self.entries
