@@ -44,6 +44,14 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
             "hold_timeout_ms",
         ],
     ),
+    (
+        "journal",
+        &[
+            "max_transaction_bytes",
+            "max_session_state_bytes",
+            "max_commit_log_entries",
+        ],
+    ),
 ];
 
 /// Keys that hold lists of tables, which only the file can set.
@@ -160,6 +168,13 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "health.probe_timeout_ms" => config.health.probe_timeout_ms = positive(value)?,
         "health.failure_timeout_ms" => config.health.failure_timeout_ms = positive(value)?,
         "health.hold_timeout_ms" => config.health.hold_timeout_ms = positive(value)?,
+        "journal.max_transaction_bytes" => config.journal.max_transaction_bytes = positive(value)?,
+        "journal.max_session_state_bytes" => {
+            config.journal.max_session_state_bytes = positive(value)?
+        }
+        "journal.max_commit_log_entries" => {
+            config.journal.max_commit_log_entries = positive(value)?
+        }
         _ => return Err(format!("{key} cannot be set from the environment")),
     }
     Ok(())

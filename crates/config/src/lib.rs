@@ -41,7 +41,7 @@ pub use env::{env_var_name, ENV_KEYS, ENV_PREFIX, NON_CONFIG_VARS};
 pub use error::{ConfigError, Location};
 pub use model::{
     AdminConfig, AuthConfig, AuthMethod, AuthMode, BackendConfig, Config, HbaRule, HealthConfig,
-    ProxyConfig, Server, UnknownName, User, DEFAULT_AUTH_QUERY,
+    JournalConfig, ProxyConfig, Server, UnknownName, User, DEFAULT_AUTH_QUERY,
 };
 pub use secret::{Secret, REDACTED};
 

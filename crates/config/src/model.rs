@@ -36,6 +36,8 @@ pub struct Config {
     /// `[health]`: how a failed primary is detected and how long sessions wait for a new
     /// one.
     pub health: HealthConfig,
+    /// `[journal]`: how much of each session the proxy keeps to move it.
+    pub journal: JournalConfig,
 }
 
 /// `[proxy]`
@@ -219,6 +221,34 @@ impl BackendConfig {
     /// `connect_timeout_ms` as a `Duration`.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[journal]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Bytes of client messages kept for a session's open transaction (or the
+    /// requests in flight). Past this the session cannot be moved until the
+    /// transaction ends; a failover meanwhile gives it a clear error.
+    /// Default 16777216 (16 MiB).
+    pub max_transaction_bytes: u64,
+    /// Bytes of session state kept (settings, listens, prepared statements).
+    /// Past this the session cannot be moved. Default 4194304 (4 MiB).
+    pub max_session_state_bytes: u64,
+    /// Committed transactions kept, proxy-wide, until the standbys have them;
+    /// past this the oldest are dropped (and counted in `/metrics`).
+    /// Default 50000.
+    pub max_commit_log_entries: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_transaction_bytes: 16 << 20,
+            max_session_state_bytes: 4 << 20,
+            max_commit_log_entries: 50_000,
+        }
     }
 }
 

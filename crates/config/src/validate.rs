@@ -27,6 +27,18 @@ impl Config {
             self.backend.connect_timeout_ms,
         )?;
         self.check_health()?;
+        positive(
+            "journal.max_transaction_bytes",
+            self.journal.max_transaction_bytes,
+        )?;
+        positive(
+            "journal.max_session_state_bytes",
+            self.journal.max_session_state_bytes,
+        )?;
+        positive(
+            "journal.max_commit_log_entries",
+            self.journal.max_commit_log_entries,
+        )?;
         Ok(())
     }
 

@@ -39,6 +39,7 @@ pub enum StartError {
 /// A running proxy.
 pub struct ProxyHandle {
     drain: Drain,
+    commit_log: Arc<CommitLog>,
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
     cancel: Arc<CancelMap>,
@@ -55,6 +56,11 @@ impl ProxyHandle {
     /// The proxy's counters.
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Committed transactions the standbys may not have yet.
+    pub fn commit_log(&self) -> Arc<CommitLog> {
+        Arc::clone(&self.commit_log)
     }
 
     /// Parks sessions for a switchover: `wait_parked` resolves when every
@@ -86,7 +92,9 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let metrics = Arc::new(ProxyMetrics::default());
-    let commit_log = Arc::new(CommitLog::default());
+    let commit_log = Arc::new(CommitLog::new(
+        usize::try_from(config.journal.max_commit_log_entries).unwrap_or(usize::MAX),
+    ));
     crate::commit_log::lsn::spawn(
         Arc::clone(&commit_log),
         Arc::clone(&config),
@@ -110,6 +118,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     tracing::info!(%local_addr, "proxy listening");
     Ok(ProxyHandle {
         drain: ctx_drain,
+        commit_log: Arc::clone(&commit_log),
         local_addr,
         metrics,
         cancel,

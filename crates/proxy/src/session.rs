@@ -113,7 +113,12 @@ async fn run(
     let mut server = backend.conn;
     let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), DEFAULT_MAX_MESSAGE_LEN);
     let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
-    let mut state = RelayState::new(Limits::default(), backend.key.process_id);
+    let journal = &ctx.config.journal;
+    let limits = Limits {
+        max_unit_bytes: usize::try_from(journal.max_transaction_bytes).unwrap_or(usize::MAX),
+        max_session_bytes: usize::try_from(journal.max_session_state_bytes).unwrap_or(usize::MAX),
+    };
+    let mut state = RelayState::new(limits, backend.key.process_id);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
     let mut topology = ctx.topology.clone();

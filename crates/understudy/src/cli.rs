@@ -80,9 +80,17 @@ pub struct StatusArgs {
 /// `understudy bench`
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Seconds each pgbench run lasts.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u32,
+    /// Instead of the throughput comparison: pgbench tpcb-like through understudy while
+    /// the primary is killed (`kill -9`) every --kill-every seconds, then through
+    /// PgBouncer; writes failover.json, failover.md and failover.svg.
+    #[arg(long)]
+    pub failover: bool,
+    /// With --failover: seconds between two kills of the primary.
+    #[arg(long, default_value_t = 10, requires = "failover")]
+    pub kill_every: u32,
+    /// Seconds each pgbench run lasts (default 10; 30 with --failover).
+    #[arg(long)]
+    pub seconds: Option<u32>,
     /// pgbench clients (-c).
     #[arg(long, default_value_t = 8)]
     pub clients: u32,
@@ -92,7 +100,7 @@ pub struct BenchArgs {
     /// pgbench scale factor for initialisation (-s).
     #[arg(long, default_value_t = 10)]
     pub scale: u32,
-    /// Directory for report.json and report.md.
+    /// Directory for the reports (report.json and report.md, or failover.*).
     #[arg(long, default_value = "./bench-out")]
     pub out: PathBuf,
 }

@@ -37,7 +37,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         metrics: proxy.metrics(),
         nodes,
         token: config.admin.token.expose().to_owned(),
-        extra_metrics: None,
+        extra_metrics: Some({
+            let commit_log = proxy.commit_log();
+            Arc::new(move |out: &mut String| commit_log.render_prometheus(out))
+        }),
         failover: None,
         switchover: None,
     });

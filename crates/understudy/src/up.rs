@@ -121,6 +121,7 @@ fn admin_state(
         })
     };
     let metrics = orchestrator.metrics();
+    let commit_log = proxy.commit_log();
     let failover = {
         let orchestrator = Arc::clone(orchestrator);
         Arc::new(move || {
@@ -154,7 +155,8 @@ fn admin_state(
         nodes,
         token: String::new(),
         extra_metrics: Some(Arc::new(move |out: &mut String| {
-            metrics.render_prometheus(out)
+            metrics.render_prometheus(out);
+            commit_log.render_prometheus(out);
         })),
         failover: Some(failover),
         switchover: Some(switchover),

@@ -26,10 +26,6 @@ use crate::failover::Identity;
 use crate::journal::session::Snapshot;
 use crate::journal::CommittedUnit;
 
-/// Entries kept at most; past this the oldest are dropped (and counted):
-/// a standby that falls this far behind is not a standby to fail over to.
-const MAX_ENTRIES: usize = 50_000;
-
 /// One committed transaction.
 pub struct Entry {
     /// Commit order across the proxy.
@@ -45,8 +41,11 @@ pub struct Entry {
 }
 
 /// The log of one proxy.
-#[derive(Default)]
 pub struct CommitLog {
+    /// Entries kept at most; past this the oldest are dropped (and
+    /// counted): a standby that falls this far behind is not one to fail
+    /// over to without loss anyway.
+    max_entries: usize,
     entries: Mutex<VecDeque<Entry>>,
     seq: AtomicU64,
     /// WAL positions of the primary and its standbys.
@@ -62,6 +61,20 @@ pub struct CommitLog {
 }
 
 impl CommitLog {
+    /// An empty log that keeps at most `max_entries` entries.
+    pub fn new(max_entries: usize) -> Self {
+        CommitLog {
+            max_entries,
+            entries: Mutex::default(),
+            seq: AtomicU64::default(),
+            lsn: lsn::LsnTracker::default(),
+            dropped: AtomicU64::default(),
+            reapplied: AtomicU64::default(),
+            reapplied_mismatches: AtomicU64::default(),
+            reapply_gate: tokio::sync::Mutex::default(),
+        }
+    }
+
     /// Adds a transaction that just committed.
     pub fn push(&self, identity: &Arc<Identity>, session: Snapshot, unit: CommittedUnit) {
         let entry = Entry {
@@ -72,7 +85,7 @@ impl CommitLog {
             unit,
         };
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
+        if entries.len() >= self.max_entries {
             entries.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -101,6 +114,42 @@ impl CommitLog {
     /// True when every commit is on the standby.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Appends the log's metrics in the Prometheus text format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let rows = [
+            (
+                "understudy_commit_log_entries",
+                "gauge",
+                "Committed transactions not yet flushed by the standbys.",
+                self.len() as u64,
+            ),
+            (
+                "understudy_commit_log_dropped_total",
+                "counter",
+                "Commit log entries dropped because the log was full.",
+                self.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "understudy_reapplied_total",
+                "counter",
+                "Committed transactions re-applied on a new primary.",
+                self.reapplied.load(Ordering::Relaxed),
+            ),
+            (
+                "understudy_reapplied_mismatches_total",
+                "counter",
+                "Re-applied transactions whose results differed or that failed.",
+                self.reapplied_mismatches.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
 
     /// Takes every entry, in commit order.

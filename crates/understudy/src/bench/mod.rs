@@ -10,13 +10,17 @@
 //! - [`pgbouncer`]: PgBouncer in session mode, for comparison.
 //! - [`child`]: stopping those children by pid, waiting until they accept connections.
 //! - [`report`]: `report.json` and `report.md`.
+//! - [`failover`]: `--failover`, pgbench while the primary is killed, understudy vs
+//!   PgBouncer; [`svg`]: its throughput plot.
 //! - [`error`]: the [`BenchError`] enum.
 
 mod child;
 mod error;
+mod failover;
 mod pgbench;
 mod pgbouncer;
 mod report;
+mod svg;
 mod tools;
 mod understudy_process;
 
@@ -41,11 +45,16 @@ const WARMUP_SECONDS: u32 = 2;
 /// Connections the benchmark's servers accept (`max_connections`), minus a margin for
 /// the proxies' own connections and replication.
 const MAX_CLIENTS: u32 = 250;
+/// `--seconds` when not given.
+const DEFAULT_SECONDS: u32 = 10;
 
 /// Runs the benchmark described by `args`, writes the report to `args.out` and prints
 /// it.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
-    let load = validate(&args)?;
+    if args.failover {
+        return failover::run(args).await;
+    }
+    let load = validate(&args, args.seconds.unwrap_or(DEFAULT_SECONDS))?;
     let tools = tools::locate().await?;
     let mut work = WorkDir::create()?;
     tracing::info!(dir = %work.path().display(), "benchmark working directory");
@@ -61,8 +70,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Checks the flags and turns them into a pgbench load.
-fn validate(args: &BenchArgs) -> Result<Load, BenchError> {
+/// Checks the flags and turns them into a pgbench load of `seconds`.
+fn validate(args: &BenchArgs, seconds: u32) -> Result<Load, BenchError> {
     let positive = |flag: &'static str, value: u32| {
         if value == 0 {
             Err(BenchError::InvalidArgument {
@@ -73,7 +82,7 @@ fn validate(args: &BenchArgs) -> Result<Load, BenchError> {
             Ok(())
         }
     };
-    positive("seconds", args.seconds)?;
+    positive("seconds", seconds)?;
     positive("clients", args.clients)?;
     positive("threads", args.threads)?;
     positive("scale", args.scale)?;
@@ -95,7 +104,7 @@ fn validate(args: &BenchArgs) -> Result<Load, BenchError> {
         });
     }
     Ok(Load {
-        seconds: args.seconds,
+        seconds,
         clients: args.clients,
         threads: args.threads,
     })
@@ -109,23 +118,7 @@ async fn bench(
     work: &mut WorkDir,
 ) -> Result<Report, BenchError> {
     let run_as = RunAs::detect()?;
-    let cluster_dir = work.path().join("cluster");
-    std::fs::create_dir(&cluster_dir).map_err(BenchError::io(format!(
-        "creating {}",
-        cluster_dir.display()
-    )))?;
-    let cluster_dir = std::fs::canonicalize(&cluster_dir).map_err(BenchError::io(format!(
-        "resolving {}",
-        cluster_dir.display()
-    )))?;
-    // The cluster keeps its sockets (and, were the directory unreachable for the
-    // PostgreSQL user, its data) outside its directory: remove those too.
-    work.also_remove(workdir::socket_dir(&cluster_dir));
-    let data_root = workdir::default_data_root(&cluster_dir, &run_as);
-    if !data_root.starts_with(work.path()) {
-        work.also_remove(data_root);
-    }
-
+    let cluster_dir = cluster_dir(work, &run_as)?;
     tracing::info!("starting a primary and a streaming standby");
     let cluster = EmbeddedCluster::up(&cluster_dir).await?;
     let result = bench_on(args, load, tools, work.path(), &run_as, &cluster).await;
@@ -133,6 +126,23 @@ async fn bench(
     let report = result?;
     stopped?;
     Ok(report)
+}
+
+/// Creates `work/cluster` for the benchmark's primary and standby and registers the
+/// paths the cluster keeps outside it for removal; returns its canonical path.
+fn cluster_dir(work: &mut WorkDir, run_as: &RunAs) -> Result<PathBuf, BenchError> {
+    let dir = work.path().join("cluster");
+    std::fs::create_dir(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
+    let dir = std::fs::canonicalize(&dir)
+        .map_err(BenchError::io(format!("resolving {}", dir.display())))?;
+    // The cluster keeps its sockets (and, were the directory unreachable for the
+    // PostgreSQL user, its data) outside its directory: remove those too.
+    work.also_remove(workdir::socket_dir(&dir));
+    let data_root = workdir::default_data_root(&dir, run_as);
+    if !data_root.starts_with(work.path()) {
+        work.also_remove(data_root);
+    }
+    Ok(dir)
 }
 
 /// Initialises pgbench, starts both proxies and measures every workload on every target.
@@ -179,7 +189,7 @@ async fn bench_on(
         select_only: WorkloadReport::new(&select_only),
         tpcb_like: WorkloadReport::new(&tpcb_like),
         settings: Settings {
-            seconds: args.seconds,
+            seconds: load.seconds,
             clients: args.clients,
             threads: args.threads,
             scale: args.scale,
