@@ -102,3 +102,83 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
         .get(0);
     assert_eq!(direct, 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    let standby = h.cluster.connect_to(1).await;
+    let table_replicated = wait_until(DEADLINE, || {
+        let standby = &standby;
+        async move {
+            standby
+                .query_one("select to_regclass('t') is not null", &[])
+                .await
+                .is_ok_and(|r| r.get(0))
+        }
+    })
+    .await;
+    assert!(table_replicated);
+    // The standby receives everything but applies it an hour late.
+    standby
+        .batch_execute("alter system set recovery_min_apply_delay = '1h'")
+        .await
+        .unwrap();
+    standby
+        .batch_execute("select pg_reload_conf()")
+        .await
+        .unwrap();
+
+    let client = h.connect(Target::Proxy).await;
+    for id in 1..=20 {
+        client.batch_execute("begin").await.unwrap();
+        client
+            .execute("insert into t values ($1)", &[&id])
+            .await
+            .unwrap();
+        client.batch_execute("commit").await.unwrap();
+    }
+    let applied: i64 = standby
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        applied < 20,
+        "the delay holds transactions back ({applied} applied)"
+    );
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    let primary = h.cluster.primary().clone();
+    assert!(
+        wait_until(DEADLINE, || {
+            let primary = primary.clone();
+            async move { primary.processes().is_empty() }
+        })
+        .await
+    );
+    h.cluster.standby_mut(0).promote().await.unwrap();
+    let new_primary = h.cluster.standby(0);
+    h.topology.send_replace(Topology {
+        draining: false,
+        primary: Some(BackendAddr {
+            name: new_primary.name().to_owned(),
+            host: Ipv4Addr::LOCALHOST.to_string(),
+            port: new_primary.port(),
+        }),
+    });
+
+    let ids: Vec<i32> = client
+        .query("select id from t order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+}
