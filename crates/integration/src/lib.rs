@@ -418,3 +418,72 @@ pub fn data_row_text(body: &[u8], column: usize) -> Option<String> {
     }
     unreachable!("the loop returns at the column")
 }
+
+/// How long failover steps of the tests may take.
+pub const FAILOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Harness {
+    /// Kills the primary's postmaster (`kill -9`), promotes the first
+    /// standby and points the proxy at it.
+    pub async fn fail_over(&mut self) {
+        self.cluster
+            .primary()
+            .kill(nix::sys::signal::Signal::SIGKILL)
+            .expect("kill the primary");
+        self.promote_standby().await;
+    }
+
+    /// After the primary was killed: waits until none of its processes is
+    /// left, promotes the first standby and points the proxy at it.
+    pub async fn promote_standby(&mut self) {
+        let primary = self.cluster.primary().clone();
+        let gone = understudy_testkit::wait_until(FAILOVER_DEADLINE, || {
+            let primary = primary.clone();
+            async move { primary.processes().is_empty() }
+        })
+        .await;
+        assert!(gone, "the old primary's processes are gone");
+        self.cluster
+            .standby_mut(0)
+            .promote()
+            .await
+            .expect("promote");
+        let standby = self.cluster.standby(0);
+        self.topology.send_replace(Topology {
+            draining: false,
+            primary: Some(BackendAddr {
+                name: standby.name().to_owned(),
+                host: Ipv4Addr::LOCALHOST.to_string(),
+                port: standby.port(),
+            }),
+        });
+    }
+
+    /// Waits until the first standby has replayed everything the primary
+    /// wrote so far.
+    pub async fn wait_replicated(&self) {
+        let primary = self.cluster.connect().await;
+        let standby = self.cluster.connect_to(1).await;
+        let lsn: String = primary
+            .query_one("select pg_current_wal_lsn()::text", &[])
+            .await
+            .expect("read the WAL position")
+            .get(0);
+        let caught_up = understudy_testkit::wait_until(FAILOVER_DEADLINE, || {
+            let standby = &standby;
+            let lsn = lsn.clone();
+            async move {
+                standby
+                    .query_one(
+                        "select pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .await
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(caught_up, "the standby caught up");
+    }
+}

@@ -2,13 +2,11 @@
 //! saw committed but the standby never received are applied on the new
 //! primary after a failover, exactly once.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
-use understudy_proxy::{BackendAddr, Topology};
 use understudy_testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -65,24 +63,7 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
-    let primary = h.cluster.primary().clone();
-    assert!(
-        wait_until(DEADLINE, || {
-            let primary = primary.clone();
-            async move { primary.processes().is_empty() }
-        })
-        .await
-    );
-    h.cluster.standby_mut(0).promote().await.unwrap();
-    let new_primary = h.cluster.standby(0);
-    h.topology.send_replace(Topology {
-        draining: false,
-        primary: Some(BackendAddr {
-            name: new_primary.name().to_owned(),
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: new_primary.port(),
-        }),
-    });
+    h.promote_standby().await;
 
     // The session moves on its next statement; the lost commits are
     // applied before it continues.
@@ -154,24 +135,7 @@ async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
     );
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    let primary = h.cluster.primary().clone();
-    assert!(
-        wait_until(DEADLINE, || {
-            let primary = primary.clone();
-            async move { primary.processes().is_empty() }
-        })
-        .await
-    );
-    h.cluster.standby_mut(0).promote().await.unwrap();
-    let new_primary = h.cluster.standby(0);
-    h.topology.send_replace(Topology {
-        draining: false,
-        primary: Some(BackendAddr {
-            name: new_primary.name().to_owned(),
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: new_primary.port(),
-        }),
-    });
+    h.promote_standby().await;
 
     let ids: Vec<i32> = client
         .query("select id from t order by id", &[])

@@ -7,13 +7,11 @@
 //! moment that matters: after the commit record is written, before the
 //! client hears of it.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
-use understudy_proxy::{BackendAddr, Topology};
 use understudy_testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -64,34 +62,6 @@ async fn commit_waits_for_the_standby(h: &Harness) {
     assert!(waiting, "the COMMIT waits for the standby");
 }
 
-async fn fail_over(h: &mut Harness) {
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    promote_standby(h).await;
-}
-
-/// Waits until the killed primary is gone, promotes the standby and points
-/// the proxy at it.
-async fn promote_standby(h: &mut Harness) {
-    let primary = h.cluster.primary().clone();
-    assert!(
-        wait_until(DEADLINE, || {
-            let primary = primary.clone();
-            async move { primary.processes().is_empty() }
-        })
-        .await
-    );
-    h.cluster.standby_mut(0).promote().await.unwrap();
-    let standby = h.cluster.standby(0);
-    h.topology.send_replace(Topology {
-        draining: false,
-        primary: Some(BackendAddr {
-            name: standby.name().to_owned(),
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: standby.port(),
-        }),
-    });
-}
-
 async fn rows_on_new_primary(h: &Harness) -> Vec<i32> {
     h.cluster
         .connect_to(1)
@@ -132,7 +102,7 @@ async fn commit_that_reached_the_standby_is_reported_once() {
     });
     commit_waits_for_the_standby(&h).await;
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
 
     let (client, result) = tokio::time::timeout(DEADLINE, commit)
         .await
@@ -176,7 +146,7 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGCONT).unwrap();
-    promote_standby(&mut h).await;
+    h.promote_standby().await;
 
     let (_client, result) = tokio::time::timeout(DEADLINE, commit)
         .await
@@ -226,7 +196,7 @@ async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(backend), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGCONT).unwrap();
-    promote_standby(&mut h).await;
+    h.promote_standby().await;
 
     let (client, result) = tokio::time::timeout(DEADLINE, insert)
         .await

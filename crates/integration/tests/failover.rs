@@ -4,72 +4,13 @@
 //! replay differs fails with 40001 and the session stays usable; a backend
 //! terminated on purpose ends its session as it would directly.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
-use nix::sys::signal::Signal;
 use tokio_postgres::{AsyncMessage, NoTls};
 use understudy_integration::{Harness, Target};
-use understudy_proxy::{BackendAddr, Topology};
-use understudy_testkit::wait_until;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Kills the primary's postmaster, waits until none of its processes is
-/// left, promotes the standby and points the proxy at it.
-async fn fail_over(h: &mut Harness) {
-    h.cluster
-        .primary()
-        .kill(Signal::SIGKILL)
-        .expect("kill the primary");
-    let primary = h.cluster.primary().clone();
-    assert!(
-        wait_until(DEADLINE, || {
-            let primary = primary.clone();
-            async move { primary.processes().is_empty() }
-        })
-        .await,
-        "old primary's processes are gone"
-    );
-    h.cluster.standby_mut(0).promote().await.expect("promote");
-    let standby = h.cluster.standby(0);
-    h.topology.send_replace(Topology {
-        draining: false,
-        primary: Some(BackendAddr {
-            name: standby.name().to_owned(),
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: standby.port(),
-        }),
-    });
-}
-
-/// Waits until the standby has replayed everything the primary wrote.
-async fn wait_replicated(h: &Harness) {
-    let primary = h.cluster.connect().await;
-    let standby = h.cluster.connect_to(1).await;
-    let lsn: String = primary
-        .query_one("select pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let caught_up = wait_until(DEADLINE, || {
-        let standby = &standby;
-        let lsn = lsn.clone();
-        async move {
-            standby
-                .query_one(
-                    "select pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                    &[&lsn],
-                )
-                .await
-                .map(|row| row.get::<_, bool>(0))
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(caught_up, "standby caught up");
-}
+const DEADLINE: Duration = understudy_integration::FAILOVER_DEADLINE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_session_keeps_its_settings_and_prepared_statements() {
@@ -92,9 +33,9 @@ async fn idle_session_keeps_its_settings_and_prepared_statements() {
         .await
         .unwrap();
     client.execute(&insert, &[&1i32, &"before"]).await.unwrap();
-    wait_replicated(&h).await;
+    h.wait_replicated().await;
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
 
     client.execute(&insert, &[&2i32, &"after"]).await.unwrap();
     let rows = client
@@ -128,7 +69,7 @@ async fn open_transaction_is_replayed_and_commits_once() {
         .batch_execute("create table t (id int primary key); insert into t values (1)")
         .await
         .unwrap();
-    wait_replicated(&h).await;
+    h.wait_replicated().await;
     let client = h.connect(Target::Proxy).await;
     client.batch_execute("begin").await.unwrap();
     client
@@ -142,7 +83,7 @@ async fn open_transaction_is_replayed_and_commits_once() {
         .get(0);
     assert_eq!(seen, 2);
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
 
     client
         .execute("insert into t values (3)", &[])
@@ -169,7 +110,7 @@ async fn transaction_whose_replay_differs_fails_with_40001_and_the_session_goes_
     client.batch_execute("begin").await.unwrap();
     client.query_one("select random()", &[]).await.unwrap();
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
 
     let err = client
         .query_one("select 1", &[])
@@ -204,7 +145,7 @@ async fn half_streamed_result_continues_without_duplicates() {
         expected += 1;
     }
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
 
     while let Some(row) = rows.try_next().await.unwrap() {
         assert_eq!(row.get::<_, i32>(0), expected);
@@ -237,7 +178,7 @@ async fn listen_survives_and_notifications_arrive_from_the_new_primary() {
     });
     listener.batch_execute("listen jobs").await.unwrap();
 
-    fail_over(&mut h).await;
+    h.fail_over().await;
     // The move happens when the session notices; a query makes it notice.
     listener.batch_execute("select 1").await.unwrap();
 

@@ -111,21 +111,16 @@ impl Ledgers {
         let primary = topology::wait_for_primary(&mut topology, timeout)
             .await
             .ok_or("no primary server is available")?;
-        let auth = &self.config.auth;
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(&primary.host)
-            .port(primary.port)
-            .user(&auth.auth_user)
-            .password(auth.auth_password.expose())
-            .dbname(database)
-            .application_name("understudy-ledger")
-            .connect_timeout(timeout);
-        let (client, connection) = pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        Ok(client)
+        crate::control::connect(
+            &self.config,
+            &primary.host,
+            primary.port,
+            database,
+            "understudy-ledger",
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     async fn setup(&self, database: &str) -> Result<(), String> {

@@ -19,6 +19,7 @@
 //! - [`ledger`]: the commit ledger that resolves a COMMIT lost in a failover.
 //! - [`commit_sql`]: recognising a COMMIT statement.
 //! - [`drain`]: parking sessions for a planned switchover.
+//! - [`control`]: the proxy's own connections to servers.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
@@ -30,6 +31,7 @@ pub mod client_auth;
 pub mod commit_log;
 pub mod commit_sql;
 pub mod conn;
+pub mod control;
 pub mod drain;
 pub mod error;
 pub mod failover;

@@ -83,23 +83,17 @@ impl SecretStore {
 
     async fn connect(&self, addr: &BackendAddr) -> Result<Control, String> {
         let auth = &self.config.auth;
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(&addr.host)
-            .port(addr.port)
-            .user(&auth.auth_user)
-            .password(auth.auth_password.expose())
-            .dbname("postgres")
-            .application_name("understudy-auth")
-            .connect_timeout(self.config.backend.connect_timeout());
-        let (client, connection) = pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {addr} as \"{}\": {e}", auth.auth_user))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "auth lookup connection ended");
-            }
-        });
+        let timeout = self.config.backend.connect_timeout();
+        let client = crate::control::connect(
+            &self.config,
+            &addr.host,
+            addr.port,
+            "postgres",
+            "understudy-auth",
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("cannot connect to {addr} as \"{}\": {e}", auth.auth_user))?;
         let query = client
             .prepare(&auth.auth_query)
             .await

@@ -116,21 +116,16 @@ async fn probe(
     clients: &mut HashMap<String, tokio_postgres::Client>,
 ) -> Result<(bool, u64), String> {
     if clients.get(&server.name).is_none_or(|c| c.is_closed()) {
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(&server.host)
-            .port(server.port)
-            .user(&config.auth.auth_user)
-            .password(config.auth.auth_password.expose())
-            .dbname("postgres")
-            .application_name("understudy-monitor")
-            .connect_timeout(config.backend.connect_timeout());
-        let (client, connection) = pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let client = understudy_proxy::control::connect(
+            config,
+            &server.host,
+            server.port,
+            "postgres",
+            "understudy-monitor",
+            config.backend.connect_timeout(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         clients.insert(server.name.clone(), client);
     }
     let Some(client) = clients.get(&server.name) else {

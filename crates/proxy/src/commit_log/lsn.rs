@@ -126,15 +126,8 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
 }
 
 async fn connect(config: &Config, host: &str, port: u16) -> Option<tokio_postgres::Client> {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(host)
-        .port(port)
-        .user(&config.auth.auth_user)
-        .password(config.auth.auth_password.expose())
-        .dbname("postgres")
-        .application_name("understudy-lsn")
-        .connect_timeout(config.backend.connect_timeout());
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.ok()?;
-    tokio::spawn(connection);
-    Some(client)
+    let timeout = config.backend.connect_timeout();
+    crate::control::connect(config, host, port, "postgres", "understudy-lsn", timeout)
+        .await
+        .ok()
 }

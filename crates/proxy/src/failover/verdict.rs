@@ -49,22 +49,20 @@ pub async fn decide(fatal: Option<&ErrorFields>, server: &BackendAddr, config: &
 /// True when `server` accepts a new connection and is not in recovery.
 pub async fn is_healthy_primary(server: &BackendAddr, config: &Config) -> bool {
     let probe = async {
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(&server.host)
-            .port(server.port)
-            .user(&config.auth.auth_user)
-            .password(config.auth.auth_password.expose())
-            .dbname("postgres")
-            .application_name("understudy-probe")
-            .connect_timeout(PROBE_TIMEOUT);
-        let (client, connection) = pg.connect(tokio_postgres::NoTls).await.ok()?;
-        let task = tokio::spawn(connection);
+        let client = crate::control::connect(
+            config,
+            &server.host,
+            server.port,
+            "postgres",
+            "understudy-probe",
+            PROBE_TIMEOUT,
+        )
+        .await
+        .ok()?;
         let row = client
             .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
             .await
             .ok();
-        drop(client);
-        let _ = task.await;
         row.and_then(|r| r.try_get::<_, bool>(0).ok())
     };
     matches!(
