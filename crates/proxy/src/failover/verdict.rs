@@ -46,10 +46,37 @@ pub async fn decide(fatal: Option<&ErrorFields>, server: &BackendAddr, config: &
     }
 }
 
-/// True when `server` accepts a new connection and is not in recovery.
+/// What a probe of the lost backend's server found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// It accepts connections and is not in recovery.
+    Primary,
+    /// It refused the connection, is shutting down or is a standby.
+    NotPrimary,
+    /// No answer in time: try again.
+    Unknown,
+}
+
+/// Probes attempted before an unanswered server counts as gone.
+const PROBE_ATTEMPTS: usize = 3;
+
+/// True when `server` accepts a new connection and is not in recovery. A
+/// server that does not answer in time is asked again: a slow answer from a
+/// busy machine must not turn a deliberate termination into a move.
 pub async fn is_healthy_primary(server: &BackendAddr, config: &Config) -> bool {
-    let probe = async {
-        let client = crate::control::connect(
+    for _ in 0..PROBE_ATTEMPTS {
+        match probe(server, config).await {
+            Health::Primary => return true,
+            Health::NotPrimary => return false,
+            Health::Unknown => continue,
+        }
+    }
+    false
+}
+
+async fn probe(server: &BackendAddr, config: &Config) -> Health {
+    let attempt = async {
+        let client = match crate::control::connect(
             config,
             &server.host,
             server.port,
@@ -58,15 +85,35 @@ pub async fn is_healthy_primary(server: &BackendAddr, config: &Config) -> bool {
             PROBE_TIMEOUT,
         )
         .await
-        .ok()?;
-        let row = client
+        {
+            Ok(client) => client,
+            Err(e) if e.as_db_error().is_some() || is_refused(&e) => return Health::NotPrimary,
+            Err(_) => return Health::Unknown,
+        };
+        match client
             .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
             .await
-            .ok();
-        row.and_then(|r| r.try_get::<_, bool>(0).ok())
+            .ok()
+            .and_then(|r| r.try_get::<_, bool>(0).ok())
+        {
+            Some(false) => Health::Primary,
+            Some(true) => Health::NotPrimary,
+            None => Health::Unknown,
+        }
     };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Some(false))
-    )
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Health::Unknown)
+}
+
+/// True when the connection was refused: nothing listens there (any more).
+fn is_refused(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = inner.source();
+    }
+    false
 }
