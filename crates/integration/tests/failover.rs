@@ -218,3 +218,80 @@ async fn backend_terminated_on_purpose_ends_the_session_like_directly() {
     );
     assert!(client.is_closed() || client.query_one("select 1", &[]).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_transaction_never_commits_even_with_its_commit_in_flight() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+    let client = h.connect(Target::Proxy).await;
+    client.batch_execute("begin").await.unwrap();
+    client
+        .execute("insert into t values (1)", &[])
+        .await
+        .unwrap();
+    client.query_one("select random()", &[]).await.unwrap();
+    let backend: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The backend is frozen, so the COMMIT waits unread in its socket.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(backend),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let metrics = h.proxy.metrics();
+    let sent_before = metrics
+        .queries_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit").await;
+        (client, result)
+    });
+    let forwarded = understudy_testkit::wait_until(DEADLINE, || {
+        let metrics = metrics.clone();
+        async move {
+            metrics
+                .queries_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > sent_before
+        }
+    })
+    .await;
+    assert!(forwarded, "the COMMIT reached the proxy");
+
+    h.cluster
+        .primary()
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(backend),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    h.promote_standby().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.expect_err("the transaction read random() and cannot be replayed");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("40001"),
+        "{err}"
+    );
+    let rows: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .expect("after a failed COMMIT the session is idle and usable")
+        .get(0);
+    assert_eq!(rows, 0, "the diverged transaction did not commit");
+}

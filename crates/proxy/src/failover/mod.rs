@@ -26,6 +26,7 @@ use understudy_protocol::backend::{
     sqlstate, ErrorFields, ParameterStatus, ReadyForQuery, Severity, TransactionStatus,
 };
 use understudy_protocol::frontend::{encode_query, tag as ftag};
+use understudy_protocol::FrameWriter;
 
 use self::commit::CommitOutcome;
 use self::replay::{replay_unit, restore_session, ReplayError};
@@ -296,7 +297,11 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
     lost: &BackendAddr,
     ctx: &ProxyContext,
 ) -> Result<BackendConn, MoveError> {
-    let explicit = state.journal.tx_status != TransactionStatus::Idle;
+    // A failed COMMIT ends the transaction, as in PostgreSQL: the client is
+    // then idle, not in an aborted block.
+    let commit_outstanding =
+        (0..old.len()).any(|i| !old[i].done && state.journal.request_commits(i));
+    let explicit = state.journal.tx_status != TransactionStatus::Idle && !commit_outstanding;
     let status = if explicit {
         TransactionStatus::Failed
     } else {
@@ -337,22 +342,39 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
         .map(|(r, _)| (r.tag, r.expect))
         .collect();
     for (tag, expect) in outstanding {
-        let error = |code: &str, message: String| ErrorFields::new(Severity::Error, code, message);
-        if first || matches!(tag, ftag::QUERY | ftag::FUNCTION_CALL) {
-            let fields = if first {
-                error(
+        match tag {
+            // Closing a statement or portal cannot fail.
+            ftag::CLOSE if first => {
+                FrameWriter::tagged(&mut out, understudy_protocol::backend::tag::CLOSE_COMPLETE)
+                    .finish();
+            }
+            // The transaction's error belongs to what the client runs.
+            ftag::QUERY
+            | ftag::FUNCTION_CALL
+            | ftag::PARSE
+            | ftag::BIND
+            | ftag::DESCRIBE
+            | ftag::EXECUTE
+                if first =>
+            {
+                ErrorFields::new(
+                    Severity::Error,
                     SERIALIZATION_FAILURE,
                     format!("the transaction was interrupted by a failover and could not be replayed: {why}"),
                 )
                 .with_hint("Retry the transaction.")
-            } else {
-                error(
+                .encode_error(&mut out);
+                first = false;
+            }
+            ftag::QUERY | ftag::FUNCTION_CALL if explicit => {
+                ErrorFields::new(
+                    Severity::Error,
                     IN_FAILED_TRANSACTION,
-                    "current transaction is aborted, commands ignored until end of transaction block".into(),
+                    "current transaction is aborted, commands ignored until end of transaction block",
                 )
-            };
-            fields.encode_error(&mut out);
-            first = false;
+                .encode_error(&mut out);
+            }
+            _ => {}
         }
         if expect == Expect::Ready {
             ReadyForQuery { status }.encode(&mut out);

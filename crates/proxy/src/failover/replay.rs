@@ -120,8 +120,11 @@ pub async fn replay_unit(
             parameters,
         });
     }
+    let in_flight = old.iter().position(|r| !r.done).unwrap_or(old.len());
+    let count = old.len();
     let mut requests = BytesMut::new();
-    for request in journal.requests() {
+    let mut answered_len = 0;
+    for (i, request) in journal.requests().iter().enumerate() {
         match journal.frame(request) {
             Some(frame) => requests.extend_from_slice(frame),
             None => {
@@ -130,17 +133,34 @@ pub async fn replay_unit(
                 ))
             }
         }
+        if i < in_flight {
+            answered_len = requests.len();
+        }
     }
     journal.restart_replies();
-    let in_flight = old.iter().position(|r| !r.done).unwrap_or(old.len());
-    let count = old.len();
+    // The requests whose replies the client already has are verified before
+    // the rest (the request in flight and what follows, e.g. its COMMIT) is
+    // sent: a transaction that diverges must not commit on the new server.
+    let (answered, pending) = requests.split_at(answered_len);
+    let (verified_tx, verified_rx) = tokio::sync::oneshot::channel::<()>();
 
     let (mut reader, mut writer) = stream.split();
     let write = async {
-        writer.write_all(&requests).await?;
-        writer.flush().await
+        writer.write_all(answered).await?;
+        // Without Sync or Flush the server keeps extended-protocol replies.
+        writer.write_all(&FLUSH).await?;
+        writer.flush().await?;
+        // Sent only once the answered requests are verified: a transaction
+        // that diverged must never reach its COMMIT on the new server.
+        if verified_rx.await.is_ok() {
+            writer.write_all(pending).await?;
+            writer.flush().await?;
+        }
+        Ok::<(), std::io::Error>(())
     };
     let verify = async {
+        // Dropped with this future: a failed verification releases the writer.
+        let mut verified_tx = Some(verified_tx);
         loop {
             if journal.requests().len() != count {
                 return Err(ReplayError::Diverged(
@@ -149,6 +169,9 @@ pub async fn replay_unit(
             }
             let owner = journal.next_reply_owner();
             if owner.is_none_or(|i| i >= in_flight) {
+                if let Some(tx) = verified_tx.take() {
+                    let _ = tx.send(());
+                }
                 if in_flight == count {
                     return Ok(Bytes::new());
                 }
@@ -209,11 +232,24 @@ pub async fn replay_unit(
             }
         }
     };
-    let (written, verified) = tokio::join!(write, verify);
+    let Ok((written, verified)) =
+        tokio::time::timeout(REPLAY_LIMIT, async { tokio::join!(write, verify) }).await
+    else {
+        return Err(ReplayError::Diverged(format!(
+            "the replay did not finish within {} s",
+            REPLAY_LIMIT.as_secs()
+        )));
+    };
     let tail = verified?;
     written.map_err(ReplayError::Io)?;
     Ok(Replayed { tail, parameters })
 }
+
+/// How long a replay may take. Past it the transaction is failed (its
+/// pending requests, its COMMIT among them, were never sent).
+const REPLAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A Flush message: the server sends what it holds, and answers nothing.
+const FLUSH: [u8; 5] = [understudy_protocol::frontend::tag::FLUSH, 0, 0, 0, 4];
 
 fn check(now: &Reply, old: &Reply) -> Result<(), ReplayError> {
     if now.bytes == old.bytes && now.digest() == old.digest() {

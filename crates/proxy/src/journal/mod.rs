@@ -304,6 +304,20 @@ impl Journal {
         false
     }
 
+    /// True when the request at index `i` runs a COMMIT (a Query, or an
+    /// Execute of a COMMIT statement).
+    pub fn request_commits(&self, i: usize) -> bool {
+        let Some(request) = self.requests.get(i) else {
+            return false;
+        };
+        let text = match request.tag {
+            frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
+            frontend::tag::EXECUTE => self.executed_text(i),
+            _ => None,
+        };
+        text.is_some_and(crate::commit_sql::is_commit)
+    }
+
     /// The SQL text run by the Execute at index `i`: the statement of the
     /// latest Bind before it, from a Parse in the unit or the session.
     fn executed_text(&self, i: usize) -> Option<&[u8]> {

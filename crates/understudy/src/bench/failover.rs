@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! - this module: the cluster, the proxy, pgbench runs and the kills.
-//! - [`report`]: log analysis (throughput, pauses, errors) and the report files.
+//! - [`logs`]: running pgbench with per-transaction logs, reading the logs.
+//! - [`report`]: throughput, pauses and errors; the report files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,9 +36,11 @@ use crate::cli::BenchArgs;
 use crate::run::shutdown_signal;
 use crate::CliError;
 
+mod logs;
 mod report;
 
-use self::report::{read_logs, Report, Settings, TargetReport, PAUSE_DEFINITION};
+use self::logs::{read_logs, run_pgbench};
+use self::report::{Report, Settings, TargetReport, PAUSE_DEFINITION};
 
 /// `--seconds` when not given.
 const DEFAULT_SECONDS: u32 = 30;
@@ -49,8 +52,6 @@ const PAUSE_WINDOW_US: u64 = 1_000_000;
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a new primary may take to be published after a kill.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Extra time a pgbench run may take beyond `-T`.
-const RUN_SLACK: Duration = Duration::from_secs(120);
 
 /// Runs the failover benchmark described by `args` and writes its report.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -140,14 +141,21 @@ async fn measure(
     config: Arc<Config>,
 ) -> Result<Report, BenchError> {
     let creds = orchestrator.credentials().clone();
-    let pgbench = Pgbench::new(tools.pgbench.clone(), creds.clone());
+    let primary = || orchestrator.roles().primary.port();
     tracing::info!(scale = args.scale, "initialising the pgbench tables");
-    pgbench
-        .initialize(orchestrator.roles().primary.port(), args.scale)
-        .await?;
+    let pgbench = Pgbench::new(tools.pgbench.clone(), creds.clone());
+    pgbench.initialize(primary(), args.scale).await?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(BenchError::io(format!("creating {}", logs.display())))?;
+    let runner = Runner {
+        load,
+        every: args.kill_every,
+        pgbench: &tools.pgbench,
+        creds: &creds,
+        orchestrator,
+        logs: &logs,
+    };
 
     let (topology_tx, topology_rx) = topology::channel(topology_of(&orchestrator.view().borrow()));
     let mut view = orchestrator.view();
@@ -159,52 +167,26 @@ async fn measure(
     let proxy = understudy_proxy::start(config, topology_rx)
         .await
         .map_err(|e| BenchError::io("starting the proxy")(std::io::Error::other(e)))?;
-    let target = Target {
-        name: "understudy",
-        port: proxy.local_addr().port(),
-        max_kills: usize::MAX,
-    };
-    let understudy = run_target(
-        &target,
-        load,
-        args.kill_every,
-        &tools.pgbench,
-        &creds,
-        orchestrator,
-        &logs,
-    )
-    .await;
+    let understudy = runner
+        .run("understudy", proxy.local_addr().port(), usize::MAX)
+        .await;
     proxy.stop_accepting().await;
     follower.abort();
     let understudy = understudy?;
 
     wait_ready(orchestrator).await?;
-    let primary = orchestrator.roles().primary.port();
+    let pgbouncer_dir = dir.join("pgbouncer");
     let bouncer = PgBouncer::start(
         &tools.pgbouncer,
-        &dir.join("pgbouncer"),
+        &pgbouncer_dir,
         run_as,
-        primary,
+        primary(),
         &creds,
         load.clients,
     )
     .await?;
     // PgBouncer has a fixed server: after the first kill there is nothing left to kill.
-    let target = Target {
-        name: "pgbouncer",
-        port: bouncer.port(),
-        max_kills: 1,
-    };
-    let pgbouncer = run_target(
-        &target,
-        load,
-        args.kill_every,
-        &tools.pgbench,
-        &creds,
-        orchestrator,
-        &logs,
-    )
-    .await;
+    let pgbouncer = runner.run("pgbouncer", bouncer.port(), 1).await;
     bouncer.stop().await;
     Ok(Report {
         settings: Settings {
@@ -236,11 +218,15 @@ fn topology_of(view: &ClusterView) -> Topology {
     }
 }
 
-/// Where pgbench connects and how many kills its run gets.
-struct Target {
-    name: &'static str,
-    port: u16,
-    max_kills: usize,
+/// What every run shares.
+struct Runner<'a> {
+    load: Load,
+    /// Seconds between kills.
+    every: u32,
+    pgbench: &'a Path,
+    creds: &'a Credentials,
+    orchestrator: &'a OrchestratorHandle,
+    logs: &'a Path,
 }
 
 /// One kill of the primary.
@@ -258,48 +244,40 @@ pub struct Kill {
     pub new_primary_after_ms: Option<u64>,
 }
 
-/// Runs pgbench against `target` while killing the primary every `every` seconds.
-async fn run_target(
-    target: &Target,
-    load: Load,
-    every: u32,
-    pgbench: &Path,
-    creds: &Credentials,
-    orchestrator: &OrchestratorHandle,
-    logs: &Path,
-) -> Result<TargetReport, BenchError> {
-    wait_ready(orchestrator).await?;
-    tracing::info!(
-        target = target.name,
-        seconds = load.seconds,
-        every,
-        "running pgbench tpcb-like, killing the primary"
-    );
-    let prefix = logs.join(target.name);
-    let t0 = now_us();
-    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-    let bench = async {
-        let output = run_pgbench(pgbench, creds, target.port, load, &prefix).await;
-        done_tx.send_replace(true);
-        output
-    };
-    let end = t0 + u64::from(load.seconds) * 1_000_000;
-    let killer = kill_periodically(orchestrator, t0, end, every, target.max_kills, done_rx);
-    let (output, kills) = tokio::join!(bench, killer);
-    let (status, stdout, stderr) = output?;
-    let entries = tokio::task::spawn_blocking(move || read_logs(&prefix))
-        .await
-        .map_err(|e| BenchError::io("reading the pgbench logs")(std::io::Error::other(e)))??;
-    Ok(TargetReport::new(
-        target.name,
-        load,
-        t0,
-        &status,
-        &stdout,
-        &stderr,
-        &entries,
-        kills,
-    ))
+impl Runner<'_> {
+    /// Runs pgbench against 127.0.0.1:`port` (called `name`) while killing the primary
+    /// every `every` seconds, at most `max_kills` times.
+    async fn run(
+        &self,
+        name: &str,
+        port: u16,
+        max_kills: usize,
+    ) -> Result<TargetReport, BenchError> {
+        let (load, orchestrator) = (self.load, self.orchestrator);
+        wait_ready(orchestrator).await?;
+        tracing::info!(
+            target = name,
+            seconds = load.seconds,
+            every = self.every,
+            "running pgbench tpcb-like, killing the primary"
+        );
+        let prefix = self.logs.join(name);
+        let t0 = now_us();
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let bench = async {
+            let output = run_pgbench(self.pgbench, self.creds, port, load, &prefix).await;
+            done_tx.send_replace(true);
+            output
+        };
+        let end = t0 + u64::from(load.seconds) * 1_000_000;
+        let killer = kill_periodically(orchestrator, t0, end, self.every, max_kills, done_rx);
+        let (output, kills) = tokio::join!(bench, killer);
+        let output = output?;
+        let entries = tokio::task::spawn_blocking(move || read_logs(&prefix))
+            .await
+            .map_err(|e| BenchError::io("reading the pgbench logs")(std::io::Error::other(e)))??;
+        Ok(TargetReport::new(name, load, t0, &output, &entries, kills))
+    }
 }
 
 /// Kills the primary at `t0` + k·`every` s (k = 1, 2, …) before `end`, at most `max`
@@ -318,16 +296,19 @@ async fn kill_periodically(
         if kills.len() >= max || due + PAUSE_WINDOW_US > end {
             break;
         }
-        let kill = async {
+        let ready = async {
             tokio::time::sleep(Duration::from_micros(due.saturating_sub(now_us()))).await;
-            if let Err(e) = wait_ready(orchestrator).await {
-                tracing::warn!(error = %e, "no kill: the standby cannot take over");
-                return None;
-            }
-            kill_primary(orchestrator, t0).await
+            wait_ready(orchestrator).await
         };
+        // Once sent, a kill is recorded even if pgbench ends meanwhile.
         tokio::select! {
-            kill = kill => kills.extend(kill),
+            ready = ready => match ready {
+                Ok(()) => kills.extend(kill_primary(orchestrator, t0).await),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no more kills: the standby cannot take over");
+                    break;
+                }
+            },
             _ = done.wait_for(|d| *d) => break,
         }
     }
@@ -386,64 +367,6 @@ async fn wait_ready(orchestrator: &OrchestratorHandle) -> Result<(), BenchError>
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Runs `pgbench -M prepared` (tpcb-like) with per-transaction logs; a non-zero exit
-/// (aborted clients) is a result, not an error. Returns exit status, stdout, stderr.
-async fn run_pgbench(
-    program: &Path,
-    creds: &Credentials,
-    port: u16,
-    load: Load,
-    prefix: &Path,
-) -> Result<(String, String, String), BenchError> {
-    let mut cmd = tokio::process::Command::new(program);
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGOPTIONS",
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGPASSFILE",
-        "PGAPPNAME",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("PGPASSWORD", &creds.password)
-        .env("PGSSLMODE", "disable")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            &creds.superuser,
-        ])
-        .args(["-b", "tpcb-like", "-M", "prepared"])
-        .args([
-            "-T",
-            &load.seconds.to_string(),
-            "-c",
-            &load.clients.to_string(),
-        ])
-        .args(["-j", &load.threads.to_string(), "-l", "--log-prefix"])
-        .arg(prefix)
-        .arg("postgres")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let limit = Duration::from_secs(u64::from(load.seconds)) + RUN_SLACK;
-    let output = tokio::time::timeout(limit, cmd.output())
-        .await
-        .map_err(|_| BenchError::io("running pgbench")(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(BenchError::io(format!("running {}", program.display())))?;
-    Ok((
-        output.status.to_string(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
 }
 
 fn now_us() -> u64 {

@@ -106,35 +106,51 @@ pub fn throughput_chart(title: &str, bucket_s: f64, seconds: f64, series: &[Seri
             points.join(" "),
             s.color
         );
-        let ly = TOP + 14.0 + 18.0 * i as f64;
-        let lx = WIDTH - RIGHT - 260.0;
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{lx}" y1="{ly}" x2="{l2}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}">{name} (dashed: kill -9 of the primary)</text>"#,
-            l2 = lx + 24.0,
-            c = s.color,
-            tx = lx + 30.0,
-            ty = ly + 4.0,
-            name = escape(&s.name),
-        );
+        legend(&mut svg, i, s.color, "", &s.name);
     }
+    legend(
+        &mut svg,
+        series.len(),
+        "#555",
+        r#" stroke-dasharray="5 4""#,
+        "kill -9 of the primary",
+    );
     svg.push_str("</svg>\n");
     svg
 }
 
-/// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `v`.
+/// Legend entry `row`: a line sample in `color` (with `extra` attributes) and `text`.
+fn legend(svg: &mut String, row: usize, color: &str, extra: &str, text: &str) {
+    let y = TOP + 14.0 + 18.0 * row as f64;
+    let x = WIDTH - RIGHT - 200.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{x}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" stroke-width="3"{extra}/><text x="{tx}" y="{ty}">{text}</text>"#,
+        x2 = x + 28.0,
+        tx = x + 34.0,
+        ty = y + 4.0,
+        text = escape(text),
+    );
+}
+
+/// The smallest of 1, 2, 2.5, 3, 4, 5 × 10^k that is at least `v` (the value axis).
 fn nice_ceiling(v: f64) -> f64 {
+    ceiling_among(v, &[1.0, 2.0, 2.5, 3.0, 4.0, 5.0])
+}
+
+/// Seconds between time-axis ticks: 1, 2 or 5 × 10^k, about ten ticks.
+fn tick_step(seconds: f64) -> f64 {
+    ceiling_among((seconds / 10.0).max(0.1), &[1.0, 2.0, 5.0])
+}
+
+/// The smallest of `steps` × 10^k that is at least `v`.
+fn ceiling_among(v: f64, steps: &[f64]) -> f64 {
     let magnitude = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    steps
         .iter()
         .map(|m| m * magnitude)
         .find(|&c| c >= v)
         .unwrap_or(10.0 * magnitude)
-}
-
-/// Seconds between time-axis ticks: about ten ticks.
-fn tick_step(seconds: f64) -> f64 {
-    nice_ceiling((seconds / 10.0).max(0.1))
 }
 
 /// Escapes text for SVG content.
@@ -172,7 +188,8 @@ mod tests {
         assert!(svg.starts_with("<svg "), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg.matches("stroke-dasharray").count(), 3);
+        // Three kills and the legend's sample.
+        assert_eq!(svg.matches("stroke-dasharray").count(), 4);
         assert!(svg.contains("tpcb &lt;like&gt;"));
         // 1100 TPS peak: the axis goes to 2000.
         assert!(svg.contains(">2000</text>"));
@@ -185,6 +202,7 @@ mod tests {
         assert_eq!(nice_ceiling(2100.0), 2500.0);
         assert_eq!(nice_ceiling(4999.0), 5000.0);
         assert_eq!(nice_ceiling(7.0), 10.0);
+        assert_eq!(nice_ceiling(2650.0), 3000.0);
         assert_eq!(tick_step(30.0), 5.0);
         assert_eq!(tick_step(60.0), 10.0);
     }

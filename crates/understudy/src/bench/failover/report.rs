@@ -2,74 +2,18 @@
 //! logs: throughput per 100 ms, each client's pause at each kill, errors; and the
 //! report files `failover.json`, `failover.md` and `failover.svg`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::super::error::BenchError;
 use super::super::pgbench::{parse_summary, percentile, Load};
 use super::super::svg::{throughput_chart, Series};
+use super::logs::{LogEntry, PgbenchOutput};
 use super::{Kill, BUCKET_US, PAUSE_WINDOW_US};
 
 /// How a client's pause is defined, for the reports.
 pub const PAUSE_DEFINITION: &str = "for each kill and each client: the longest interval between two consecutive successful transaction ends of that client that overlaps the second after the kill (it includes the transaction in flight, so a client that never noticed the kill has a pause of about one transaction latency); a client with no successful transaction after that second did not resume";
-
-/// One line of a pgbench transaction log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogEntry {
-    /// `client_id`.
-    pub client: u32,
-    /// End of the transaction, µs since the Unix epoch (`time_epoch`, `time_us`).
-    pub end_us: u64,
-    /// Completed without error (not `failed` or `skipped`).
-    pub ok: bool,
-}
-
-/// Parses `client_id transaction_no time script_no time_epoch time_us …`.
-pub fn parse_log_line(line: &str) -> Option<LogEntry> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (client, _, time, _, epoch, us) = (
-        f.first()?,
-        f.get(1)?,
-        f.get(2)?,
-        f.get(3)?,
-        f.get(4)?,
-        f.get(5)?,
-    );
-    Some(LogEntry {
-        client: client.parse().ok()?,
-        end_us: epoch.parse::<u64>().ok()? * 1_000_000 + us.parse::<u64>().ok()?,
-        ok: time.parse::<u64>().is_ok(),
-    })
-}
-
-/// Every entry of the logs `prefix.*`.
-pub fn read_logs(prefix: &Path) -> Result<Vec<LogEntry>, BenchError> {
-    let dir = prefix
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let stem = format!(
-        "{}.",
-        prefix.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let mut entries = Vec::new();
-    for entry in
-        std::fs::read_dir(&dir).map_err(BenchError::io(format!("listing {}", dir.display())))?
-    {
-        let path = entry
-            .map_err(BenchError::io(format!("listing {}", dir.display())))?
-            .path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(&stem))
-        {
-            let text = std::fs::read_to_string(&path)
-                .map_err(BenchError::io(format!("reading {}", path.display())))?;
-            entries.extend(text.lines().filter_map(parse_log_line));
-        }
-    }
-    Ok(entries)
-}
 
 /// Successful transactions per bucket of [`BUCKET_US`] from `t0`, for `seconds`.
 pub fn throughput(entries: &[LogEntry], t0: u64, seconds: u32) -> Vec<u32> {
@@ -152,23 +96,23 @@ pub struct TargetReport {
     pub pause_samples: usize,
     /// (kill, client) pairs where the client did not resume.
     pub not_resumed: usize,
+    /// When the last successful transaction ended, in seconds since the start.
+    pub last_transaction_s: Option<f64>,
     /// Successful transactions in each 100 ms of the run.
     pub transactions_per_100ms: Vec<u32>,
 }
 
 impl TargetReport {
     /// Puts together what pgbench printed and logged for one target.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         target: &str,
         load: Load,
         t0: u64,
-        exit_status: &str,
-        stdout: &str,
-        stderr: &str,
+        output: &PgbenchOutput,
         entries: &[LogEntry],
         kills: Vec<Kill>,
     ) -> TargetReport {
+        let (stdout, stderr) = (&output.stdout, &output.stderr);
         let summary = parse_summary(stdout).ok();
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
         let kill_times: Vec<u64> = kills.iter().map(|k| k.at_us).collect();
@@ -180,7 +124,7 @@ impl TargetReport {
         };
         TargetReport {
             target: target.to_owned(),
-            exit_status: exit_status.to_owned(),
+            exit_status: output.status.clone(),
             transactions: summary.as_ref().map_or_else(
                 || entries.iter().filter(|e| e.ok).count() as u64,
                 |s| s.transactions,
@@ -197,6 +141,12 @@ impl TargetReport {
             pause_ms,
             pause_samples: samples.len(),
             not_resumed,
+            last_transaction_s: entries
+                .iter()
+                .filter(|e| e.ok)
+                .map(|e| e.end_us.saturating_sub(t0))
+                .max()
+                .map(|us| (us as f64 / 1e5).round() / 10.0),
             transactions_per_100ms: throughput(entries, t0, load.seconds),
         }
     }
@@ -246,8 +196,8 @@ impl Report {
             "# Failover benchmark\n\npgbench tpcb-like `-M {}`, {} clients, {} threads, scale {}, {} s per target; \
              the primary's postmaster is killed (`kill -9`) every {} s through understudy, once through PgBouncer \
              (pointed at the primary, it has nowhere else to go). pgbench {}, PgBouncer {}.\n\n\
-             | target | transactions | TPS | failed | aborted clients | kills | pause p50 / p99 / max (ms) | not resumed |\n\
-             |---|---:|---:|---:|---:|---:|---|---:|\n",
+             | target | transactions | TPS¹ | last commit at (s) | failed | aborted clients | kills | pause p50 / p99 / max (ms) | not resumed |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|---:|\n",
             s.query_mode, s.clients, s.threads, s.scale, s.seconds, s.kill_every, s.pgbench_version, s.pgbouncer_version
         );
         for t in &self.targets {
@@ -255,11 +205,15 @@ impl Report {
                 format!("{} / {} / {}", p.p50, p.p99, p.max)
             });
             let tps = t.tps.map_or("-".to_owned(), |v| v.to_string());
+            let last = t
+                .last_transaction_s
+                .map_or("-".to_owned(), |v| v.to_string());
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
                 t.target,
                 t.transactions,
                 tps,
+                last,
                 t.failed_transactions,
                 t.aborted_clients,
                 t.kills.len(),
@@ -268,10 +222,13 @@ impl Report {
                 t.not_resumed + t.pause_samples
             ));
         }
-        md.push_str(&format!("\nPause: {PAUSE_DEFINITION}.\n\n"));
+        md.push_str(&format!(
+            "\n¹ as pgbench reports it: over the time its clients ran (until they aborted).\n\n\
+             Pause: {PAUSE_DEFINITION}.\n\n"
+        ));
         for t in &self.targets {
             md.push_str(&format!(
-                "{} (pgbench exit status: {}):\n",
+                "{} (pgbench exit status {}):\n",
                 t.target, t.exit_status
             ));
             for k in &t.kills {
@@ -352,25 +309,6 @@ mod tests {
             end_us: T0 + ms * 1000,
             ok: true,
         }
-    }
-
-    #[test]
-    fn log_lines() {
-        // pgbench 15 `-l`: client, transaction, latency or failed/skipped, script, epoch, µs.
-        assert_eq!(
-            parse_log_line("3 17 2412 0 1700000000 250000"),
-            Some(LogEntry {
-                client: 3,
-                end_us: T0 + 250_000,
-                ok: true
-            })
-        );
-        assert_eq!(
-            parse_log_line("3 18 failed 0 1700000001 5").map(|e| e.ok),
-            Some(false)
-        );
-        assert_eq!(parse_log_line("pgbench: error"), None);
-        assert_eq!(parse_log_line("1 2 3"), None);
     }
 
     #[test]
