@@ -4,7 +4,7 @@
 //! When a stamped transaction commits, its session hands it to this log.
 //! It stays there until the standby has flushed WAL past its commit record:
 //! [`lsn`] samples the primary's WAL insert position and the standbys'
-//! flush positions every few milliseconds, and a commit acknowledged before
+//! flush positions every 20 milliseconds, and a commit acknowledged before
 //! a sample started ends at or below that sample's insert position. If the
 //! primary dies first, the first session to move re-applies every entry
 //! still here on the new primary, in commit order, each guarded by its
