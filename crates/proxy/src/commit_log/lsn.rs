@@ -88,6 +88,12 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
         let mut client: Option<(String, u16, tokio_postgres::Client)> = None;
         loop {
             tokio::time::sleep(INTERVAL).await;
+            if log.is_empty() {
+                // Nothing waits for the standbys: no query on the primary.
+                // A commit acknowledged meanwhile gets an older round, which
+                // only makes its bound later, never too early.
+                continue;
+            }
             let Some(primary) =
                 topology::wait_for_primary(&mut topology, Duration::from_secs(3600)).await
             else {
