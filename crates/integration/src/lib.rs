@@ -487,3 +487,29 @@ impl Harness {
         assert!(caught_up, "the standby caught up");
     }
 }
+
+/// The `understudy` binary built in the same target directory as the
+/// running test (`cargo build -p understudy` builds it; `scripts/test` does).
+pub fn understudy_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/understudy
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .join("understudy");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first with `cargo build -p understudy`",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

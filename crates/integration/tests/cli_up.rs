@@ -25,28 +25,12 @@ const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 /// How long `up` may take to print its URI (initdb, base backup, two starts).
 const UP_DEADLINE: Duration = Duration::from_secs(90);
 
-/// The `understudy` binary built in the same target directory as this test.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    // target/<profile>/deps/cli_up-<hash> → target/<profile>/understudy
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps")
-        .join("understudy");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo build -p understudy`",
-        bin.display()
-    );
-    bin
+    understudy_integration::understudy_binary()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    understudy_integration::free_port()
 }
 
 /// True when /proc shows `pid` as a live (not zombie) process.
