@@ -50,6 +50,7 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
             "max_transaction_bytes",
             "max_session_state_bytes",
             "max_commit_log_entries",
+            "ledger",
         ],
     ),
 ];
@@ -175,9 +176,18 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "journal.max_commit_log_entries" => {
             config.journal.max_commit_log_entries = positive(value)?
         }
+        "journal.ledger" => config.journal.ledger = boolean(value)?,
         _ => return Err(format!("{key} cannot be set from the environment")),
     }
     Ok(())
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
 }
 
 fn address(value: &str) -> Result<SocketAddr, String> {

@@ -240,6 +240,11 @@ pub struct JournalConfig {
     /// past this the oldest are dropped (and counted in `/metrics`).
     /// Default 50000.
     pub max_commit_log_entries: u64,
+    /// Keep a commit ledger (schema `understudy`, created on first use in each
+    /// database clients use) so that a COMMIT in flight during a failover is
+    /// resolved exactly once. Without it such a COMMIT gets `08007`
+    /// (transaction resolution unknown). Default true.
+    pub ledger: bool,
 }
 
 impl Default for JournalConfig {
@@ -248,6 +253,7 @@ impl Default for JournalConfig {
             max_transaction_bytes: 16 << 20,
             max_session_state_bytes: 4 << 20,
             max_commit_log_entries: 50_000,
+            ledger: true,
         }
     }
 }

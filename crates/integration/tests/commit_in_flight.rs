@@ -215,3 +215,55 @@ async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
         .get(0);
     assert!(rows <= 1, "never applied twice, found {rows} rows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_ledger_a_commit_in_flight_gets_08007() {
+    let mut h = Harness::start_with(1, |c| c.journal.ledger = false).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit").await;
+        (client, result)
+    });
+    commit_waits_for_the_standby(&h).await;
+
+    h.fail_over().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.expect_err("nothing can tell whether the COMMIT took effect");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("08007"),
+        "{err}"
+    );
+    assert_eq!(rows_on_new_primary(&h).await, [1], "never applied twice");
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session goes on");
+    let no_ledger: bool = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query_one("select to_regnamespace('understudy') is null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(no_ledger, "no ledger schema was created");
+}

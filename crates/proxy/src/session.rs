@@ -394,7 +394,7 @@ async fn open(
 
     // Before the client may send anything: its first transaction must
     // already find the ledger.
-    let ledger = ctx.ledgers.ensure(&database).await;
+    let ledger = ctx.config.journal.ledger && ctx.ledgers.ensure(&database).await;
     Authentication::Ok.encode(client.out());
     client.out().extend_from_slice(&backend.greeting);
     registration.client_key.encode(client.out());

@@ -76,6 +76,7 @@ fn every_listed_key_can_be_overridden() {
                 (_, "listen") => "127.0.0.1:7777",
                 ("auth", "mode") => "userlist",
                 ("auth", "method") => "md5",
+                ("journal", "ledger") => "false",
                 (_, k) if k.ends_with("_ms") || k.starts_with("max_") => "42",
                 _ => "some text",
             };
