@@ -238,3 +238,70 @@ fn oversized_units_are_not_replayable_until_they_end() {
     server(&mut j, &[complete("COMMIT"), ready(b'I')]);
     assert_eq!(j.replayable(), Ok(()));
 }
+
+fn outstanding(j: &mut Journal) -> Vec<super::Reply> {
+    j.restart_replies()
+}
+
+#[test]
+fn an_autocommit_write_whose_sync_was_sent_has_an_unknown_outcome() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("", "insert into t values (1)"),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    let old = outstanding(&mut j);
+    assert!(j.outcome_unknown(&old));
+}
+
+#[test]
+fn reads_and_transaction_starts_in_flight_are_safe_to_repeat() {
+    for sql in ["select 1", "begin", "set search_path = a"] {
+        let mut j = Journal::new(Limits::default());
+        client(&mut j, &[query(sql)]);
+        let old = outstanding(&mut j);
+        assert!(!j.outcome_unknown(&old), "{sql}");
+    }
+}
+
+#[test]
+fn an_unstamped_commit_in_flight_has_an_unknown_outcome_but_other_statements_do_not() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin")]);
+    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    client(&mut j, &[query("update t set x = 1")]);
+    let old = outstanding(&mut j);
+    assert!(!j.outcome_unknown(&old), "nothing commits before COMMIT");
+
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin")]);
+    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    client(&mut j, &[query("commit")]);
+    let old = outstanding(&mut j);
+    assert!(j.outcome_unknown(&old));
+}
+
+#[test]
+fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[parse("ins", "insert into t values ($1)"), msg(b'S', b"")],
+    );
+    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    client(
+        &mut j,
+        &[
+            msg(b'B', b"\0ins\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    let old = outstanding(&mut j);
+    assert!(j.outcome_unknown(&old));
+}
