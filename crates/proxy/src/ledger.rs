@@ -21,22 +21,26 @@ use understudy_config::Config;
 use crate::topology::{self, TopologyRx};
 
 /// Creates the ledger objects; safe to run again.
+///
+/// Tokens grow with time (microseconds since the epoch in the high bits),
+/// so a BRIN index finds one cheaply while costing next to nothing per
+/// insert: the stamp sits on every write transaction's commit path, inside
+/// its locks. The functions name every object with its schema and set no
+/// `search_path` (saving a settings push and pop per call); functions are
+/// never looked up in `pg_temp`, so nothing can stand in for them.
 const SETUP: &str = "
 CREATE SCHEMA IF NOT EXISTS understudy;
-CREATE TABLE IF NOT EXISTS understudy.ledger (
-    token bigint NOT NULL,
-    committed_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS ledger_token ON understudy.ledger USING hash (token);
+CREATE TABLE IF NOT EXISTS understudy.ledger (token bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_token ON understudy.ledger USING brin (token);
 CREATE OR REPLACE FUNCTION understudy.stamp(token bigint) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-    IF txid_current_if_assigned() IS NOT NULL THEN
+    IF pg_catalog.txid_current_if_assigned() IS NOT NULL THEN
         INSERT INTO understudy.ledger (token) VALUES (stamp.token);
     END IF;
 END $$;
 CREATE OR REPLACE FUNCTION understudy.committed(token bigint) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER AS $$
     SELECT EXISTS (SELECT 1 FROM understudy.ledger l WHERE l.token = committed.token)
 $$;
 REVOKE ALL ON understudy.ledger FROM PUBLIC;
@@ -44,8 +48,16 @@ GRANT USAGE ON SCHEMA understudy TO PUBLIC;
 GRANT EXECUTE ON FUNCTION understudy.stamp(bigint), understudy.committed(bigint) TO PUBLIC;
 ";
 
+/// Bits of a token below its timestamp: a counter of this process.
+const TOKEN_COUNTER_BITS: u32 = 22;
+/// Tokens count milliseconds from 2025-01-01 (room for 69 years).
+const TOKEN_EPOCH_MS: u64 = 1_735_689_600_000;
+
+/// Tokens handed out by this process.
+static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long ledger rows are kept: far longer than any failover takes.
-const RETENTION: &str = "10 minutes";
+const RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
 /// How often old rows are deleted.
 const CLEAN_EVERY: Duration = Duration::from_secs(60);
 
@@ -59,9 +71,24 @@ pub fn committed_sql(token: i64) -> String {
     format!("SELECT understudy.committed({token})")
 }
 
-/// A fresh token for one transaction.
+/// A fresh token for one transaction: milliseconds since 2025, then a
+/// counter of this process. Unique within the process (up to four million
+/// tokens a millisecond), and growing with time, which keeps the BRIN index
+/// useful and makes the cleanup a range delete. Two proxies writing the
+/// same ledger would need an instance number in the low bits as well.
 pub fn new_token() -> i64 {
-    (rand::random::<u64>() >> 1) as i64
+    let count = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    token_at(std::time::SystemTime::now()) | (count & ((1 << TOKEN_COUNTER_BITS) - 1)) as i64
+}
+
+/// The smallest token of a transaction stamped at `at`.
+fn token_at(at: std::time::SystemTime) -> i64 {
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        .saturating_sub(TOKEN_EPOCH_MS);
+    (ms << TOKEN_COUNTER_BITS) as i64
 }
 
 /// Which databases have a ledger, as far as this proxy knows.
@@ -145,9 +172,8 @@ impl Ledgers {
     async fn clean(&self, database: String) {
         loop {
             tokio::time::sleep(CLEAN_EVERY).await;
-            let sql = format!(
-                "DELETE FROM understudy.ledger WHERE committed_at < now() - interval '{RETENTION}'"
-            );
+            let oldest = token_at(std::time::SystemTime::now() - RETENTION);
+            let sql = format!("DELETE FROM understudy.ledger WHERE token < {oldest}");
             match self.connect(&database).await {
                 Ok(client) => {
                     if let Err(e) = client.batch_execute(&sql).await {
@@ -157,5 +183,21 @@ impl Ledgers {
                 Err(e) => tracing::debug!(database, error = %e, "ledger cleanup could not connect"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique_positive_and_grow_with_time() {
+        let a = new_token();
+        let b = new_token();
+        assert!(a > 0 && b > 0 && a != b);
+        let later = token_at(std::time::SystemTime::now() + std::time::Duration::from_millis(5));
+        assert!(later > a.max(b));
+        let old = token_at(std::time::SystemTime::now() - RETENTION);
+        assert!(old < a);
     }
 }
