@@ -90,8 +90,9 @@ pub struct RelayState {
     /// move, and notifications from it are rewritten to `client_pid`.
     pub backend_pid: i32,
     /// Set when a failover failed the client's open transaction before the
-    /// client heard of it: the server rejects the transaction's next command
-    /// with `25P02`, which the client receives as `40001` with this reason.
+    /// client heard of it: the server rejects the transaction's commands
+    /// with `25P02`, which the client receives as `40001` with this reason,
+    /// until the transaction ends.
     pub failed_over_transaction: Option<String>,
     /// The database has a commit ledger: COMMITs get a stamp.
     pub ledger: bool,
@@ -471,9 +472,12 @@ fn scan_server(
             });
             continue;
         }
-        if let (Some(total), Some(why)) = (replace, state.failed_over_transaction.take()) {
-            // The first error the client gets after its transaction was
-            // failed over says so, with the code drivers retry on.
+        // Every command of the failed transaction hears why, until it ends:
+        // the first 25P02 may answer a request the client does not wait for
+        // (a driver's deferred Close), so it is not enough to rewrite one.
+        if let (Some(total), Some(why)) = (replace, state.failed_over_transaction.clone()) {
+            // The errors the client gets after its transaction was failed
+            // over say so, with the code drivers retry on.
             let _ = pipe.buf.split_to(total);
             let out = assembled.get_or_insert_with(BytesMut::new);
             out.extend_from_slice(&relayed);
