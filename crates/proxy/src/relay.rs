@@ -35,7 +35,7 @@ use crate::commit_log::CommitLog;
 use crate::commit_sql::is_commit;
 use crate::error::{SessionError, Side};
 use crate::failover::Identity;
-use crate::journal::{server_message_needed_whole, Journal, Limits};
+use crate::journal::{is_asynchronous, server_message_needed_whole, Journal, Limits};
 use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
 
@@ -396,7 +396,7 @@ fn scan_server(
                         // it is held like any other, and the stamp stays in
                         // flight for the failover to resolve.
                         if injected_pending
-                            && !is_async(tag)
+                            && !is_asynchronous(tag)
                             && !is_fatal_error(tag, bytes)
                             && journal.next_reply_is_injected()
                         {
@@ -523,16 +523,6 @@ fn scan_server(
 fn is_fatal_error(tag: u8, bytes: &[u8]) -> bool {
     tag == backend::tag::ERROR_RESPONSE
         && ErrorFields::parse(body_of(bytes)).is_ok_and(|fields| fields.is_fatal())
-}
-
-/// Asynchronous server messages, which belong to no request.
-fn is_async(tag: u8) -> bool {
-    matches!(
-        tag,
-        backend::tag::NOTICE_RESPONSE
-            | backend::tag::NOTIFICATION_RESPONSE
-            | backend::tag::PARAMETER_STATUS
-    )
 }
 
 /// Which of the client's prepared statements are COMMITs, to recognise a

@@ -19,7 +19,7 @@ use understudy_protocol::scan::Piece;
 use understudy_protocol::{Frame, DEFAULT_MAX_MESSAGE_LEN};
 
 use crate::journal::session::Snapshot;
-use crate::journal::{Journal, Reply};
+use crate::journal::{is_asynchronous, Journal, Reply};
 
 /// Why a replay did not reproduce the session.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ pub async fn replay_unit(
             }
             let owner = journal.next_reply_owner();
             match owner {
-                Some(i) if i == in_flight && !is_async(tag) => {
+                Some(i) if i == in_flight && !is_asynchronous(tag) => {
                     let missing = (old[i].bytes - journal.requests()[i].reply.bytes) as usize;
                     if frame.len() <= missing {
                         feed(journal, &frame);
@@ -221,7 +221,7 @@ pub async fn replay_unit(
                     });
                     return Ok(tail);
                 }
-                Some(i) if !is_async(tag) => {
+                Some(i) if !is_asynchronous(tag) => {
                     feed(journal, &frame);
                     let now = &journal.requests()[i].reply;
                     if i < in_flight && now.done {
@@ -260,13 +260,6 @@ fn check(now: &Reply, old: &Reply) -> Result<(), ReplayError> {
             old.bytes, now.bytes
         )))
     }
-}
-
-fn is_async(tag: u8) -> bool {
-    matches!(
-        tag,
-        tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE | tag::PARAMETER_STATUS
-    )
 }
 
 fn feed(journal: &mut Journal, frame: &[u8]) {

@@ -160,6 +160,17 @@ pub fn server_message_needed_whole(tag: u8) -> bool {
     )
 }
 
+/// True for server messages that belong to no request: NoticeResponse,
+/// NotificationResponse and ParameterStatus may come at any time.
+pub fn is_asynchronous(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::tag::NOTICE_RESPONSE
+            | backend::tag::NOTIFICATION_RESPONSE
+            | backend::tag::PARAMETER_STATUS
+    )
+}
+
 /// What a server message meant for the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerEvent {
@@ -466,12 +477,7 @@ impl Journal {
             Piece::Start {
                 tag, bytes, rest, ..
             } => {
-                if matches!(
-                    tag,
-                    backend::tag::NOTICE_RESPONSE
-                        | backend::tag::NOTIFICATION_RESPONSE
-                        | backend::tag::PARAMETER_STATUS
-                ) {
+                if is_asynchronous(tag) {
                     self.frame_owner = None;
                     return ServerEvent::None;
                 }
