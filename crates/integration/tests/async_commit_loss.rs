@@ -2,14 +2,9 @@
 //! saw committed but the standby never received are applied on the new
 //! primary after a failover, exactly once.
 
-use std::time::Duration;
-
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
-use understudy_testkit::wait_until;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_the_standby_never_received_are_on_the_new_primary() {
@@ -20,18 +15,7 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
         .batch_execute("create table t (id int primary key, note text)")
         .await
         .unwrap();
-    let standby = h.cluster.connect_to(1).await;
-    let table_replicated = wait_until(DEADLINE, || {
-        let standby = &standby;
-        async move {
-            standby
-                .query_one("select to_regclass('t') is not null", &[])
-                .await
-                .is_ok_and(|r| r.get(0))
-        }
-    })
-    .await;
-    assert!(table_replicated);
+    h.wait_replicated().await;
     let sender: i32 = h
         .cluster
         .connect()
@@ -93,18 +77,8 @@ async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
         .batch_execute("create table t (id int primary key)")
         .await
         .unwrap();
+    h.wait_replicated().await;
     let standby = h.cluster.connect_to(1).await;
-    let table_replicated = wait_until(DEADLINE, || {
-        let standby = &standby;
-        async move {
-            standby
-                .query_one("select to_regclass('t') is not null", &[])
-                .await
-                .is_ok_and(|r| r.get(0))
-        }
-    })
-    .await;
-    assert!(table_replicated);
     // The standby receives everything but applies it an hour late.
     standby
         .batch_execute("alter system set recovery_min_apply_delay = '1h'")
