@@ -27,14 +27,25 @@ pub const NON_CONFIG_VARS: &[&str] = &[
 pub const ENV_KEYS: &[(&str, &[&str])] = &[
     (
         "proxy",
-        &["listen", "max_client_connections", "startup_timeout_ms"],
+        &[
+            "listen",
+            "max_client_connections",
+            "startup_timeout_ms",
+            "max_message_bytes",
+            "max_pipelined_requests",
+            "idle_in_transaction_timeout_ms",
+            "shutdown_grace_ms",
+        ],
     ),
     ("admin", &["listen", "token"]),
     (
         "auth",
         &["mode", "method", "auth_user", "auth_password", "auth_query"],
     ),
-    ("backend", &["connect_timeout_ms"]),
+    (
+        "backend",
+        &["connect_timeout_ms", "tls_mode", "tls_ca_file"],
+    ),
     (
         "health",
         &[
@@ -51,8 +62,10 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
             "max_session_state_bytes",
             "max_commit_log_entries",
             "ledger",
+            "max_total_bytes",
         ],
     ),
+    ("tls", &["cert_file", "key_file", "require_tls"]),
 ];
 
 /// Keys that hold lists of tables, which only the file can set.
@@ -157,6 +170,12 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "proxy.listen" => config.proxy.listen = address(value)?,
         "proxy.max_client_connections" => config.proxy.max_client_connections = positive(value)?,
         "proxy.startup_timeout_ms" => config.proxy.startup_timeout_ms = positive(value)?,
+        "proxy.max_message_bytes" => config.proxy.max_message_bytes = positive(value)?,
+        "proxy.max_pipelined_requests" => config.proxy.max_pipelined_requests = positive(value)?,
+        "proxy.idle_in_transaction_timeout_ms" => {
+            config.proxy.idle_in_transaction_timeout_ms = non_negative(value)?
+        }
+        "proxy.shutdown_grace_ms" => config.proxy.shutdown_grace_ms = non_negative(value)?,
         "admin.listen" => config.admin.listen = address(value)?,
         "admin.token" => config.admin.token = Secret::new(value),
         "auth.mode" => config.auth.mode = name::<AuthMode>(value)?,
@@ -165,6 +184,8 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "auth.auth_password" => config.auth.auth_password = Secret::new(value),
         "auth.auth_query" => config.auth.auth_query = value.to_owned(),
         "backend.connect_timeout_ms" => config.backend.connect_timeout_ms = positive(value)?,
+        "backend.tls_mode" => config.backend.tls_mode = name(value)?,
+        "backend.tls_ca_file" => config.backend.tls_ca_file = value.to_owned(),
         "health.probe_interval_ms" => config.health.probe_interval_ms = positive(value)?,
         "health.probe_timeout_ms" => config.health.probe_timeout_ms = positive(value)?,
         "health.failure_timeout_ms" => config.health.failure_timeout_ms = positive(value)?,
@@ -177,6 +198,10 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
             config.journal.max_commit_log_entries = positive(value)?
         }
         "journal.ledger" => config.journal.ledger = boolean(value)?,
+        "journal.max_total_bytes" => config.journal.max_total_bytes = positive(value)?,
+        "tls.cert_file" => config.tls.cert_file = value.to_owned(),
+        "tls.key_file" => config.tls.key_file = value.to_owned(),
+        "tls.require_tls" => config.tls.require_tls = boolean(value)?,
         _ => return Err(format!("{key} cannot be set from the environment")),
     }
     Ok(())
@@ -202,6 +227,13 @@ fn positive<T: FromStr + PartialEq + Default>(value: &str) -> Result<T, String> 
         Ok(n) if n != T::default() => Ok(n),
         _ => Err(format!("expected a positive integer, got {value:?}")),
     }
+}
+
+fn non_negative(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a non-negative integer, got {value:?}"))
 }
 
 fn name<T: FromStr<Err = crate::UnknownName>>(value: &str) -> Result<T, String> {

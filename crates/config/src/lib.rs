@@ -40,8 +40,9 @@ pub use cidr::{Cidr, CidrError};
 pub use env::{env_var_name, ENV_KEYS, ENV_PREFIX, NON_CONFIG_VARS};
 pub use error::{ConfigError, Location};
 pub use model::{
-    AdminConfig, AuthConfig, AuthMethod, AuthMode, BackendConfig, Config, HbaRule, HealthConfig,
-    JournalConfig, ProxyConfig, Server, UnknownName, User, DEFAULT_AUTH_QUERY,
+    AdminConfig, AuthConfig, AuthMethod, AuthMode, BackendConfig, BackendTlsMode, Config, HbaRule,
+    HealthConfig, JournalConfig, ProxyConfig, Server, TlsConfig, UnknownName, User,
+    DEFAULT_AUTH_QUERY,
 };
 pub use secret::{Secret, REDACTED};
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[journal]`: how much of each session the proxy keeps to move it.
     pub journal: JournalConfig,
+    /// `[tls]`: TLS for clients.
+    pub tls: TlsConfig,
 }
 
 /// `[proxy]`
@@ -52,6 +54,20 @@ pub struct ProxyConfig {
     /// A client must finish startup and authentication within this many milliseconds.
     /// Default 10000.
     pub startup_timeout_ms: u64,
+    /// Largest protocol message, in bytes, accepted from a client or a server; a longer
+    /// one ends the session with `08P01`. Default 1073741824 (1 GiB, PostgreSQL's own
+    /// limit for most messages).
+    pub max_message_bytes: u64,
+    /// Requests a client may pipeline without reading their results; past this the
+    /// session ends with `54000` (program limit exceeded). Default 100000.
+    pub max_pipelined_requests: usize,
+    /// A session idle inside a transaction for this many milliseconds is ended with
+    /// `25P03`, and its transaction rolled back, as PostgreSQL's
+    /// `idle_in_transaction_session_timeout` does. 0 turns it off. Default 0.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// On SIGTERM, open transactions may finish for this many milliseconds; then
+    /// every remaining session is ended with `57P01`. Default 30000.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +76,10 @@ impl Default for ProxyConfig {
             listen: loopback(6543),
             max_client_connections: 1000,
             startup_timeout_ms: 10_000,
+            max_message_bytes: 1 << 30,
+            max_pipelined_requests: 100_000,
+            idle_in_transaction_timeout_ms: 0,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -68,6 +88,98 @@ impl ProxyConfig {
     /// `startup_timeout_ms` as a `Duration`.
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_millis(self.startup_timeout_ms)
+    }
+
+    /// `max_message_bytes` as a length.
+    pub fn max_message_len(&self) -> usize {
+        usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// `idle_in_transaction_timeout_ms` as a `Duration`, `None` when off.
+    pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        (self.idle_in_transaction_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.idle_in_transaction_timeout_ms))
+    }
+
+    /// `shutdown_grace_ms` as a `Duration`.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `[tls]`: TLS between clients and the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the proxy's certificate chain. Empty: clients asking for TLS are
+    /// told the proxy has none (`sslmode=prefer` falls back to plaintext). Default empty.
+    pub cert_file: String,
+    /// PEM file with the private key of `cert_file`. Default empty.
+    pub key_file: String,
+    /// Refuse clients that do not use TLS (`28000`). Requires `cert_file`. Default false.
+    pub require_tls: bool,
+}
+
+impl TlsConfig {
+    /// A certificate is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+}
+
+/// How the proxy uses TLS towards the servers, with libpq's `sslmode` meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackendTlsMode {
+    /// Never.
+    #[serde(rename = "disable")]
+    Disable,
+    /// When the server offers it, without checking its certificate.
+    #[default]
+    #[serde(rename = "prefer")]
+    Prefer,
+    /// Always, without checking the certificate; a server without TLS is an error.
+    #[serde(rename = "require")]
+    Require,
+    /// Always, with the certificate checked against `tls_ca_file` (or the system's
+    /// roots) and the server's host name.
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+impl BackendTlsMode {
+    /// Every mode as written in the config.
+    pub const NAMES: &'static [&'static str] = &["disable", "prefer", "require", "verify-full"];
+
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendTlsMode::Disable => "disable",
+            BackendTlsMode::Prefer => "prefer",
+            BackendTlsMode::Require => "require",
+            BackendTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl FromStr for BackendTlsMode {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendTlsMode::NAMES
+            .iter()
+            .position(|name| *name == s)
+            .map(|i| {
+                [
+                    BackendTlsMode::Disable,
+                    BackendTlsMode::Prefer,
+                    BackendTlsMode::Require,
+                    BackendTlsMode::VerifyFull,
+                ][i]
+            })
+            .ok_or_else(|| UnknownName {
+                given: s.to_owned(),
+                expected: BackendTlsMode::NAMES,
+            })
     }
 }
 
@@ -207,12 +319,20 @@ pub struct BackendConfig {
     /// Limit in milliseconds for connecting to a server (TCP connect, startup and
     /// authentication). Default 5000.
     pub connect_timeout_ms: u64,
+    /// TLS towards the servers: `disable`, `prefer`, `require` or `verify-full`, as
+    /// libpq's `sslmode`. Default `prefer`.
+    pub tls_mode: BackendTlsMode,
+    /// PEM file with the certificate authorities `verify-full` trusts; empty means the
+    /// system's roots. Default empty.
+    pub tls_ca_file: String,
 }
 
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             connect_timeout_ms: 5_000,
+            tls_mode: BackendTlsMode::Prefer,
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -245,6 +365,10 @@ pub struct JournalConfig {
     /// resolved exactly once. Without it such a COMMIT gets `08007`
     /// (transaction resolution unknown). Default true.
     pub ledger: bool,
+    /// Bytes of journals kept by all sessions together; a session that would go past
+    /// it cannot be moved until its transaction ends, as with the per-session limits.
+    /// Default 1073741824 (1 GiB).
+    pub max_total_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -254,6 +378,7 @@ impl Default for JournalConfig {
             max_session_state_bytes: 4 << 20,
             max_commit_log_entries: 50_000,
             ledger: true,
+            max_total_bytes: 1 << 30,
         }
     }
 }

@@ -22,6 +22,12 @@ impl Config {
             self.proxy.max_client_connections as u64,
         )?;
         positive("proxy.startup_timeout_ms", self.proxy.startup_timeout_ms)?;
+        positive("proxy.max_message_bytes", self.proxy.max_message_bytes)?;
+        positive(
+            "proxy.max_pipelined_requests",
+            self.proxy.max_pipelined_requests as u64,
+        )?;
+        self.check_tls()?;
         positive(
             "backend.connect_timeout_ms",
             self.backend.connect_timeout_ms,
@@ -39,6 +45,30 @@ impl Config {
             "journal.max_commit_log_entries",
             self.journal.max_commit_log_entries,
         )?;
+        positive("journal.max_total_bytes", self.journal.max_total_bytes)?;
+        Ok(())
+    }
+
+    fn check_tls(&self) -> Checked {
+        let tls = &self.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            let (missing, given) = if tls.cert_file.is_empty() {
+                ("tls.cert_file", "tls.key_file")
+            } else {
+                ("tls.key_file", "tls.cert_file")
+            };
+            return Err(ConfigError::invalid(
+                missing,
+                format!("must be set together with {given}: give both PEM files, or neither"),
+            ));
+        }
+        if tls.require_tls && !tls.enabled() {
+            return Err(ConfigError::invalid(
+                "tls.require_tls",
+                "needs a certificate: set tls.cert_file and tls.key_file (PEM files), or \
+                 set require_tls = false",
+            ));
+        }
         Ok(())
     }
 

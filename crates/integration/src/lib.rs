@@ -11,6 +11,9 @@
 //!   messages themselves (startup, BackendKeyData, CancelRequest).
 //! - The scenarios are in `tests/`, one file each.
 
+pub mod certs;
+pub mod run_process;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -298,6 +298,30 @@ async fn up_prints_a_uri_that_psql_and_pgbench_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_tls_with_the_certificate_authority_it_made() {
+    let dir = open_dir();
+    let up = Up::start(dir.path()).await;
+    let ca = up.dir.join("tls").join("ca.crt");
+    assert!(ca.is_file(), "up wrote {}", ca.display());
+    for tls in [
+        "sslmode=require".to_owned(),
+        format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    ] {
+        for host in ["127.0.0.1", "localhost"] {
+            let uri = up.uri.replace("@127.0.0.1:", &format!("@{host}:")) + "?" + &tls;
+            let out =
+                run(Command::new(PSQL).args(["-X", "-At", "-d", &uri, "-c", "\\conninfo"])).await;
+            assert!(out.status.success(), "psql {uri}: {}", out.stderr);
+            assert!(
+                out.stdout.contains("SSL connection"),
+                "{uri}: {}",
+                out.stdout
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_lists_live_primary_and_standby_and_the_proxy_port() {
     let dir = open_dir();
     let up = Up::start(dir.path()).await;

@@ -15,6 +15,8 @@ use understudy_protocol::startup::StartupMessage;
 
 use crate::conn::FramedConn;
 use crate::error::{SessionError, Side};
+use crate::stream::Stream;
+use crate::tls::ServerTls;
 use crate::topology::BackendAddr;
 
 /// What the proxy can prove to a server on the client's behalf.
@@ -40,7 +42,7 @@ pub enum BackendCredential {
 /// An authenticated backend connection, ready for queries.
 pub struct BackendConn {
     /// The connection, with anything already read after ReadyForQuery.
-    pub conn: FramedConn<TcpStream>,
+    pub conn: FramedConn<Stream>,
     /// The server it is connected to.
     pub addr: BackendAddr,
     /// The server's own cancel key for this backend.
@@ -56,6 +58,7 @@ pub async fn connect(
     addr: &BackendAddr,
     params: &[(String, String)],
     credential: &BackendCredential,
+    tls: &ServerTls,
     connect_timeout: Duration,
     max_message_len: usize,
 ) -> Result<BackendConn, SessionError> {
@@ -67,6 +70,9 @@ pub async fn connect(
     .map_err(|_| SessionError::Timeout("connecting to the server"))?
     .map_err(SessionError::server_io)?;
     stream.set_nodelay(true).map_err(SessionError::server_io)?;
+    let stream = tokio::time::timeout(connect_timeout, tls.negotiate(stream, &addr.host))
+        .await
+        .map_err(|_| SessionError::Timeout("negotiating TLS with the server"))??;
     let mut conn = FramedConn::new(stream, Side::Server, max_message_len);
 
     StartupMessage::new(params.to_vec()).encode(conn.out());
@@ -112,7 +118,7 @@ pub async fn connect(
 
 /// Answers the server's authentication requests until AuthenticationOk.
 async fn authenticate(
-    conn: &mut FramedConn<TcpStream>,
+    conn: &mut FramedConn<Stream>,
     user: &str,
     credential: &BackendCredential,
 ) -> Result<(), SessionError> {

@@ -63,6 +63,9 @@ pub enum SessionError {
     /// The client was refused by the proxy itself (already told so).
     #[error("{0}")]
     Refused(ErrorFields),
+    /// The client's TLS handshake failed.
+    #[error("TLS handshake with the client failed: {0}")]
+    TlsHandshake(String),
     /// A deadline passed.
     #[error("timed out while {0}")]
     Timeout(&'static str),

@@ -147,7 +147,7 @@ impl Ledgers {
             timeout,
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::control::describe_error(&e, &self.config))
     }
 
     async fn setup(&self, database: &str) -> Result<(), String> {

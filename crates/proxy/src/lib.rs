@@ -21,6 +21,8 @@
 //! - [`drain`]: parking sessions for a planned switchover.
 //! - [`control`]: the proxy's own connections to servers.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
+//! - [`stream`]: a client or server connection, plaintext or TLS.
+//! - [`tls`]: the proxy's certificate for clients, TLS towards servers.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
@@ -42,7 +44,9 @@ pub mod metrics;
 pub mod relay;
 pub mod secrets;
 pub mod session;
+pub mod stream;
+pub mod tls;
 pub mod topology;
 
-pub use listener::{start, ProxyHandle, StartError};
+pub use listener::{start, ProxyHandle, ShutdownReport, StartError};
 pub use topology::{BackendAddr, Topology, TopologyRx, TopologyTx};

@@ -17,10 +17,12 @@ use understudy_protocol::backend::{sqlstate, ErrorFields, Severity};
 use crate::cancel::CancelMap;
 use crate::commit_log::CommitLog;
 use crate::drain::Drain;
+use crate::journal::JournalBudget;
 use crate::ledger::Ledgers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::secrets::SecretStore;
-use crate::session::{self, ProxyContext};
+use crate::session::{self, ProxyContext, Shutdown};
+use crate::tls::{ClientTls, ServerTls, TlsError};
 use crate::topology::TopologyRx;
 
 /// The proxy could not start.
@@ -34,6 +36,27 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A TLS setting cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// How often a shutdown looks whether every connection has closed.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+/// How long a shutdown waits for sessions to go once told to end now.
+const FORCED_END_WAIT: Duration = Duration::from_secs(5);
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownReport {
+    /// Client connections open when it began.
+    pub open_at_start: u64,
+    /// Sessions still in a transaction when the grace period ended.
+    pub ended_by_grace: u64,
+    /// Connections still open at the end (peers that did not go away).
+    pub left_open: u64,
+    /// How long it took.
+    pub took: Duration,
 }
 
 /// A running proxy.
@@ -43,6 +66,8 @@ pub struct ProxyHandle {
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
     cancel: Arc<CancelMap>,
+    client_tls: Arc<ClientTls>,
+    shutdown: watch::Sender<Shutdown>,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
 }
@@ -74,16 +99,82 @@ impl ProxyHandle {
         self.cancel.len()
     }
 
+    /// The proxy's TLS certificate, to reload it (on SIGHUP) while the
+    /// proxy runs.
+    pub fn tls_reloader(&self) -> Arc<ClientTls> {
+        Arc::clone(&self.client_tls)
+    }
+
+    /// Reads the TLS certificate and key files again; sessions already open
+    /// keep the connection they have. On error the previous certificate
+    /// stays in use.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.client_tls.reload()
+    }
+
     /// Stops accepting connections. Open sessions continue until their
     /// clients leave or the process exits.
     pub async fn stop_accepting(self) {
         let _ = self.stop.send(true);
         let _ = self.accept_task.await;
     }
+
+    /// Shuts the proxy down gracefully: stops accepting, ends every session
+    /// at its next transaction boundary (idle ones at once) with `57P01`,
+    /// and after `grace` ends the rest wherever they are (their open
+    /// transactions roll back). Resolves when no connection is left, or
+    /// shortly after the grace period if a peer does not go away.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        let started = std::time::Instant::now();
+        let _ = self.stop.send(true);
+        let _ = (&mut self.accept_task).await;
+        let open_at_start = self.open_connections();
+        let _ = self.shutdown.send(Shutdown::Draining);
+        let drained = self.wait_closed(grace).await;
+        let ended_by_grace = if drained {
+            0
+        } else {
+            let left = self.open_connections();
+            tracing::warn!(
+                sessions = left,
+                grace_ms = grace.as_millis() as u64,
+                "grace period over; ending the sessions still in a transaction"
+            );
+            let _ = self.shutdown.send(Shutdown::Now);
+            self.wait_closed(FORCED_END_WAIT).await;
+            left
+        };
+        ShutdownReport {
+            open_at_start,
+            ended_by_grace,
+            left_open: self.open_connections(),
+            took: started.elapsed(),
+        }
+    }
+
+    fn open_connections(&self) -> u64 {
+        self.metrics
+            .connections_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until no client connection is open, at most `limit`.
+    async fn wait_closed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.open_connections() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(CLOSE_POLL).await;
+        }
+        true
+    }
 }
 
 /// Binds `config.proxy.listen` and starts accepting clients.
 pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHandle, StartError> {
+    let client_tls = Arc::new(ClientTls::load(&config.tls)?);
+    let server_tls = ServerTls::new(&config.backend)?;
     let addr = config.proxy.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -101,7 +192,9 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         topology.clone(),
     );
     let cancel = Arc::new(CancelMap::default());
+    let (shutdown, shutdown_rx) = watch::channel(Shutdown::Running);
     let ctx = Arc::new(ProxyContext {
+        shutdown: shutdown_rx,
         secrets: SecretStore::new(Arc::clone(&config), topology.clone()),
         ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
         commit_log: Arc::clone(&commit_log),
@@ -110,6 +203,11 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         topology,
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&metrics),
+        client_tls: Arc::clone(&client_tls),
+        server_tls,
+        journal_budget: Arc::new(JournalBudget::new(
+            usize::try_from(config.journal.max_total_bytes).unwrap_or(usize::MAX),
+        )),
     });
     spawn_reapply_on_new_primary(Arc::clone(&ctx));
     let ctx_drain = ctx.drain.clone();
@@ -122,6 +220,8 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         local_addr,
         metrics,
         cancel,
+        client_tls,
+        shutdown,
         stop,
         accept_task,
     })

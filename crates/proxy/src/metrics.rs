@@ -42,6 +42,10 @@ pub struct ProxyMetrics {
     pub move_failures_total: AtomicU64,
     /// Transactions failed with 40001 because their replay differed.
     pub replay_divergences_total: AtomicU64,
+    /// Sessions ended by `proxy.idle_in_transaction_timeout_ms`.
+    pub idle_in_transaction_timeouts_total: AtomicU64,
+    /// Client connections that completed a TLS handshake.
+    pub tls_handshakes_total: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -67,7 +71,7 @@ impl ProxyMetrics {
 
     /// Appends every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
-        let metrics: [(&str, &str, &str, &AtomicU64); 17] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 19] = [
             (
                 "understudy_client_connections_total",
                 "counter",
@@ -169,6 +173,18 @@ impl ProxyMetrics {
                 "counter",
                 "Transactions failed with 40001 because their replay differed.",
                 &self.replay_divergences_total,
+            ),
+            (
+                "understudy_idle_in_transaction_timeouts_total",
+                "counter",
+                "Sessions ended by proxy.idle_in_transaction_timeout_ms.",
+                &self.idle_in_transaction_timeouts_total,
+            ),
+            (
+                "understudy_tls_handshakes_total",
+                "counter",
+                "Client connections that completed a TLS handshake.",
+                &self.tls_handshakes_total,
             ),
         ];
         for (name, kind, help, value) in metrics {

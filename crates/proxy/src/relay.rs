@@ -14,16 +14,21 @@
 //! bare byte copy (read, write, nothing else) — on a small machine the cost
 //! of a proxy is exactly its wake-ups and syscalls per message.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
+use understudy_protocol::backend::sqlstate::{
+    IN_FAILED_TRANSACTION, PROGRAM_LIMIT_EXCEEDED, SERIALIZATION_FAILURE,
+};
 use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
 use understudy_protocol::frontend::{self, encode_query};
@@ -103,6 +108,49 @@ pub struct RelayState {
     pub commit_log: Option<(Arc<CommitLog>, Arc<Identity>)>,
     /// Stop before the next request that would start a new unit.
     pub park_when_idle: bool,
+    /// Requests the client may have outstanding at once.
+    pub max_pipelined_requests: usize,
+    /// Ends the session when it sits idle inside a transaction too long.
+    pub idle_in_transaction: Option<IdleTimer>,
+}
+
+/// The timer of `proxy.idle_in_transaction_timeout_ms`: armed when the
+/// session is inside a transaction with nothing in flight, disarmed as soon
+/// as the client sends something.
+pub struct IdleTimer {
+    after: Duration,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    /// A timer that fires after `after` of idleness in a transaction.
+    pub fn new(after: Duration) -> Self {
+        IdleTimer {
+            after,
+            sleep: Box::pin(tokio::time::sleep(after)),
+            armed: false,
+        }
+    }
+
+    /// The configured idle time.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// `Ready` once the session has been idle in a transaction for the
+    /// whole period; `idle` says whether it is now.
+    fn poll(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<()> {
+        if !idle {
+            self.armed = false;
+            return Poll::Pending;
+        }
+        if !self.armed {
+            self.sleep.as_mut().reset(Instant::now() + self.after);
+            self.armed = true;
+        }
+        self.sleep.as_mut().poll(cx)
+    }
 }
 
 impl RelayState {
@@ -120,6 +168,8 @@ impl RelayState {
             commits: CommitStatements::default(),
             commit_log: None,
             park_when_idle: false,
+            max_pipelined_requests: usize::MAX,
+            idle_in_transaction: None,
         }
     }
 }
@@ -135,6 +185,9 @@ pub enum RelayEnd {
     /// The session reached a transaction boundary while parking was asked
     /// for; the client's next request waits unread.
     Parked,
+    /// The session was idle inside a transaction for
+    /// `proxy.idle_in_transaction_timeout_ms`.
+    IdleInTransaction,
     /// A side closed its socket or failed.
     Failed(SessionError),
 }
@@ -186,6 +239,16 @@ where
         }
         if to_client.done_reading && to_client.out.is_empty() && !to_client.needs_flush {
             return Poll::Ready(RelayEnd::ServerFatal);
+        }
+        if let Some(timer) = &mut state.idle_in_transaction {
+            let journal = &mut state.journal;
+            let idle = journal.tx_status != TransactionStatus::Idle
+                && journal.outstanding() == 0
+                && to_server.buf.is_empty()
+                && to_server.out.is_empty();
+            if timer.poll(cx, idle).is_ready() {
+                return Poll::Ready(RelayEnd::IdleInTransaction);
+            }
         }
         Poll::Pending
     })
@@ -333,6 +396,20 @@ fn scan_client(
             }
             None => relayed.freeze(),
         };
+        if state.journal.outstanding() > state.max_pipelined_requests {
+            return Err(SessionError::Refused(
+                ErrorFields::new(
+                    Severity::Fatal,
+                    PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "more than {} requests were sent without reading their results \
+                         (understudy proxy.max_pipelined_requests)",
+                        state.max_pipelined_requests
+                    ),
+                )
+                .with_hint("Read the results of pipelined requests before sending more."),
+            ));
+        }
         if terminated {
             // Nothing after Terminate is meaningful: stop reading the client.
             state.client_terminated = true;
@@ -565,11 +642,6 @@ impl CommitStatements {
         }
     }
 }
-
-/// `40001` serialization_failure.
-const SERIALIZATION_FAILURE: &str = "40001";
-/// `25P02` in_failed_sql_transaction.
-const IN_FAILED_TRANSACTION: &str = "25P02";
 
 /// The bytes a pipe still has to write to the other side, and what it read
 /// but did not scan yet (for a session that changes backends).

@@ -93,7 +93,13 @@ impl SecretStore {
             timeout,
         )
         .await
-        .map_err(|e| format!("cannot connect to {addr} as \"{}\": {e}", auth.auth_user))?;
+        .map_err(|e| {
+            format!(
+                "cannot connect to {addr} as \"{}\": {}",
+                auth.auth_user,
+                crate::control::describe_error(&e, &self.config)
+            )
+        })?;
         let query = client
             .prepare(&auth.auth_query)
             .await

@@ -18,7 +18,6 @@ use understudy_protocol::backend::{
 };
 use understudy_protocol::frontend::encode_terminate;
 use understudy_protocol::startup::{StartupMessage, StartupPacket};
-use understudy_protocol::DEFAULT_MAX_MESSAGE_LEN;
 
 use crate::backend::{self, BackendConn};
 use crate::cancel::{self, CancelMap, CancelRegistration, CancelTarget};
@@ -28,8 +27,9 @@ use crate::error::{SessionError, Side};
 use crate::failover::{self, verdict::Verdict, Identity};
 use crate::journal::Limits;
 use crate::metrics::{self, ProxyMetrics};
-use crate::relay::{self, Pipe, RelayEnd, RelayState};
+use crate::relay::{self, IdleTimer, Pipe, RelayEnd, RelayState};
 use crate::secrets::SecretStore;
+use crate::stream::Stream;
 use crate::topology::{self, BackendAddr, TopologyRx};
 
 /// Everything sessions share.
@@ -50,6 +50,25 @@ pub struct ProxyContext {
     pub commit_log: Arc<crate::commit_log::CommitLog>,
     /// Sessions parked for a switchover.
     pub drain: crate::drain::Drain,
+    /// Bytes all sessions' journals may keep together.
+    pub journal_budget: Arc<crate::journal::JournalBudget>,
+    /// The proxy's certificate for clients.
+    pub client_tls: Arc<crate::tls::ClientTls>,
+    /// TLS towards the servers.
+    pub server_tls: crate::tls::ServerTls,
+    /// Whether the proxy is shutting down.
+    pub shutdown: tokio::sync::watch::Receiver<Shutdown>,
+}
+
+/// The proxy's shutdown, as sessions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Serving.
+    Running,
+    /// Sessions end at their next transaction boundary.
+    Draining,
+    /// The grace period is over: sessions end now.
+    Now,
 }
 
 /// A session that completed startup.
@@ -71,7 +90,8 @@ impl ProxyContext {
 /// Serves one client connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
     let _ = stream.set_nodelay(true);
-    let mut client = FramedConn::new(stream, Side::Client, DEFAULT_MAX_MESSAGE_LEN);
+    let max_message_len = ctx.config.proxy.max_message_len();
+    let mut client = FramedConn::new(Stream::Plain(stream), Side::Client, max_message_len);
     let deadline = ctx.config.proxy.startup_timeout();
     let opened = match tokio::time::timeout(deadline, open(&mut client, peer, &ctx)).await {
         Ok(Ok(Some(opened))) => opened,
@@ -94,12 +114,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) 
 
 /// Relays an opened session until it ends, moving it to a new backend
 /// when the current one is lost.
-async fn run(
-    mut client: FramedConn<TcpStream>,
-    opened: Opened,
-    peer: SocketAddr,
-    ctx: &ProxyContext,
-) {
+async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, ctx: &ProxyContext) {
     let Opened {
         backend,
         cancel,
@@ -111,25 +126,71 @@ async fn run(
     metrics::inc(&m.sessions_active);
     let mut addr = backend.addr;
     let mut server = backend.conn;
-    let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), DEFAULT_MAX_MESSAGE_LEN);
-    let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), DEFAULT_MAX_MESSAGE_LEN);
+    let max_message_len = ctx.config.proxy.max_message_len();
+    let mut to_server = Pipe::new(std::mem::take(&mut client.rbuf), max_message_len);
+    let mut to_client = Pipe::new(std::mem::take(&mut server.rbuf), max_message_len);
     let journal = &ctx.config.journal;
     let limits = Limits {
         max_unit_bytes: usize::try_from(journal.max_transaction_bytes).unwrap_or(usize::MAX),
         max_session_bytes: usize::try_from(journal.max_session_state_bytes).unwrap_or(usize::MAX),
+        budget: Arc::clone(&ctx.journal_budget),
     };
     let mut state = RelayState::new(limits, backend.key.process_id);
+    state.max_pipelined_requests = ctx.config.proxy.max_pipelined_requests;
+    state.idle_in_transaction = ctx
+        .config
+        .proxy
+        .idle_in_transaction_timeout()
+        .map(IdleTimer::new);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
     let mut topology = ctx.topology.clone();
+    let mut shutdown = ctx.shutdown.clone();
     loop {
         let parking = state.park_when_idle;
         let step = tokio::select! {
             biased;
             end = relay::relay(&mut client.stream, &mut server.stream, &mut to_server, &mut to_client, &mut state, m) => Step::Ended(end),
             event = topology_event(&mut topology, &addr, parking) => Step::Topology(event),
+            phase = shutdown_phase(&mut shutdown, parking) => Step::Shutdown(phase),
         };
+        let shutting_down = *shutdown.borrow() != Shutdown::Running;
         let end = match step {
+            Step::Shutdown(Shutdown::Now) | Step::Ended(RelayEnd::Parked) if shutting_down => {
+                let fields = ErrorFields::new(
+                    Severity::Fatal,
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command".to_owned(),
+                )
+                .with_detail("understudy is shutting down.".to_owned());
+                end_by_proxy(&mut client, &mut server, &mut to_client, fields).await;
+                tracing::debug!(%peer, "session ended by the proxy's shutdown");
+                break;
+            }
+            Step::Shutdown(_) => {
+                state.park_when_idle = true;
+                continue;
+            }
+            Step::Ended(RelayEnd::IdleInTransaction) => {
+                let after = state
+                    .idle_in_transaction
+                    .as_ref()
+                    .map_or(0, |t| t.after().as_millis());
+                let fields = ErrorFields::new(
+                    Severity::Fatal,
+                    sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                    "terminating connection due to idle-in-transaction timeout".to_owned(),
+                )
+                .with_detail(format!(
+                    "The session was idle inside a transaction for {after} ms \
+                     (understudy proxy.idle_in_transaction_timeout_ms); the transaction was \
+                     rolled back."
+                ));
+                end_by_proxy(&mut client, &mut server, &mut to_client, fields).await;
+                metrics::inc(&m.idle_in_transaction_timeouts_total);
+                tracing::info!(%peer, "session ended: idle in transaction for {after} ms");
+                break;
+            }
             Step::Ended(RelayEnd::Parked) => match park(&mut topology, &addr, &ctx.drain).await {
                 Parked::Resume => {
                     state.park_when_idle = false;
@@ -150,7 +211,7 @@ async fn run(
         let fatal = match end {
             RelayEnd::ClientTerminated => break,
             // Handled above; a relay never parks twice in a row.
-            RelayEnd::Parked => continue,
+            RelayEnd::Parked | RelayEnd::IdleInTransaction => continue,
             RelayEnd::ServerFatal => state.server_fatal.take(),
             RelayEnd::Failed(e) if e.side() == Some(Side::Server) => {
                 tracing::debug!(%peer, backend = %addr, "backend lost: {e}");
@@ -204,6 +265,46 @@ async fn run(
 enum Step {
     Ended(RelayEnd),
     Topology(TopologyEvent),
+    Shutdown(Shutdown),
+}
+
+/// Resolves when the proxy's shutdown concerns the session: `Draining`
+/// once (unless it already parks), `Now` when the grace period is over.
+async fn shutdown_phase(
+    shutdown: &mut tokio::sync::watch::Receiver<Shutdown>,
+    parking: bool,
+) -> Shutdown {
+    loop {
+        match *shutdown.borrow_and_update() {
+            Shutdown::Now => return Shutdown::Now,
+            Shutdown::Draining if !parking => return Shutdown::Draining,
+            _ => {}
+        }
+        if shutdown.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Ends a session on the proxy's own decision: the client gets what was
+/// already on its way, then `fields` (a FATAL error), and the backend a
+/// Terminate (which rolls back an open transaction).
+async fn end_by_proxy(
+    client: &mut FramedConn<Stream>,
+    server: &mut FramedConn<Stream>,
+    to_client: &mut Pipe,
+    fields: ErrorFields,
+) {
+    let mut out = BytesMut::new();
+    encode_terminate(&mut out);
+    let _ = server.stream.write_all(&out).await;
+    if to_client.drain_to(&mut client.stream).await.is_err() {
+        return;
+    }
+    out.clear();
+    fields.encode_error(&mut out);
+    let _ = client.stream.write_all(&out).await;
+    let _ = client.stream.shutdown().await;
 }
 
 /// A topology change that concerns a session.
@@ -273,18 +374,27 @@ async fn park(
 /// The client failed or left: tell it why if it is a protocol error, and
 /// end the backend politely.
 async fn end_after_client_failure(
-    client: &mut FramedConn<TcpStream>,
-    server: &mut FramedConn<TcpStream>,
+    client: &mut FramedConn<Stream>,
+    server: &mut FramedConn<Stream>,
     e: SessionError,
     peer: SocketAddr,
     m: &ProxyMetrics,
 ) {
-    if let SessionError::Protocol {
-        side: Side::Client, ..
-    } = &e
-    {
-        metrics::inc(&m.client_protocol_errors_total);
-        let fields = ErrorFields::new(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, e.to_string());
+    let fields = match &e {
+        SessionError::Protocol {
+            side: Side::Client, ..
+        } => {
+            metrics::inc(&m.client_protocol_errors_total);
+            Some(ErrorFields::new(
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION,
+                e.to_string(),
+            ))
+        }
+        SessionError::Refused(fields) => Some(fields.clone()),
+        _ => None,
+    };
+    if let Some(fields) = fields {
         let mut out = BytesMut::new();
         fields.encode_error(&mut out);
         let _ = client.stream.write_all(&out).await;
@@ -302,13 +412,22 @@ async fn end_after_client_failure(
 /// Runs the startup phase. `Ok(None)` means the connection was a cancel
 /// request and has been served.
 async fn open(
-    client: &mut FramedConn<TcpStream>,
+    client: &mut FramedConn<Stream>,
     peer: SocketAddr,
     ctx: &ProxyContext,
 ) -> Result<Option<Opened>, SessionError> {
     let startup = loop {
         match client.read_startup().await? {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            StartupPacket::SslRequest if !client.stream.is_tls() => {
+                accept_tls(client, ctx).await?;
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest if client.stream.is_tls() => {
+                return Err(refused(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "encryption requested on an already encrypted connection".to_owned(),
+                ));
+            }
+            StartupPacket::GssEncRequest => {
                 client.out().extend_from_slice(b"N");
                 client.flush().await?;
             }
@@ -320,6 +439,14 @@ async fn open(
                     tracing::debug!(%peer, "cancel request with an unknown key ignored");
                 }
                 return Ok(None);
+            }
+            StartupPacket::Startup(_) if ctx.client_tls.required() && !client.stream.is_tls() => {
+                return Err(refused(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    "understudy accepts only encrypted connections (tls.require_tls = true); \
+                     connect with sslmode=require"
+                        .to_owned(),
+                ));
             }
             StartupPacket::Startup(startup) => break startup,
             _ => {
@@ -374,8 +501,9 @@ async fn open(
         &primary,
         &params,
         &credential,
+        &ctx.server_tls,
         connect_timeout,
-        DEFAULT_MAX_MESSAGE_LEN,
+        ctx.config.proxy.max_message_len(),
     )
     .await
     {
@@ -412,11 +540,43 @@ async fn open(
     }))
 }
 
+/// Answers an SSLRequest: `N` when the proxy has no certificate, else `S`
+/// and the TLS handshake, after which startup continues encrypted.
+async fn accept_tls(
+    client: &mut FramedConn<Stream>,
+    ctx: &ProxyContext,
+) -> Result<(), SessionError> {
+    let Some(acceptor) = ctx.client_tls.acceptor() else {
+        client.out().extend_from_slice(b"N");
+        return client.flush().await;
+    };
+    if !client.rbuf.is_empty() {
+        // Bytes sent after SSLRequest, before the handshake, would be taken
+        // as if they had come encrypted (CVE-2021-23222 in libpq's terms).
+        return Err(refused(
+            sqlstate::PROTOCOL_VIOLATION,
+            "received unencrypted data after SSL request".to_owned(),
+        ));
+    }
+    client.out().extend_from_slice(b"S");
+    client.flush().await?;
+    let Some(tcp) = client.stream.take_plain() else {
+        return Err(SessionError::Closed(Side::Client));
+    };
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| SessionError::TlsHandshake(e.to_string()))?;
+    client.stream = Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls)));
+    metrics::inc(&ctx.metrics.tls_handshakes_total);
+    Ok(())
+}
+
 /// Checks the protocol version and returns the parameters to send to the
 /// server. Newer 3.x minor versions and `_pq_.` options are declined with
 /// NegotiateProtocolVersion, as PostgreSQL does.
 fn negotiate(
-    client: &mut FramedConn<TcpStream>,
+    client: &mut FramedConn<Stream>,
     startup: &StartupMessage,
 ) -> Result<Vec<(String, String)>, SessionError> {
     if startup.major() != 3 {
@@ -462,7 +622,7 @@ fn refused(code: &str, message: String) -> SessionError {
 /// Tells the client why its session cannot go on (unless it already knows),
 /// then closes.
 async fn end_with_error(
-    client: &mut FramedConn<TcpStream>,
+    client: &mut FramedConn<Stream>,
     e: SessionError,
     peer: SocketAddr,
     metrics: &ProxyMetrics,

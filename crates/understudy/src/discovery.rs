@@ -125,7 +125,7 @@ async fn probe(
             config.backend.connect_timeout(),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| understudy_proxy::control::describe_error(&e, config))?;
         clients.insert(server.name.clone(), client);
     }
     let Some(client) = clients.get(&server.name) else {

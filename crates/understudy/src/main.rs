@@ -18,6 +18,7 @@ mod discovery;
 mod run;
 mod runtime_files;
 mod status;
+mod tls_files;
 mod up;
 
 use std::process::ExitCode;

@@ -53,25 +53,64 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         proxy.local_addr()
     );
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    proxy.stop_accepting().await;
+    let tls = proxy.tls_reloader();
+    until_stopped(|| reload_tls(&tls)).await;
+    shut_down(proxy, config.proxy.shutdown_grace()).await;
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+/// Runs until SIGINT (Ctrl-C) or SIGTERM, calling `on_reload` at each SIGHUP.
+pub async fn until_stopped(mut on_reload: impl FnMut()) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops understudy");
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGHUP; only Ctrl-C stops understudy");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => on_reload(),
+        }
     }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (SIGHUP is ignored).
+pub async fn shutdown_signal() {
+    until_stopped(|| {}).await
+}
+
+/// Reloads the TLS certificate, logging the outcome.
+pub fn reload_tls(tls: &understudy_proxy::tls::ClientTls) {
+    match tls.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+        }
+    }
+}
+
+/// Stops the proxy gracefully (see [`ProxyHandle::shutdown`]) and logs how.
+///
+/// [`ProxyHandle::shutdown`]: understudy_proxy::ProxyHandle::shutdown
+pub async fn shut_down(proxy: understudy_proxy::ProxyHandle, grace: std::time::Duration) {
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections; sessions end at their next transaction boundary"
+    );
+    let report = proxy.shutdown(grace).await;
+    tracing::info!(
+        sessions = report.open_at_start,
+        ended_in_transaction = report.ended_by_grace,
+        left_open = report.left_open,
+        took_ms = report.took.as_millis() as u64,
+        "proxy stopped"
+    );
 }

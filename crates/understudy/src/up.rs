@@ -16,8 +16,9 @@ use understudy_proxy::{topology, BackendAddr, Topology, TopologyTx};
 
 use crate::admin::{self, AdminState, NodeReport, NodesFn};
 use crate::cli::UpArgs;
-use crate::run::shutdown_signal;
+use crate::run::{reload_tls, shut_down, until_stopped};
 use crate::runtime_files::{self, Instance};
+use crate::tls_files::TlsFiles;
 use crate::CliError;
 
 /// Runs until SIGINT or SIGTERM.
@@ -25,7 +26,15 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let cluster = EmbeddedCluster::up(&args.dir).await?;
     let dir = cluster.dir().to_path_buf();
     tracing::info!(dir = %dir.display(), data = %cluster.data_root().display(), "cluster is up");
-    let config = Arc::new(embedded_config(&cluster, &args)?);
+    let tls = TlsFiles::under(&dir);
+    let config = match tls.ensure() {
+        Ok(()) => embedded_config(&cluster, &args, Some(&tls))?,
+        Err(e) => {
+            tracing::warn!("{e}; clients will be offered no TLS");
+            embedded_config(&cluster, &args, None)?
+        }
+    };
+    let config = Arc::new(config);
     let creds = cluster.creds.clone();
     let orchestrator = Arc::new(Orchestrator::spawn(
         cluster,
@@ -69,11 +78,17 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         proxy.local_addr().port()
     );
     tracing::info!(admin = %admin_addr, "understudy is ready; Ctrl-C stops the proxy and both servers");
+    if config.tls.enabled() {
+        tracing::info!(
+            "TLS: connect with sslmode=verify-full sslrootcert={}",
+            tls.ca_cert.display()
+        );
+    }
     println!("ready: {uri}");
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    proxy.stop_accepting().await;
+    let tls = proxy.tls_reloader();
+    until_stopped(|| reload_tls(&tls)).await;
+    shut_down(proxy, config.proxy.shutdown_grace()).await;
     runtime_files::remove(&dir);
     stop(&orchestrator).await;
     tracing::info!("stopped");
@@ -163,8 +178,18 @@ fn admin_state(
     }
 }
 
-fn embedded_config(cluster: &EmbeddedCluster, args: &UpArgs) -> Result<Config, CliError> {
+fn embedded_config(
+    cluster: &EmbeddedCluster,
+    args: &UpArgs,
+    tls: Option<&TlsFiles>,
+) -> Result<Config, CliError> {
     let mut config = Config::default_for_embedded();
+    if let Some(tls) = tls {
+        config.tls.cert_file = tls.cert.display().to_string();
+        config.tls.key_file = tls.key.display().to_string();
+    }
+    // The embedded servers listen on loopback without TLS.
+    config.backend.tls_mode = understudy_config::BackendTlsMode::Disable;
     config.proxy.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let admin_port = args.admin_port.unwrap_or(args.port.wrapping_add(1));
     config.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));

@@ -77,6 +77,8 @@ fn every_listed_key_can_be_overridden() {
                 ("auth", "mode") => "userlist",
                 ("auth", "method") => "md5",
                 ("journal", "ledger") => "false",
+                ("backend", "tls_mode") => "require",
+                ("tls", "require_tls") => "true",
                 (_, k) if k.ends_with("_ms") || k.starts_with("max_") => "42",
                 _ => "some text",
             };

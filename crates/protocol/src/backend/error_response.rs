@@ -26,6 +26,16 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     /// `08001` sqlclient_unable_to_establish_sqlconnection.
     pub const UNABLE_TO_CONNECT: &str = "08001";
+    /// `08007` transaction_resolution_unknown.
+    pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
+    /// `25P02` in_failed_sql_transaction.
+    pub const IN_FAILED_TRANSACTION: &str = "25P02";
+    /// `25P03` idle_in_transaction_session_timeout.
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    /// `40001` serialization_failure: drivers retry the transaction.
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    /// `54000` program_limit_exceeded.
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     /// `XX000` internal_error.
     pub const INTERNAL_ERROR: &str = "XX000";
 }

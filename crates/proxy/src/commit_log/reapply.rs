@@ -95,8 +95,9 @@ async fn open(
         primary,
         &entry.identity.params,
         &entry.identity.credential,
+        &ctx.server_tls,
         ctx.config.backend.connect_timeout(),
-        DEFAULT_MAX_MESSAGE_LEN,
+        ctx.config.proxy.max_message_len(),
     )
     .await
     .map_err(|e| e.to_string())?;

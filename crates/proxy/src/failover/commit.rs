@@ -3,9 +3,9 @@
 //! client gets the replies a successful COMMIT would have produced; if not,
 //! the transaction is replayed and committed on the new primary.
 
+use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use understudy_protocol::backend::{tag, ReadyForQuery, TransactionStatus};
 use understudy_protocol::frontend::{encode_query, tag as ftag};
 use understudy_protocol::FrameWriter;
@@ -25,7 +25,7 @@ pub enum CommitOutcome {
 
 /// Asks the new primary whether the unit's stamped transaction committed.
 pub async fn resolve(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     journal: &Journal,
     old: &[Reply],

@@ -41,12 +41,9 @@ use crate::topology::{self, BackendAddr};
 /// Pause between attempts to reach a new primary.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// `40001` serialization_failure: drivers retry the transaction.
-const SERIALIZATION_FAILURE: &str = "40001";
-/// `08007` transaction_resolution_unknown.
-const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
-/// `25P02` in_failed_sql_transaction.
-const IN_FAILED_TRANSACTION: &str = "25P02";
+use understudy_protocol::backend::sqlstate::{
+    IN_FAILED_TRANSACTION, SERIALIZATION_FAILURE, TRANSACTION_RESOLUTION_UNKNOWN,
+};
 
 /// Who the session is on a server: what a new backend is opened with.
 pub struct Identity {
@@ -221,8 +218,9 @@ async fn connect_before(
             &primary,
             &identity.params,
             &identity.credential,
+            &ctx.server_tls,
             ctx.config.backend.connect_timeout().min(remaining),
-            understudy_protocol::DEFAULT_MAX_MESSAGE_LEN,
+            ctx.config.proxy.max_message_len(),
         )
         .await;
         match attempt {
@@ -399,7 +397,7 @@ fn metrics_divergence(ctx: &ProxyContext) {
 }
 
 async fn wait_ready(
-    conn: &mut crate::conn::FramedConn<tokio::net::TcpStream>,
+    conn: &mut crate::conn::FramedConn<crate::stream::Stream>,
 ) -> Result<(), ReplayError> {
     loop {
         let frame = conn

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
+use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use understudy_protocol::backend::{tag, ErrorFields, ParameterStatus};
 use understudy_protocol::frame::HEADER_LEN;
 use understudy_protocol::scan::Piece;
@@ -50,7 +50,7 @@ impl std::fmt::Display for ReplayError {
 /// and waits until the server has applied all of it. Returns the
 /// ParameterStatus values the server reported meanwhile.
 pub async fn restore_session(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     journal: &Journal,
 ) -> Result<HashMap<String, String>, ReplayError> {
@@ -59,7 +59,7 @@ pub async fn restore_session(
 
 /// Sends a session-state snapshot and waits until the server applied it.
 pub async fn restore_snapshot(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     snapshot: &Snapshot,
 ) -> Result<HashMap<String, String>, ReplayError> {
@@ -108,7 +108,7 @@ pub struct Replayed {
 /// the journal is where it was before the move, the server is where the old
 /// one stopped, and `rbuf` holds the server's next unread bytes.
 pub async fn replay_unit(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     journal: &mut Journal,
     old: &[Reply],
@@ -144,7 +144,7 @@ pub async fn replay_unit(
     let (answered, pending) = requests.split_at(answered_len);
     let (verified_tx, verified_rx) = tokio::sync::oneshot::channel::<()>();
 
-    let (mut reader, mut writer) = stream.split();
+    let (mut reader, mut writer) = tokio::io::split(&mut *stream);
     let write = async {
         writer.write_all(answered).await?;
         // Without Sync or Flush the server keeps extended-protocol replies.
@@ -295,7 +295,7 @@ pub(crate) async fn read_whole<R: tokio::io::AsyncRead + Unpin>(
 }
 
 pub(super) async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<Frame, ReplayError> {
     let whole = read_whole(stream, rbuf).await?;

@@ -19,10 +19,12 @@
 //! - [`session`]: the session state a new backend must be given again.
 //! - this module: the unit, reply matching, digests and limits.
 
+pub mod budget;
 pub mod request;
 pub mod session;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use understudy_protocol::backend::{self, TransactionStatus};
@@ -30,6 +32,7 @@ use understudy_protocol::frontend;
 use understudy_protocol::scan::{body_of, Piece};
 use xxhash_rust::xxh3::Xxh3;
 
+pub use self::budget::JournalBudget;
 use self::request::{CommandKind, Expect};
 use self::session::SessionState;
 
@@ -38,6 +41,8 @@ use self::session::SessionState;
 pub enum NotReplayable {
     /// The open unit holds more than the per-session journal limit.
     UnitTooLarge,
+    /// All sessions' journals together hold `journal.max_total_bytes`.
+    TotalTooLarge,
     /// A client message was larger than the journal keeps.
     MessageTooLarge,
     /// The session state holds more than the per-session journal limit.
@@ -52,6 +57,9 @@ impl std::fmt::Display for NotReplayable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             NotReplayable::UnitTooLarge => "the open transaction is larger than the journal limit",
+            NotReplayable::TotalTooLarge => {
+                "the journals of all sessions together are at their limit"
+            }
             NotReplayable::MessageTooLarge => "a message was larger than the journal keeps",
             NotReplayable::SessionStateTooLarge => {
                 "the session state is larger than the journal limit"
@@ -131,13 +139,15 @@ pub struct Request {
     pub injected: bool,
 }
 
-/// Per-session journal limits.
-#[derive(Debug, Clone, Copy)]
+/// Per-session journal limits, and the budget shared by all sessions.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Bytes of client messages kept for the open unit.
     pub max_unit_bytes: usize,
     /// Bytes of session state (settings, prepared statements).
     pub max_session_bytes: usize,
+    /// Bytes of open units kept by all sessions together.
+    pub budget: Arc<JournalBudget>,
 }
 
 impl Default for Limits {
@@ -145,6 +155,7 @@ impl Default for Limits {
         Limits {
             max_unit_bytes: 16 << 20,
             max_session_bytes: 4 << 20,
+            budget: Arc::default(),
         }
     }
 }
@@ -204,6 +215,12 @@ pub struct Journal {
     pub commit_token: Option<i64>,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.limits.budget.release(self.arena.len());
+    }
 }
 
 /// A transaction that committed with a ledger stamp: what it takes to apply
@@ -369,14 +386,18 @@ impl Journal {
     pub fn client_message(&mut self, tag: u8, frame: Option<&[u8]>) {
         let expect = Expect::of(tag);
         let frame = match frame {
-            Some(bytes) if self.arena.len() + bytes.len() <= self.limits.max_unit_bytes => {
+            Some(bytes) if self.arena.len() + bytes.len() > self.limits.max_unit_bytes => {
+                self.block_unit(NotReplayable::UnitTooLarge);
+                None
+            }
+            Some(bytes) if !self.limits.budget.try_charge(bytes.len()) => {
+                self.block_unit(NotReplayable::TotalTooLarge);
+                None
+            }
+            Some(bytes) => {
                 let start = self.arena.len();
                 self.arena.extend_from_slice(bytes);
                 Some(start..self.arena.len())
-            }
-            Some(_) => {
-                self.block_unit(NotReplayable::UnitTooLarge);
-                None
             }
             None => {
                 self.block_unit(NotReplayable::MessageTooLarge);
@@ -434,6 +455,12 @@ impl Journal {
         }
     }
 
+    /// Requests sent and not completely answered yet (an upper bound: a
+    /// request answered early behind an unanswered one still counts).
+    pub fn outstanding(&mut self) -> usize {
+        self.current().map_or(0, |i| self.requests.len() - i)
+    }
+
     /// Index of the request the next reply message belongs to.
     pub fn next_reply_owner(&mut self) -> Option<usize> {
         self.current()
@@ -443,13 +470,19 @@ impl Journal {
     /// and sets the transaction status the client was told.
     pub fn abandon_unit(&mut self, status: TransactionStatus) {
         self.requests.clear();
-        self.arena.clear();
+        self.clear_arena();
         self.cursor = 0;
         self.frame_owner = None;
         self.skipping_to_sync = false;
         self.unit_blocked = None;
         self.commit_token = None;
         self.tx_status = status;
+    }
+
+    /// Empties the arena and gives its bytes back to the budget.
+    fn clear_arena(&mut self) {
+        self.limits.budget.release(self.arena.len());
+        self.arena.clear();
     }
 
     fn current(&mut self) -> Option<usize> {
@@ -629,7 +662,7 @@ impl Journal {
         // The stamp, if any, belonged to the transaction that just ended.
         self.commit_token = None;
         if self.requests.is_empty() {
-            self.arena.clear();
+            self.clear_arena();
             self.unit_blocked = None;
         } else if let Some(base) = self
             .requests
@@ -638,6 +671,7 @@ impl Journal {
         {
             // Drop the finished requests' bytes; later ones move to the front.
             let _ = self.arena.split_to(base);
+            self.limits.budget.release(base);
             for request in &mut self.requests {
                 if let Some(frame) = &mut request.frame {
                     *frame = frame.start - base..frame.end - base;

@@ -222,6 +222,7 @@ fn oversized_units_are_not_replayable_until_they_end() {
     let mut j = Journal::new(Limits {
         max_unit_bytes: 64,
         max_session_bytes: 64,
+        ..Limits::default()
     });
     client(&mut j, &[query("begin"), query(&"x".repeat(100))]);
     assert_eq!(j.replayable(), Err(NotReplayable::UnitTooLarge));
@@ -237,6 +238,39 @@ fn oversized_units_are_not_replayable_until_they_end() {
     client(&mut j, &[query("commit")]);
     server(&mut j, &[complete("COMMIT"), ready(b'I')]);
     assert_eq!(j.replayable(), Ok(()));
+}
+
+#[test]
+fn the_shared_budget_blocks_the_session_that_does_not_fit_and_is_returned_at_unit_end() {
+    let budget = std::sync::Arc::new(super::JournalBudget::new(40));
+    let limits = Limits {
+        budget: std::sync::Arc::clone(&budget),
+        ..Limits::default()
+    };
+    let mut first = Journal::new(limits.clone());
+    let mut second = Journal::new(limits);
+    client(&mut first, &[query("begin"), query(&"a".repeat(20))]);
+    assert_eq!(first.replayable(), Ok(()));
+    client(&mut second, &[query(&"b".repeat(30))]);
+    assert_eq!(
+        second.replayable(),
+        Err(NotReplayable::TotalTooLarge),
+        "the second session's message does not fit beside the first's"
+    );
+    server(
+        &mut first,
+        &[
+            complete("BEGIN"),
+            ready(b'T'),
+            complete("SELECT 1"),
+            ready(b'T'),
+        ],
+    );
+    client(&mut first, &[query("commit")]);
+    server(&mut first, &[complete("COMMIT"), ready(b'I')]);
+    assert_eq!(budget.used(), 0, "an ended unit gives its bytes back");
+    drop(second);
+    assert_eq!(budget.used(), 0);
 }
 
 fn outstanding(j: &mut Journal) -> Vec<super::Reply> {
