@@ -206,16 +206,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     poll_fn(|cx| {
-        if state.park_when_idle && state.journal.is_idle() && !to_server.done_reading {
-            // Already at a boundary: park unless a whole request waits.
-            let pending = understudy_protocol::Frame::peek_header(&to_server.buf, usize::MAX)
-                .ok()
-                .flatten()
-                .is_some_and(|(_, total)| to_server.buf.len() >= total);
-            if !pending && to_server.out.is_empty() {
-                to_server.done_reading = true;
-                return Poll::Ready(RelayEnd::Parked);
-            }
+        if parks_now(state, to_server) {
+            return Poll::Ready(RelayEnd::Parked);
         }
         let from_server = pump(cx, server, client, to_client, Side::Server, |pipe, n| {
             metrics::add(&metrics.server_bytes_in, n as u64);
@@ -240,6 +232,12 @@ where
         if to_client.done_reading && to_client.out.is_empty() && !to_client.needs_flush {
             return Poll::Ready(RelayEnd::ServerFatal);
         }
+        // The replies just relayed may have ended the last transaction; park
+        // once the client has them.
+        let delivered = to_client.out.is_empty() && !to_client.needs_flush;
+        if delivered && parks_now(state, to_server) {
+            return Poll::Ready(RelayEnd::Parked);
+        }
         if let Some(timer) = &mut state.idle_in_transaction {
             let journal = &mut state.journal;
             let idle = journal.tx_status != TransactionStatus::Idle
@@ -253,6 +251,23 @@ where
         Poll::Pending
     })
     .await
+}
+
+/// True (and the client side stops reading) when parking is asked for and
+/// the session is at a transaction boundary with no whole request waiting.
+fn parks_now(state: &RelayState, to_server: &mut Pipe) -> bool {
+    if !state.park_when_idle || !state.journal.is_idle() || to_server.done_reading {
+        return false;
+    }
+    let pending = understudy_protocol::Frame::peek_header(&to_server.buf, usize::MAX)
+        .ok()
+        .flatten()
+        .is_some_and(|(_, total)| to_server.buf.len() >= total);
+    if pending || !to_server.out.is_empty() {
+        return false;
+    }
+    to_server.done_reading = true;
+    true
 }
 
 /// Moves bytes from `from` to `to` until both would block. Returns `Ready`

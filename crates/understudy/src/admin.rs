@@ -117,8 +117,9 @@ async fn handle(
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !same_secret(given, expected.as_bytes()) {
             return Ok(text(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong admin token\n".into(),
@@ -208,4 +209,28 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+/// Compares a presented secret with the expected one in time that does not
+/// depend on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = given.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        difference |= usize::from(given.get(i).copied().unwrap_or(0) ^ e);
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::same_secret;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        assert!(same_secret(b"Bearer abc", b"Bearer abc"));
+        assert!(!same_secret(b"Bearer abd", b"Bearer abc"));
+        assert!(!same_secret(b"Bearer ab", b"Bearer abc"));
+        assert!(!same_secret(b"Bearer abcd", b"Bearer abc"));
+        assert!(!same_secret(b"", b"Bearer abc"));
+    }
 }
