@@ -33,6 +33,7 @@ mod env;
 mod error;
 mod load;
 mod model;
+mod patroni;
 mod secret;
 mod validate;
 
@@ -44,6 +45,7 @@ pub use model::{
     HealthConfig, JournalConfig, ProxyConfig, Server, TlsConfig, UnknownName, User,
     DEFAULT_AUTH_QUERY,
 };
+pub use patroni::patroni_endpoint;
 pub use secret::{Secret, REDACTED};
 
 #[cfg(test)]

@@ -306,6 +306,12 @@ pub struct Server {
     /// TCP port. Default 5432.
     #[serde(default = "default_pg_port")]
     pub port: u16,
+    /// Base URL of the server's Patroni REST API (`http://host:8008`). When set,
+    /// `understudy run` takes the server as primary only while Patroni's
+    /// `GET /primary` answers 200 (the node holds the leader lock), instead of
+    /// trusting `pg_is_in_recovery()` alone. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<String>,
 }
 
 fn default_pg_port() -> u16 {

@@ -123,6 +123,14 @@ impl Config {
                     "must not be empty; give the server's host name or IP address",
                 ));
             }
+            if let Some(url) = &server.patroni {
+                if let Err(problem) = crate::patroni_endpoint(url) {
+                    return Err(ConfigError::invalid(
+                        format!("servers[{i}].patroni"),
+                        problem,
+                    ));
+                }
+            }
             if server.port == 0 {
                 return Err(ConfigError::invalid(
                     format!("servers[{i}].port"),

@@ -79,6 +79,7 @@ impl Harness {
                 name: node.name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),
                 port: node.port(),
+                patroni: None,
             })
             .collect();
         customize(&mut config);

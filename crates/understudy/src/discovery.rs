@@ -1,7 +1,8 @@
 //! Finding the primary among the servers of `understudy run`: every server
-//! is asked `pg_is_in_recovery()` over a control connection, the one that is
-//! not in recovery is published as the primary, and the answers are kept for
-//! `/status`.
+//! is asked `pg_is_in_recovery()` over a control connection — and, when it
+//! has a `patroni` URL, its Patroni REST API, which then decides (see
+//! [`patroni`](crate::patroni)) — the one that is primary is published, and
+//! the answers are kept for `/status`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,7 +45,23 @@ pub fn spawn(config: Arc<Config>, topology: TopologyTx) -> Arc<Observed> {
             let mut replay = Vec::new();
             for server in &config.servers {
                 let probe = probe(&config, server, &mut clients).await;
+                let leads = match (&server.patroni, &probe) {
+                    (Some(url), Ok((false, _))) => {
+                        match crate::patroni::leads(url, config.backend.connect_timeout()).await {
+                            Ok(leads) => leads,
+                            Err(e) => {
+                                tracing::warn!(server = %server.name, "{e}");
+                                false
+                            }
+                        }
+                    }
+                    _ => true,
+                };
                 let role = match &probe {
+                    Ok((false, _)) if !leads => {
+                        tracing::debug!(server = %server.name, "out of recovery, but Patroni does not confirm it leads");
+                        "not leader"
+                    }
                     Ok((false, lsn)) => {
                         if primary.is_none() {
                             primary = Some(server);

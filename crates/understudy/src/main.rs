@@ -15,6 +15,7 @@ mod admin;
 mod bench;
 mod cli;
 mod discovery;
+mod patroni;
 mod run;
 mod runtime_files;
 mod status;

@@ -201,6 +201,7 @@ fn embedded_config(
             name: node.name().to_owned(),
             host: Ipv4Addr::LOCALHOST.to_string(),
             port: node.port(),
+            patroni: None,
         })
         .collect();
     config.validate()?;

@@ -27,6 +27,7 @@ fn pg1() -> Server {
         name: "pg1".to_owned(),
         host: "127.0.0.1".to_owned(),
         port: 5432,
+        patroni: None,
     }
 }
 

@@ -122,6 +122,7 @@ fn proxy_config(cluster: &EmbeddedCluster) -> Result<Config, BenchError> {
             name: node.name().to_owned(),
             host: "127.0.0.1".to_owned(),
             port: node.port(),
+            patroni: None,
         })
         .collect();
     config
