@@ -156,16 +156,30 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
     assert_eq!(rows_on_new_primary(&h).await, [1]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
-    let mut h = Harness::start_with(1, |_| {}).await;
+/// How the client sends its autocommit INSERT.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// Parse/Bind/Execute/Sync (tokio-postgres `execute`).
+    Extended,
+    /// One Query message (tokio-postgres `simple_query`).
+    Simple,
+}
+
+/// Sends an autocommit INSERT of 1 and loses the primary after the server
+/// committed it locally but before any acknowledgement left it (the commit
+/// waits for a frozen synchronous standby, then the backend is frozen and
+/// killed with its server). Returns the client and the INSERT's outcome.
+async fn autocommit_insert_lost_before_its_ack(
+    h: &mut Harness,
+    protocol: Protocol,
+) -> (tokio_postgres::Client, Result<(), tokio_postgres::Error>) {
     h.cluster
         .connect()
         .await
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "on").await;
+    synchronous(h, "on").await;
     let standby = h.cluster.connect_to(1).await;
     let receiver: i32 = standby
         .query_one("select pid from pg_stat_wal_receiver", &[])
@@ -173,14 +187,21 @@ async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
         .unwrap()
         .get(0);
     let client = h.connect(Target::Proxy).await;
+    let prepared = client.prepare("insert into t values (1)").await.unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
     let insert = tokio::spawn(async move {
-        let result = client.execute("insert into t values (1)", &[]).await;
+        let result = match protocol {
+            Protocol::Extended => client.execute(&prepared, &[]).await.map(|n| {
+                assert_eq!(n, 1, "the INSERT's row count");
+            }),
+            Protocol::Simple => client
+                .simple_query("insert into t values (1)")
+                .await
+                .map(|_| ()),
+        };
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
-    // The backend has committed locally and waits; freeze it so that no
-    // acknowledgement can leave it, then lose the primary.
+    commit_waits_for_the_standby(h).await;
     let backend: i32 = h
         .cluster
         .connect()
@@ -197,11 +218,63 @@ async fn autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
     kill(Pid::from_raw(backend), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGCONT).unwrap();
     h.promote_standby().await;
+    tokio::time::timeout(DEADLINE, insert)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_autocommit_write_in_flight_that_never_reached_the_standby_is_replayed_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, result) = autocommit_insert_lost_before_its_ack(&mut h, Protocol::Extended).await;
+    result.expect("the INSERT succeeds once");
+    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reported_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    let prepared = client.prepare("insert into t values (1)").await.unwrap();
+    // The standby receives the commit record but does not apply it, so the
+    // primary never acknowledges the INSERT.
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let insert = tokio::spawn(async move {
+        let result = client.execute(&prepared, &[]).await;
+        (client, result)
+    });
+    commit_waits_for_the_standby(&h).await;
+
+    h.fail_over().await;
 
     let (client, result) = tokio::time::timeout(DEADLINE, insert)
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(result.expect("the INSERT succeeds"), 1, "its row count");
+    assert_eq!(rows_on_new_primary(&h).await, [1], "applied once");
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_autocommit_write_in_flight_gets_08007_and_the_session_goes_on() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, result) = autocommit_insert_lost_before_its_ack(&mut h, Protocol::Simple).await;
     let err = result.expect_err("the outcome of the INSERT is unknown");
     assert_eq!(
         err.as_db_error().map(|e| e.code().code()),

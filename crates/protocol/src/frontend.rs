@@ -109,6 +109,48 @@ pub fn encode_query(sql: &str, out: &mut BytesMut) {
     w.finish();
 }
 
+/// Appends a Parse message naming `statement`, without parameter types.
+pub fn encode_parse(statement: &str, sql: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::PARSE);
+    w.cstr(statement);
+    w.cstr(sql);
+    w.i16(0);
+    w.finish();
+}
+
+/// Appends a Bind of `statement` to `portal`, without parameters and with
+/// text results.
+pub fn encode_bind(portal: &str, statement: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::BIND);
+    w.cstr(portal);
+    w.cstr(statement);
+    w.i16(0);
+    w.i16(0);
+    w.i16(0);
+    w.finish();
+}
+
+/// Appends an Execute of `portal` for all its rows.
+pub fn encode_execute(portal: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::EXECUTE);
+    w.cstr(portal);
+    w.i32(0);
+    w.finish();
+}
+
+/// Appends a Close of the prepared statement `statement`.
+pub fn encode_close_statement(statement: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::CLOSE);
+    w.u8(b'S');
+    w.cstr(statement);
+    w.finish();
+}
+
+/// Appends a Flush message.
+pub fn encode_flush(out: &mut BytesMut) {
+    FrameWriter::tagged(out, tag::FLUSH).finish();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

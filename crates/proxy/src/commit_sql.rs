@@ -89,6 +89,31 @@ mod tests {
     use super::is_commit;
 
     #[test]
+    fn transaction_control_is_recognised() {
+        use super::controls_transaction;
+        for sql in [
+            "BEGIN",
+            "start transaction isolation level serializable",
+            "commit",
+            "/* x */ rollback to savepoint a",
+            "savepoint a",
+            "release a",
+            "prepare transaction 'x'",
+            "insert into t values (1); commit",
+        ] {
+            assert!(controls_transaction(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "insert into t values (1)",
+            "update t set note = 'begin'",
+            "prepare q as select 1",
+            "select 'commit'",
+        ] {
+            assert!(!controls_transaction(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn commits_are_recognised() {
         for sql in [
             "COMMIT",
@@ -171,6 +196,39 @@ pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
             | b"ROLLBACK"
             | b"ABORT"
     ) && !has_second_statement(sql)
+}
+
+/// True when `sql` may start, end or mark a transaction (`BEGIN`, `START`,
+/// `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`,
+/// `PREPARE TRANSACTION`), or holds several statements, one of which may.
+pub fn controls_transaction(sql: &[u8]) -> bool {
+    let words = loose_words(sql);
+    let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
+    let first = match keyword(0) {
+        Some(first) => first,
+        None => return false,
+    };
+    let controls = matches!(
+        first.as_slice(),
+        b"BEGIN"
+            | b"START"
+            | b"COMMIT"
+            | b"END"
+            | b"ROLLBACK"
+            | b"ABORT"
+            | b"SAVEPOINT"
+            | b"RELEASE"
+    ) || (first == b"PREPARE"
+        && keyword(1).as_deref() == Some(b"TRANSACTION".as_slice()));
+    controls
+        || (has_second_statement(sql)
+            && words.iter().any(|w| {
+                let w = w.to_ascii_uppercase();
+                matches!(
+                    w.as_slice(),
+                    b"BEGIN" | b"START" | b"COMMIT" | b"END" | b"ROLLBACK" | b"ABORT"
+                )
+            }))
 }
 
 /// The words of `sql` outside quotes and comments.

@@ -8,6 +8,12 @@
 //! only once its previous bytes are written, which bounds memory per session
 //! and passes backpressure through, while the other direction keeps moving.
 //!
+//! Towards the server the relay adds only commit stamps: in front of a
+//! COMMIT, and behind an autocommit write whose Sync it holds until the
+//! batch is answered ([`SyncHold`]). Towards the client it cuts out the
+//! stamps' replies, holds back a FATAL error, and rewrites what a move
+//! changed (the pid of notifications, `25P02` of a failed-over transaction).
+//!
 //! The loop is written as a hand-made `poll` function rather than
 //! `tokio::select!` over read/write futures: it needs no split of the
 //! sockets, builds no futures per message, and costs the same syscalls as a
@@ -31,7 +37,10 @@ use understudy_protocol::backend::sqlstate::{
 };
 use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
-use understudy_protocol::frontend::{self, encode_query};
+use understudy_protocol::frontend::{
+    self, encode_bind, encode_close_statement, encode_execute, encode_flush, encode_parse,
+    encode_query,
+};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
 
 use std::sync::Arc;
@@ -108,6 +117,8 @@ pub struct RelayState {
     pub commit_log: Option<(Arc<CommitLog>, Arc<Identity>)>,
     /// Stop before the next request that would start a new unit.
     pub park_when_idle: bool,
+    /// Where an autocommit batch's Sync is held for its commit stamp.
+    pub sync_hold: SyncHold,
     /// Requests the client may have outstanding at once.
     pub max_pipelined_requests: usize,
     /// Ends the session when it sits idle inside a transaction too long.
@@ -168,10 +179,45 @@ impl RelayState {
             commits: CommitStatements::default(),
             commit_log: None,
             park_when_idle: false,
+            sync_hold: SyncHold::Off,
             max_pipelined_requests: usize::MAX,
             idle_in_transaction: None,
         }
     }
+
+    /// After the session moved: a Sync held for its stamp goes on once the
+    /// replies it waited for are in (the replay brought them back), or at
+    /// once when the move abandoned the batch.
+    pub fn settle_sync_hold(&mut self, to_server: &mut Pipe) {
+        match self.sync_hold {
+            SyncHold::Waiting if self.journal.is_idle() => self.sync_hold = SyncHold::Pass,
+            SyncHold::Waiting if self.journal.outstanding() == 0 => {
+                self.sync_hold = SyncHold::Ready
+            }
+            SyncHold::Waiting | SyncHold::Off => return,
+            SyncHold::Ready | SyncHold::Pass => {}
+        }
+        if !self.client_terminated {
+            to_server.resume_reading();
+        }
+    }
+}
+
+/// The Sync of an autocommit extended batch that may write is held until
+/// the server has answered the batch (a Flush is sent in its place), then
+/// goes with the commit stamp in front of it: the client has every reply
+/// but the final ReadyForQuery before the transaction can commit, so a
+/// failover in between is resolved exactly by the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncHold {
+    /// No Sync held.
+    Off,
+    /// A Sync waits, unread, for the replies of its batch.
+    Waiting,
+    /// The replies are in: stamp (unless the batch failed) and send it.
+    Ready,
+    /// Send the held Sync as it is.
+    Pass,
 }
 
 /// Why the relay stopped.
@@ -216,6 +262,11 @@ where
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
         }
+        if state.sync_hold == SyncHold::Ready && to_server.done_reading && !state.client_terminated
+        {
+            // The held Sync's batch is answered: read it again to send it.
+            to_server.resume_reading();
+        }
         let from_client = pump(cx, client, server, to_server, Side::Client, |pipe, n| {
             metrics::add(&metrics.client_bytes_in, n as u64);
             scan_client(pipe, state, metrics)
@@ -223,7 +274,12 @@ where
         if let Poll::Ready(end) = from_client {
             return Poll::Ready(end);
         }
-        if to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush {
+        let holding_sync = state.sync_hold == SyncHold::Waiting;
+        if to_server.done_reading
+            && to_server.out.is_empty()
+            && !to_server.needs_flush
+            && !holding_sync
+        {
             if state.client_terminated {
                 return Poll::Ready(RelayEnd::ClientTerminated);
             }
@@ -356,9 +412,14 @@ fn scan_client(
             && journal.commit_token.is_none()
             && journal.tx_status == TransactionStatus::InTransaction;
         let parking = state.park_when_idle;
+        let hold = state.sync_hold;
+        // A stamp from an earlier batch still in flight does not count: this
+        // batch's Sync waits for it to end, then gets its own.
+        let autocommit = state.ledger && journal.tx_status == TransactionStatus::Idle;
         let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
+        let mut sync_event = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -379,6 +440,29 @@ fn scan_client(
                         parked = true;
                         return ControlFlow::Break(Stop::Before);
                     }
+                    if tag == frontend::tag::SYNC && rest == 0 {
+                        match hold {
+                            SyncHold::Ready => {
+                                sync_event = Some(SyncHold::Ready);
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            SyncHold::Pass => {
+                                journal.client_message(tag, Some(bytes));
+                                sync_event = Some(SyncHold::Pass);
+                                return ControlFlow::Break(Stop::After);
+                            }
+                            SyncHold::Off if autocommit && journal.batch_may_write() => {
+                                sync_event = Some(SyncHold::Waiting);
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            SyncHold::Waiting => {
+                                // Still waiting for the batch's replies.
+                                sync_event = Some(SyncHold::Off);
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            _ => {}
+                        }
+                    }
                     if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
                         stamp = true;
                         return ControlFlow::Break(Stop::Before);
@@ -395,6 +479,51 @@ fn scan_client(
                 source,
             })?;
         let relayed = pipe.buf.split_to(scanned.relay_upto);
+        match sync_event {
+            Some(SyncHold::Waiting) => {
+                // Hold the Sync; the Flush makes the server answer the batch.
+                let mut out = assembled.take().unwrap_or_default();
+                out.extend_from_slice(&relayed);
+                let start = out.len();
+                encode_flush(&mut out);
+                state.journal.injected_request(&out[start..]);
+                state.sync_hold = SyncHold::Waiting;
+                pipe.out = out.freeze();
+                pipe.done_reading = true;
+                pipe.unscanned = true;
+                return Ok(());
+            }
+            Some(SyncHold::Ready) => {
+                let out = assembled.get_or_insert_with(BytesMut::new);
+                out.extend_from_slice(&relayed);
+                let journal = &mut state.journal;
+                let still_implicit = state.ledger
+                    && journal.commit_token.is_none()
+                    && journal.tx_status == TransactionStatus::Idle
+                    && !journal.skipping_to_sync();
+                if still_implicit {
+                    inject_implicit_stamp(out, journal);
+                }
+                state.sync_hold = SyncHold::Pass;
+                continue;
+            }
+            Some(SyncHold::Off) => {
+                let mut out = assembled.take().unwrap_or_default();
+                out.extend_from_slice(&relayed);
+                pipe.out = out.freeze();
+                pipe.done_reading = true;
+                pipe.unscanned = true;
+                return Ok(());
+            }
+            Some(SyncHold::Pass) => {
+                assembled
+                    .get_or_insert_with(BytesMut::new)
+                    .extend_from_slice(&relayed);
+                state.sync_hold = SyncHold::Off;
+                continue;
+            }
+            _ => {}
+        }
         if stamp {
             let out = assembled.get_or_insert_with(BytesMut::new);
             out.extend_from_slice(&relayed);
@@ -439,6 +568,30 @@ fn scan_client(
         }
         return Ok(());
     }
+}
+
+/// Name of the prepared statement of an implicit stamp (closed first, so
+/// a leftover from an aborted batch never collides).
+const STAMP_STATEMENT: &str = "understudy_stamp";
+
+/// Appends the stamp of an implicit transaction to `out` and journals it:
+/// a named statement (the client's unnamed statement stays untouched) run
+/// through the unnamed portal, which the client's Sync ends anyway.
+fn inject_implicit_stamp(out: &mut BytesMut, journal: &mut Journal) {
+    let token = ledger::new_token();
+    let mut start = out.len();
+    encode_close_statement(STAMP_STATEMENT, out);
+    journal.injected_request(&out[start..]);
+    start = out.len();
+    encode_parse(STAMP_STATEMENT, &ledger::stamp_sql(token), out);
+    journal.injected_request(&out[start..]);
+    start = out.len();
+    encode_bind("", STAMP_STATEMENT, out);
+    journal.injected_request(&out[start..]);
+    start = out.len();
+    encode_execute("", out);
+    journal.injected_message(&out[start..], token);
+    journal.mark_stamp_implicit();
 }
 
 /// Scans bytes from the server: follows replies and the transaction
@@ -550,10 +703,20 @@ fn scan_server(
             out.extend_from_slice(&relayed);
             if frame[0] == backend::tag::ERROR_RESPONSE {
                 if let Ok(mut fields) = ErrorFields::parse(body_of(&frame)) {
-                    fields.severity = "WARNING".into();
-                    fields.message =
-                        format!("understudy could not record the commit: {}", fields.message);
-                    fields.encode_notice(out);
+                    if state.journal.stamp_is_implicit() {
+                        // The Sync will roll the batch back: the client
+                        // must hear it failed.
+                        fields.message = format!(
+                            "understudy could not record the commit, so the statement was rolled back: {}",
+                            fields.message
+                        );
+                        fields.encode_error(out);
+                    } else {
+                        fields.severity = "WARNING".into();
+                        fields.message =
+                            format!("understudy could not record the commit: {}", fields.message);
+                        fields.encode_notice(out);
+                    }
                 }
             }
             state.journal.server_piece(Piece::Start {
@@ -597,6 +760,9 @@ fn scan_server(
         if fatal.is_some() {
             state.server_fatal = fatal;
             pipe.done_reading = true;
+        }
+        if state.sync_hold == SyncHold::Waiting && state.journal.outstanding() == 0 {
+            state.sync_hold = SyncHold::Ready;
         }
         if state.journal.has_committed() {
             let committed = state.journal.take_committed();

@@ -247,6 +247,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
                 addr = moved.addr;
                 server = moved.conn;
                 to_client.restart(tail, std::mem::take(&mut server.rbuf));
+                state.settle_sync_hold(&mut to_server);
             }
             Err(e) => {
                 metrics::inc(&m.move_failures_total);

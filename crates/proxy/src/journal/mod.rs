@@ -213,6 +213,9 @@ pub struct Journal {
     pub session: SessionState,
     /// The ledger token stamped into the open unit's transaction, if any.
     pub commit_token: Option<i64>,
+    /// The stamp went into an implicit transaction (an autocommit extended
+    /// batch), which the unit's Sync commits.
+    stamp_implicit: bool,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
 }
@@ -276,6 +279,7 @@ impl Journal {
             unit_blocked: None,
             session: SessionState::default(),
             commit_token: None,
+            stamp_implicit: false,
             committed: Vec::new(),
         }
     }
@@ -439,6 +443,57 @@ impl Journal {
         self.commit_token = Some(token);
     }
 
+    /// Records a message the proxy itself sends to the server within the
+    /// unit that carries no token (a Flush, the parts of an implicit stamp).
+    pub fn injected_request(&mut self, frame: &[u8]) {
+        self.client_message(frame[0], Some(frame));
+        if let Some(last) = self.requests.last_mut() {
+            last.injected = true;
+        }
+    }
+
+    /// Marks the unit's stamp as one of an implicit transaction: the Sync
+    /// commits it, and an error of the stamp is the client's error.
+    pub fn mark_stamp_implicit(&mut self) {
+        self.stamp_implicit = true;
+    }
+
+    /// The unit's stamp is in an implicit transaction.
+    pub fn stamp_is_implicit(&self) -> bool {
+        self.stamp_implicit
+    }
+
+    /// After an error in the extended protocol the server ignores messages
+    /// until the next Sync.
+    pub fn skipping_to_sync(&self) -> bool {
+        self.skipping_to_sync
+    }
+
+    /// True when the extended-protocol batch sent since the unit's last Sync
+    /// may write: an Execute whose statement is unknown or not harmless to
+    /// repeat, and nothing in it that starts or ends a transaction (those
+    /// batches are not autocommit writes) and no simple Query.
+    pub fn batch_may_write(&self) -> bool {
+        let mut may_write = false;
+        for i in (0..self.requests.len()).rev() {
+            let request = &self.requests[i];
+            if request.injected {
+                continue;
+            }
+            match request.tag {
+                frontend::tag::SYNC => break,
+                frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
+                frontend::tag::EXECUTE => match self.executed_text(i) {
+                    Some(text) if crate::commit_sql::controls_transaction(text) => return false,
+                    Some(text) => may_write |= !crate::commit_sql::is_harmless_to_repeat(text),
+                    None => may_write = true,
+                },
+                _ => {}
+            }
+        }
+        may_write
+    }
+
     /// True when the next reply message belongs to an injected request.
     pub fn next_reply_is_injected(&mut self) -> bool {
         self.current().is_some_and(|i| self.requests[i].injected)
@@ -476,6 +531,7 @@ impl Journal {
         self.skipping_to_sync = false;
         self.unit_blocked = None;
         self.commit_token = None;
+        self.stamp_implicit = false;
         self.tx_status = status;
     }
 
@@ -615,7 +671,7 @@ impl Journal {
         // Prepared statements are not transactional: whatever the unit's
         // fate, the ones it created or closed stay so. They become session
         // state only now, so that a replay of an open unit recreates its own.
-        for request in &self.requests[..end] {
+        for request in self.requests[..end].iter().filter(|r| !r.injected) {
             let answered = request.reply.bytes > 0 && !request.reply.failed;
             let frame = request.frame.clone().map(|r| &self.arena[r]);
             match request.tag {
@@ -628,7 +684,9 @@ impl Journal {
         }
         let finished = &self.requests[..end];
         if let Some(token) = self.commit_token {
-            if finished.iter().any(|r| r.reply.committed) {
+            let implicit_committed =
+                self.stamp_implicit && !finished.iter().any(|r| r.reply.failed);
+            if implicit_committed || finished.iter().any(|r| r.reply.committed) {
                 self.committed
                     .push(CommittedUnit::of(token, finished, &self.arena));
             }
@@ -661,6 +719,7 @@ impl Journal {
         self.frame_owner = None;
         // The stamp, if any, belonged to the transaction that just ended.
         self.commit_token = None;
+        self.stamp_implicit = false;
         if self.requests.is_empty() {
             self.clear_arena();
             self.unit_blocked = None;

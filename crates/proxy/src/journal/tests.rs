@@ -339,3 +339,36 @@ fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
 }
+
+fn bind(statement: &str) -> Vec<u8> {
+    msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+#[test]
+fn a_batch_executing_a_prepared_write_may_write_and_a_read_does_not() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("w", "insert into t values (1)"),
+            parse("r", "select 1"),
+            msg(b'S', b""),
+        ],
+    );
+    server(&mut j, &[msg(b'1', b""), msg(b'1', b""), ready(b'I')]);
+    assert!(j.is_idle());
+    client(&mut j, &[bind("r"), execute()]);
+    assert!(!j.batch_may_write(), "a prepared read");
+    client(&mut j, &[bind("w"), execute()]);
+    assert!(j.batch_may_write(), "a prepared write");
+    client(&mut j, &[msg(b'S', b"")]);
+    client(&mut j, &[bind("r"), execute()]);
+    assert!(
+        !j.batch_may_write(),
+        "only the batch after the last Sync counts"
+    );
+}
