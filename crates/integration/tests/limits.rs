@@ -98,6 +98,30 @@ async fn too_many_pipelined_requests_end_the_session_with_54000() {
     assert!(greedy.closed().await);
     bystander_works(&harness).await;
 
+    // A COPY sends a message per row and reads nothing until its end: the
+    // rows are not requests waiting for results.
+    harness
+        .connect(Target::Direct)
+        .await
+        .batch_execute("create table copied (id int)")
+        .await
+        .unwrap();
+    let (mut copier, _) = RawConn::login(port, SUPERUSER, PASSWORD).await;
+    let mut copy = BytesMut::new();
+    encode_query("copy copied from stdin", &mut copy);
+    copier.send(&copy).await;
+    copier.expect_frame(tag::COPY_IN_RESPONSE).await;
+    let mut rows = BytesMut::new();
+    for id in 0..1000 {
+        let mut w = understudy_protocol::FrameWriter::tagged(&mut rows, b'd');
+        w.bytes(format!("{id}\n").as_bytes());
+        w.finish();
+    }
+    understudy_protocol::FrameWriter::tagged(&mut rows, b'c').finish();
+    copier.send(&rows).await;
+    let done = copier.expect_frame(tag::COMMAND_COMPLETE).await;
+    assert_eq!(&done.body[..], b"COPY 1000\0");
+
     // Fewer than the limit outstanding at once is fine.
     let (mut polite, _) = RawConn::login(port, SUPERUSER, PASSWORD).await;
     let mut some = BytesMut::new();

@@ -408,6 +408,9 @@ impl Journal {
                 None
             }
         };
+        if tag == frontend::tag::COPY_DATA && self.extend_copy_data(frame.clone()) {
+            return;
+        }
         let mut reply = Reply::default();
         if expect == Expect::Nothing
             || (self.skipping_to_sync && expect.is_extended() && tag != frontend::tag::SYNC)
@@ -421,6 +424,28 @@ impl Journal {
             reply,
             injected: false,
         });
+    }
+
+    /// Folds a CopyData message into the CopyData request just before it, so
+    /// a COPY of a million rows is one request, not a million: the bytes are
+    /// contiguous in the arena, and CopyData gets no reply to match. True
+    /// when folded.
+    fn extend_copy_data(&mut self, frame: Option<Range<usize>>) -> bool {
+        let Some(last) = self.requests.last_mut() else {
+            return false;
+        };
+        if last.tag != frontend::tag::COPY_DATA || last.injected {
+            return false;
+        }
+        match (&mut last.frame, frame) {
+            (Some(previous), Some(next)) if previous.end == next.start => {
+                previous.end = next.end;
+                true
+            }
+            // Neither kept (too large): the unit is not replayable anyway.
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// Takes the stamped transactions that committed since the last call.

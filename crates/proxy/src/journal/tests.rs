@@ -372,3 +372,19 @@ fn a_batch_executing_a_prepared_write_may_write_and_a_read_does_not() {
         "only the batch after the last Sync counts"
     );
 }
+
+#[test]
+fn a_copy_in_is_one_request_however_many_rows_it_sends() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("copy t from stdin")]);
+    server(&mut j, &[msg(b'G', b"\0\0\0")]);
+    let rows: Vec<Vec<u8>> = (0..1000)
+        .map(|i| msg(b'd', format!("{i}\n").as_bytes()))
+        .collect();
+    client(&mut j, &rows);
+    client(&mut j, &[msg(b'c', b"")]);
+    assert_eq!(j.requests().len(), 3, "Query, the rows, CopyDone");
+    let kept = j.frame(&j.requests()[1]).unwrap();
+    assert_eq!(kept, &rows.concat()[..], "every row is kept, in order");
+    assert!(j.outstanding() <= 3);
+}
