@@ -198,6 +198,13 @@ pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
     ) && !has_second_statement(sql)
 }
 
+/// True when `sql` is a COPY statement.
+pub fn is_copy(sql: &[u8]) -> bool {
+    loose_words(sql)
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"COPY"))
+}
+
 /// True when `sql` may start, end or mark a transaction (`BEGIN`, `START`,
 /// `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`,
 /// `PREPARE TRANSACTION`), or holds several statements, one of which may.

@@ -262,8 +262,8 @@ where
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
         }
-        if state.sync_hold == SyncHold::Ready && to_server.done_reading && !state.client_terminated
-        {
+        let released = matches!(state.sync_hold, SyncHold::Ready | SyncHold::Pass);
+        if released && to_server.done_reading && !state.client_terminated {
             // The held Sync's batch is answered: read it again to send it.
             to_server.resume_reading();
         }
@@ -613,6 +613,7 @@ fn scan_server(
         let mut fatal = None;
         let mut replace = None;
         let mut drop = None;
+        let mut copy_in = false;
         let mut notifications = Vec::new();
         let mut offset = 0;
         let scanned = pipe
@@ -665,6 +666,9 @@ fn scan_server(
                             backend::tag::READY_FOR_QUERY if bytes.get(5) == Some(&b'I') => {
                                 // The failed transaction is over.
                                 state.failed_over_transaction = None;
+                            }
+                            backend::tag::COPY_IN_RESPONSE | backend::tag::COPY_BOTH_RESPONSE => {
+                                copy_in = true;
                             }
                             backend::tag::PARAMETER_STATUS => {
                                 if let Ok(p) = ParameterStatus::parse(body_of(bytes)) {
@@ -761,8 +765,14 @@ fn scan_server(
             state.server_fatal = fatal;
             pipe.done_reading = true;
         }
-        if state.sync_hold == SyncHold::Waiting && state.journal.outstanding() == 0 {
-            state.sync_hold = SyncHold::Ready;
+        if state.sync_hold == SyncHold::Waiting {
+            if copy_in {
+                // The server wants the client's data (a COPY the batch check
+                // did not recognise): the Sync must go, without a stamp.
+                state.sync_hold = SyncHold::Pass;
+            } else if state.journal.outstanding() == 0 {
+                state.sync_hold = SyncHold::Ready;
+            }
         }
         if state.journal.has_committed() {
             let committed = state.journal.take_committed();

@@ -509,6 +509,9 @@ impl Journal {
                 frontend::tag::SYNC => break,
                 frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
                 frontend::tag::EXECUTE => match self.executed_text(i) {
+                    // COPY FROM STDIN needs the client's data before it can
+                    // be answered: its Sync cannot wait for the answer.
+                    Some(text) if crate::commit_sql::is_copy(text) => return false,
                     Some(text) if crate::commit_sql::controls_transaction(text) => return false,
                     Some(text) => may_write |= !crate::commit_sql::is_harmless_to_repeat(text),
                     None => may_write = true,
