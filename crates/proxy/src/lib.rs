@@ -23,6 +23,7 @@
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
+//! - `fuzzing` (hidden): the startup and authentication checks of the fuzz target and its corpus replay.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
 
 pub mod backend;
@@ -35,6 +36,8 @@ pub mod control;
 pub mod drain;
 pub mod error;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod ledger;
 pub mod listener;
