@@ -40,6 +40,40 @@ pub mod tag {
     pub const TERMINATE: u8 = b'X';
 }
 
+/// PostgreSQL's limit for the length field of small client messages
+/// (`PQ_SMALL_MESSAGE_LIMIT`).
+pub const SMALL_MESSAGE_LIMIT: usize = 10_000;
+
+/// PostgreSQL's limit for the length field of the client messages that may
+/// be large (`PQ_LARGE_MESSAGE_LIMIT`, `MaxAllocSize - 1`).
+pub const LARGE_MESSAGE_LIMIT: usize = 0x3fff_fffe;
+
+/// PostgreSQL's limit for the length field of a password or SASL message
+/// during authentication (`PG_MAX_AUTH_TOKEN_LENGTH`).
+pub const AUTH_MESSAGE_LIMIT: usize = 65_535;
+
+/// The largest length field PostgreSQL accepts for a client message of type
+/// `tag` once a session runs, or `None` for a type it does not know (it
+/// ends the session with `08P01` on those). A longer message makes the
+/// server close the connection without an error message, so the proxy must
+/// refuse it first: it would look like a lost server.
+pub fn server_length_limit(tag: u8) -> Option<usize> {
+    match tag {
+        tag::QUERY | tag::FUNCTION_CALL | tag::BIND | tag::PARSE | tag::COPY_DATA => {
+            Some(LARGE_MESSAGE_LIMIT)
+        }
+        tag::TERMINATE
+        | tag::CLOSE
+        | tag::DESCRIBE
+        | tag::EXECUTE
+        | tag::FLUSH
+        | tag::SYNC
+        | tag::COPY_DONE
+        | tag::COPY_FAIL => Some(SMALL_MESSAGE_LIMIT),
+        _ => None,
+    }
+}
+
 /// SASLInitialResponse: the mechanism chosen and the client-first-message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaslInitialResponse {
@@ -132,6 +166,14 @@ mod tests {
         body.extend_from_slice(&100i32.to_be_bytes());
         body.extend_from_slice(b"short");
         assert!(SaslInitialResponse::parse(&body).is_err());
+    }
+
+    #[test]
+    fn length_limits_are_postgresql_ones() {
+        assert_eq!(server_length_limit(b'S'), Some(10_000));
+        assert_eq!(server_length_limit(b'Q'), Some(0x3fff_fffe));
+        assert_eq!(server_length_limit(b'p'), None);
+        assert_eq!(server_length_limit(b'@'), None);
     }
 
     #[test]

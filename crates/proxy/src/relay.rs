@@ -28,6 +28,7 @@ use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
 use understudy_protocol::frontend::{self, encode_query};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
+use understudy_protocol::ProtocolError;
 
 use std::sync::Arc;
 
@@ -281,6 +282,7 @@ fn scan_client(
         let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
+        let mut too_long = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -288,11 +290,18 @@ fn scan_client(
                 |_, total| total <= max_kept,
                 |piece| {
                     let Piece::Start {
-                        tag, bytes, rest, ..
+                        tag,
+                        bytes,
+                        rest,
+                        total,
                     } = piece
                     else {
                         return ControlFlow::Continue(());
                     };
+                    if let Some(error) = over_server_limit(tag, total) {
+                        too_long = Some(error);
+                        return ControlFlow::Break(Stop::Before);
+                    }
                     if tag == frontend::tag::TERMINATE {
                         terminated = true;
                         return ControlFlow::Break(Stop::After);
@@ -316,6 +325,12 @@ fn scan_client(
                 side: Side::Client,
                 source,
             })?;
+        if let Some(source) = too_long {
+            return Err(SessionError::Protocol {
+                side: Side::Client,
+                source,
+            });
+        }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
         if stamp {
             let out = assembled.get_or_insert_with(BytesMut::new);
@@ -517,6 +532,20 @@ fn scan_server(
         }
         return Ok(());
     }
+}
+
+/// The error for a client message longer than PostgreSQL accepts for its
+/// type (`total` counts the whole frame). The server would close the
+/// connection without a word, which the proxy would take for a lost server
+/// and move the session, again and again.
+fn over_server_limit(tag: u8, total: usize) -> Option<ProtocolError> {
+    let len = total.saturating_sub(1);
+    let limit = frontend::server_length_limit(tag)?;
+    (len > limit).then_some(ProtocolError::MessageTooLarge {
+        tag: tag as char,
+        len,
+        max: limit,
+    })
 }
 
 /// True for an ErrorResponse (whole frame `bytes`) of severity FATAL or PANIC.

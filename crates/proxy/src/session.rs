@@ -16,7 +16,7 @@ use understudy_protocol::backend::{
     sqlstate, Authentication, ErrorFields, NegotiateProtocolVersion, ReadyForQuery, Severity,
     TransactionStatus,
 };
-use understudy_protocol::frontend::encode_terminate;
+use understudy_protocol::frontend::{encode_terminate, AUTH_MESSAGE_LIMIT};
 use understudy_protocol::startup::{StartupMessage, StartupPacket};
 use understudy_protocol::DEFAULT_MAX_MESSAGE_LEN;
 
@@ -71,7 +71,9 @@ impl ProxyContext {
 /// Serves one client connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
     let _ = stream.set_nodelay(true);
-    let mut client = FramedConn::new(stream, Side::Client, DEFAULT_MAX_MESSAGE_LEN);
+    // Until it is authenticated, a client may only send what PostgreSQL
+    // accepts then: a longer length would make the proxy reserve memory for it.
+    let mut client = FramedConn::new(stream, Side::Client, AUTH_MESSAGE_LIMIT);
     let deadline = ctx.config.proxy.startup_timeout();
     let opened = match tokio::time::timeout(deadline, open(&mut client, peer, &ctx)).await {
         Ok(Ok(Some(opened))) => opened,
