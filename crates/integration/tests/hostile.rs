@@ -10,6 +10,9 @@
 //! | case                                   | understudy answers                 | PostgreSQL 15 answers                      |
 //! |----------------------------------------|------------------------------------|--------------------------------------------|
 //! | random bytes as the first packet       | FATAL 08P01, closed                | closed, nothing sent (logs 08P01)          |
+//! | random bytes after login: unknown type | FATAL 08P01, closed                | FATAL 08P01, closed                        |
+//! | … a known type, length over its limit  | FATAL 08P01, closed                | closed, nothing sent (logs 08P01)          |
+//! | … a known type, length within it      | waits for the rest                 | same                                       |
 //! | startup length 2^31-1                  | FATAL 08P01, closed                | closed, nothing sent (logs 08P01)          |
 //! | message length 2^31-1 after login      | FATAL 08P01, closed                | closed, nothing sent (logs 08P01)          |
 //! | startup length below 8 (here 3)        | FATAL 08P01, closed                | closed, nothing sent (logs 08P01)          |
@@ -297,6 +300,7 @@ async fn hostile_clients_never_harm_the_proxy_or_other_sessions() {
     let rss_before = suite.proxy.rss_kib();
 
     random_bytes_as_the_first_packet(&suite).await;
+    random_bytes_after_login(&suite).await;
     length_prefix_of_2_pow_31_minus_1(&suite).await;
     length_below_the_minimum(&suite).await;
     length_over_the_server_limit_of_its_type(&suite).await;
@@ -346,6 +350,62 @@ async fn random_bytes_as_the_first_packet(s: &Suite) {
             let mut direct = RawConn::connect(s.pg_port()).await;
             let _ = direct.try_send(&bytes).await;
             expect_silent_close(&mut direct).await;
+        }
+    })
+    .await;
+}
+
+/// PostgreSQL's limit for the length field of a client message of type
+/// `tag` (`SocketBackend` in postgres.c), `None` for an unknown type.
+fn postgres_length_limit(tag: u8) -> Option<i64> {
+    match tag {
+        b'Q' | b'F' | b'B' | b'P' | b'd' => Some(0x3fff_fffe),
+        b'X' | b'C' | b'D' | b'E' | b'H' | b'S' | b'c' | b'f' => Some(10_000),
+        _ => None,
+    }
+}
+
+/// Random bytes after login. PostgreSQL's rules decide the outcome from the
+/// first five: an unknown type ends the session at once with 08P01; so does
+/// a length outside the type's limit (PostgreSQL itself closes silently);
+/// any other length announces more than was sent, and nothing is answered.
+async fn random_bytes_after_login(s: &Suite) {
+    s.alongside_good_session(async {
+        let mut rng = rand::thread_rng();
+        for _ in 0..30 {
+            let mut bytes = vec![0u8; 64];
+            let (tag, len) = loop {
+                rng.fill_bytes(&mut bytes);
+                let len = i32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                // A complete random message would be a case of its own.
+                if !(4..64).contains(&len) {
+                    break (bytes[0], i64::from(len));
+                }
+            };
+            for port in [s.proxy.port, s.pg_port()] {
+                let mut conn = s.login(port).await;
+                let _ = conn.try_send(&bytes).await;
+                match postgres_length_limit(tag) {
+                    None => {
+                        let fields = expect_fatal_then_close(&mut conn, "08P01").await;
+                        let expected = format!("invalid frontend message type {tag}");
+                        assert!(fields.message.contains(&expected), "{fields}");
+                    }
+                    Some(limit) if len < 4 || len > limit => {
+                        if port == s.proxy.port {
+                            expect_fatal_then_close(&mut conn, "08P01").await;
+                        } else {
+                            expect_silent_close(&mut conn).await;
+                        }
+                    }
+                    Some(_) => {
+                        let answer =
+                            tokio::time::timeout(Duration::from_millis(500), conn.read_frame())
+                                .await;
+                        assert!(answer.is_err(), "nothing is answered to part of a message");
+                    }
+                }
+            }
         }
     })
     .await;

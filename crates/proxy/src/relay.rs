@@ -28,7 +28,6 @@ use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
 use understudy_protocol::frontend::{self, encode_query};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
-use understudy_protocol::ProtocolError;
 
 use std::sync::Arc;
 
@@ -282,7 +281,7 @@ fn scan_client(
         let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
-        let mut too_long = None;
+        let mut refused = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -298,8 +297,12 @@ fn scan_client(
                     else {
                         return ControlFlow::Continue(());
                     };
-                    if let Some(error) = over_server_limit(tag, total) {
-                        too_long = Some(error);
+                    // The server would end the session on these, silently
+                    // for an oversized one: that looks like a lost server,
+                    // which the proxy would move the session away from,
+                    // again and again. Refuse them here, at once.
+                    if let Err(error) = frontend::check_header(tag, total) {
+                        refused = Some(error);
                         return ControlFlow::Break(Stop::Before);
                     }
                     if tag == frontend::tag::TERMINATE {
@@ -323,9 +326,9 @@ fn scan_client(
             )
             .map_err(|source| SessionError::Protocol {
                 side: Side::Client,
-                source,
+                source: frontend::type_first(source),
             })?;
-        if let Some(source) = too_long {
+        if let Some(source) = refused {
             return Err(SessionError::Protocol {
                 side: Side::Client,
                 source,
@@ -532,20 +535,6 @@ fn scan_server(
         }
         return Ok(());
     }
-}
-
-/// The error for a client message longer than PostgreSQL accepts for its
-/// type (`total` counts the whole frame). The server would close the
-/// connection without a word, which the proxy would take for a lost server
-/// and move the session, again and again.
-fn over_server_limit(tag: u8, total: usize) -> Option<ProtocolError> {
-    let len = total.saturating_sub(1);
-    let limit = frontend::server_length_limit(tag)?;
-    (len > limit).then_some(ProtocolError::MessageTooLarge {
-        tag: tag as char,
-        len,
-        max: limit,
-    })
 }
 
 /// True for an ErrorResponse (whole frame `bytes`) of severity FATAL or PANIC.
