@@ -44,7 +44,7 @@ use futures_util::stream::{self, StreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::{Rng, RngCore};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_postgres::{Client, SimpleQueryMessage};
 use understudy_integration::understudy_testkit::{wait_until, TestCluster, PASSWORD, SUPERUSER};
@@ -70,6 +70,7 @@ struct Proxy {
     child: Child,
     pid: i32,
     port: u16,
+    admin_port: u16,
 }
 
 impl Drop for Proxy {
@@ -81,6 +82,7 @@ impl Drop for Proxy {
 impl Proxy {
     async fn start(cluster: &TestCluster, dir: &std::path::Path) -> Proxy {
         let port = free_port();
+        let admin_port = free_port();
         let config = dir.join("understudy.toml");
         std::fs::write(
             &config,
@@ -90,7 +92,7 @@ impl Proxy {
                  [auth]\nauth_user = \"{SUPERUSER}\"\nauth_password = \"{PASSWORD}\"\n\
                  [[servers]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = {pg}\n",
                 timeout = STARTUP_TIMEOUT.as_millis(),
-                admin = free_port(),
+                admin = admin_port,
                 pg = cluster.primary().port(),
             ),
         )
@@ -120,7 +122,12 @@ impl Proxy {
         assert!(ready, "understudy run printed its ready line");
         // Keep reading stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Proxy { child, pid, port }
+        Proxy {
+            child,
+            pid,
+            port,
+            admin_port,
+        }
     }
 
     /// Resident memory, in KiB.
@@ -139,6 +146,27 @@ impl Proxy {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .expect("the proxy process is alive")
             .count()
+    }
+
+    /// The value of metric `name` on the admin endpoint.
+    async fn metric(&self, name: &str) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .expect("connect to the admin endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read the response");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} in {response}"))
     }
 
     fn assert_alive(&mut self) {
@@ -318,6 +346,18 @@ async fn hostile_clients_never_harm_the_proxy_or_other_sessions() {
     suite.proxy.assert_alive();
     assert_eq!(suite.proxy.pid, pid, "the proxy was never restarted");
     suite.good_query(-1).await;
+    // No hostile input passed for a lost server, and only the good session
+    // is left.
+    assert_eq!(
+        suite.proxy.metric("understudy_sessions_moved_total").await,
+        0
+    );
+    let only_the_good_one = wait_until(DEADLINE, || async {
+        suite.proxy.metric("understudy_client_connections").await == 1
+            && suite.proxy.metric("understudy_sessions").await == 1
+    })
+    .await;
+    assert!(only_the_good_one, "every hostile connection is gone");
     let rss_after = suite.proxy.rss_kib();
     let limit = rss_before + rss_before / 5;
     assert!(
