@@ -1,5 +1,4 @@
-//! Body of the `startup_auth` fuzz target in `fuzz/`, shared with the corpus
-//! replay in `tests/fuzz_corpus.rs`: arbitrary bytes as the first bytes a
+//! The `startup_auth` target: arbitrary bytes as the first bytes a
 //! client sends, run through the startup packet decoder and then through
 //! [`client_auth::authenticate`] on an in-memory socket, on a
 //! current-thread tokio runtime.
@@ -10,8 +9,6 @@
 //!   a client in here; the md5 salt and SCRAM nonce are random);
 //! - everything the proxy writes is well-formed protocol, and a refused
 //!   client gets a FATAL `28P01` or `08P01` error as its last message.
-//!
-//! Not part of the public API.
 
 use std::sync::OnceLock;
 
