@@ -23,7 +23,7 @@
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
-//! - `fuzzing` (hidden): the startup and authentication checks of the fuzz target and its corpus replay.
+//! - `fuzzing` (hidden): the checks of the fuzz targets (startup and authentication, journal) and their corpus replay.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
 
 pub mod backend;

@@ -286,7 +286,9 @@ fn scan_client(
             .scanner
             .scan(
                 &pipe.buf,
-                |_, total| total <= max_kept,
+                // A message the server would refuse is not waited for whole:
+                // its first piece is refused below as soon as it arrives.
+                |tag, total| total <= max_kept && frontend::check_header(tag, total).is_ok(),
                 |piece| {
                     let Piece::Start {
                         tag,

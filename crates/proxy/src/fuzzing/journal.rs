@@ -103,7 +103,7 @@ fn feed_client(client: &mut Direction<'_>, journal: &mut Journal) {
     let mut stop = false;
     let scanned = client.scanner.scan(
         &client.pending,
-        |_, total| total <= max_kept,
+        |tag, total| total <= max_kept && frontend::check_header(tag, total).is_ok(),
         |piece| {
             let Piece::Start {
                 tag,
