@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use understudy_auth::{md5_secret, ScramSecret, Secret};
 use understudy_config::AuthMethod;
 use understudy_protocol::backend::{sqlstate, tag, Authentication, ErrorFields};
+use understudy_protocol::frontend::AUTH_MESSAGE_LIMIT;
 use understudy_protocol::startup::{decode_startup, StartupPacket};
 use understudy_protocol::Frame;
 
@@ -28,8 +29,6 @@ use crate::error::{SessionError, Side};
 /// The password of every role the target knows.
 pub const PASSWORD: &str = "fuzz-password";
 
-/// Largest message the target accepts from the client.
-const MAX_MESSAGE_LEN: usize = 1 << 16;
 
 /// How a role is authenticated, chosen by its name so the corpus can reach
 /// each path: `trust…`, `md5…`, `plain…` (plaintext secret, SCRAM), `ghost…`
@@ -114,7 +113,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 async fn authenticate(rest: BytesMut, method: AuthMethod, user: &str, secret: Option<Secret>) {
     let (proxy_side, mut client_side) = tokio::io::duplex(64 * 1024);
-    let mut client = FramedConn::new(proxy_side, Side::Client, MAX_MESSAGE_LEN);
+    let mut client = FramedConn::new(proxy_side, Side::Client, AUTH_MESSAGE_LIMIT);
     // What the client sent after its startup packet is already read, as in
     // a session; then the client sends nothing more.
     client.rbuf = rest;
