@@ -29,7 +29,6 @@ use crate::error::{SessionError, Side};
 /// The password of every role the target knows.
 pub const PASSWORD: &str = "fuzz-password";
 
-
 /// How a role is authenticated, chosen by its name so the corpus can reach
 /// each path: `trust…`, `md5…`, `plain…` (plaintext secret, SCRAM), `ghost…`
 /// (unknown role: mock SCRAM exchange); any other name has a SCRAM secret.
