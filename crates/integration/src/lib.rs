@@ -213,6 +213,20 @@ impl RawConn {
             .expect("writing to the peer");
     }
 
+    /// Writes `bytes`, returning the error instead of failing the test: for
+    /// peers that may close the connection before reading everything.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Closes the writing half: the peer reads end of stream.
+    pub async fn shutdown_write(&mut self) {
+        self.stream
+            .shutdown()
+            .await
+            .expect("closing the writing half");
+    }
+
     /// Sends a StartupMessage with protocol `version` (major << 16 | minor).
     pub async fn send_startup(&mut self, version: i32, params: &[(&str, &str)]) {
         let mut out = BytesMut::new();

@@ -31,6 +31,9 @@ pub enum ProtocolError {
         message: &'static str,
         field: &'static str,
     },
+    /// A client message type that does not exist (PostgreSQL's wording).
+    #[error("invalid frontend message type {tag}")]
+    UnknownFrontendType { tag: u8 },
     /// A message that is valid but not the one this state accepts.
     #[error("unexpected message type {tag:?} while waiting for {expected}")]
     Unexpected { tag: char, expected: &'static str },

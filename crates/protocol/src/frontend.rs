@@ -40,6 +40,71 @@ pub mod tag {
     pub const TERMINATE: u8 = b'X';
 }
 
+/// PostgreSQL's limit for the length field of small client messages
+/// (`PQ_SMALL_MESSAGE_LIMIT`).
+pub const SMALL_MESSAGE_LIMIT: usize = 10_000;
+
+/// PostgreSQL's limit for the length field of the client messages that may
+/// be large (`PQ_LARGE_MESSAGE_LIMIT`, `MaxAllocSize - 1`).
+pub const LARGE_MESSAGE_LIMIT: usize = 0x3fff_fffe;
+
+/// PostgreSQL's limit for the length field of a password or SASL message
+/// during authentication (`PG_MAX_AUTH_TOKEN_LENGTH`).
+pub const AUTH_MESSAGE_LIMIT: usize = 65_535;
+
+/// The largest length field PostgreSQL accepts for a client message of type
+/// `tag` once a session runs, or `None` for a type it does not know (it
+/// ends the session with `08P01` on those as soon as it reads the type
+/// byte). A longer message makes the server close the connection without an
+/// error message, so the proxy must refuse it first: it would look like a
+/// lost server.
+pub fn server_length_limit(tag: u8) -> Option<usize> {
+    match tag {
+        tag::QUERY | tag::FUNCTION_CALL | tag::BIND | tag::PARSE | tag::COPY_DATA => {
+            Some(LARGE_MESSAGE_LIMIT)
+        }
+        tag::TERMINATE
+        | tag::CLOSE
+        | tag::DESCRIBE
+        | tag::EXECUTE
+        | tag::FLUSH
+        | tag::SYNC
+        | tag::COPY_DONE
+        | tag::COPY_FAIL => Some(SMALL_MESSAGE_LIMIT),
+        _ => None,
+    }
+}
+
+/// Checks the header of a client message as PostgreSQL does once a
+/// session runs: the type must exist and the length field (`total - 1`,
+/// `total` counting the whole frame) must be within the type's limit.
+pub fn check_header(tag: u8, total: usize) -> Result<(), ProtocolError> {
+    let limit = server_length_limit(tag).ok_or(ProtocolError::UnknownFrontendType { tag })?;
+    let len = total.saturating_sub(1);
+    if len > limit {
+        return Err(ProtocolError::MessageTooLarge {
+            tag: tag as char,
+            len,
+            max: limit,
+        });
+    }
+    Ok(())
+}
+
+/// A framing error of a client message, as PostgreSQL reports it: it reads
+/// the type byte before the length, so a bad length on an unknown type is
+/// an unknown type.
+pub fn type_first(error: ProtocolError) -> ProtocolError {
+    match error {
+        ProtocolError::LengthTooSmall { tag, .. } | ProtocolError::MessageTooLarge { tag, .. }
+            if server_length_limit(tag as u8).is_none() =>
+        {
+            ProtocolError::UnknownFrontendType { tag: tag as u8 }
+        }
+        error => error,
+    }
+}
+
 /// SASLInitialResponse: the mechanism chosen and the client-first-message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaslInitialResponse {
@@ -174,6 +239,36 @@ mod tests {
         body.extend_from_slice(&100i32.to_be_bytes());
         body.extend_from_slice(b"short");
         assert!(SaslInitialResponse::parse(&body).is_err());
+    }
+
+    #[test]
+    fn length_limits_are_postgresql_ones() {
+        assert_eq!(server_length_limit(b'S'), Some(10_000));
+        assert_eq!(server_length_limit(b'Q'), Some(0x3fff_fffe));
+        assert_eq!(server_length_limit(b'p'), None);
+        assert_eq!(server_length_limit(b'@'), None);
+        assert!(check_header(b'S', 10_001).is_ok());
+        assert!(matches!(
+            check_header(b'S', 10_002),
+            Err(ProtocolError::MessageTooLarge { max: 10_000, .. })
+        ));
+        assert_eq!(
+            check_header(b'@', 5).unwrap_err().to_string(),
+            "invalid frontend message type 64"
+        );
+    }
+
+    #[test]
+    fn a_bad_length_on_an_unknown_type_is_an_unknown_type() {
+        let bad_length = |tag: u8| ProtocolError::LengthTooSmall {
+            tag: tag as char,
+            len: 1,
+        };
+        assert_eq!(
+            type_first(bad_length(0xc7)),
+            ProtocolError::UnknownFrontendType { tag: 0xc7 }
+        );
+        assert_eq!(type_first(bad_length(b'Q')), bad_length(b'Q'));
     }
 
     #[test]

@@ -20,11 +20,14 @@
 //! - [`scan`]: a streaming scanner that finds frame boundaries in relayed
 //!   bytes without copying them.
 //! - [`error`]: the [`ProtocolError`] type.
+//! - `fuzzing` (hidden): the checks the fuzz targets and the corpus replay run.
 
 pub mod backend;
 pub mod error;
 pub mod frame;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod reader;
 pub mod scan;
 pub mod startup;

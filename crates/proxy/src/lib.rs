@@ -25,6 +25,7 @@
 //! - [`tls`]: the proxy's certificate for clients, TLS towards servers.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
+//! - `fuzzing` (hidden): the checks of the fuzz targets (startup and authentication, journal) and their corpus replay.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
 
 pub mod backend;
@@ -37,6 +38,8 @@ pub mod control;
 pub mod drain;
 pub mod error;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod ledger;
 pub mod listener;

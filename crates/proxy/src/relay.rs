@@ -420,18 +420,32 @@ fn scan_client(
         let mut terminated = false;
         let mut stamp = false;
         let mut sync_event = None;
+        let mut refused = None;
         let scanned = pipe
             .scanner
             .scan(
                 &pipe.buf,
-                |_, total| total <= max_kept,
+                // A message the server would refuse is not waited for whole:
+                // its first piece is refused below as soon as it arrives.
+                |tag, total| total <= max_kept && frontend::check_header(tag, total).is_ok(),
                 |piece| {
                     let Piece::Start {
-                        tag, bytes, rest, ..
+                        tag,
+                        bytes,
+                        rest,
+                        total,
                     } = piece
                     else {
                         return ControlFlow::Continue(());
                     };
+                    // The server would end the session on these, silently
+                    // for an oversized one: that looks like a lost server,
+                    // which the proxy would move the session away from,
+                    // again and again. Refuse them here, at once.
+                    if let Err(error) = frontend::check_header(tag, total) {
+                        refused = Some(error);
+                        return ControlFlow::Break(Stop::Before);
+                    }
                     if tag == frontend::tag::TERMINATE {
                         terminated = true;
                         return ControlFlow::Break(Stop::After);
@@ -476,8 +490,14 @@ fn scan_client(
             )
             .map_err(|source| SessionError::Protocol {
                 side: Side::Client,
-                source,
+                source: frontend::type_first(source),
             })?;
+        if let Some(source) = refused {
+            return Err(SessionError::Protocol {
+                side: Side::Client,
+                source,
+            });
+        }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
         match sync_event {
             Some(SyncHold::Waiting) => {

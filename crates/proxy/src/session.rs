@@ -16,7 +16,7 @@ use understudy_protocol::backend::{
     sqlstate, Authentication, ErrorFields, NegotiateProtocolVersion, ReadyForQuery, Severity,
     TransactionStatus,
 };
-use understudy_protocol::frontend::encode_terminate;
+use understudy_protocol::frontend::{encode_terminate, AUTH_MESSAGE_LIMIT};
 use understudy_protocol::startup::{StartupMessage, StartupPacket};
 
 use crate::backend::{self, BackendConn};
@@ -90,7 +90,9 @@ impl ProxyContext {
 /// Serves one client connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
     let _ = stream.set_nodelay(true);
-    let max_message_len = ctx.config.proxy.max_message_len();
+    // Until it is authenticated, a client may only send what PostgreSQL
+    // accepts then: a longer length would make the proxy reserve memory for it.
+    let max_message_len = ctx.config.proxy.max_message_len().min(AUTH_MESSAGE_LIMIT);
     let mut client = FramedConn::new(Stream::Plain(stream), Side::Client, max_message_len);
     let deadline = ctx.config.proxy.startup_timeout();
     let opened = match tokio::time::timeout(deadline, open(&mut client, peer, &ctx)).await {
