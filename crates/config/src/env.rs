@@ -27,7 +27,12 @@ pub const NON_CONFIG_VARS: &[&str] = &[
 pub const ENV_KEYS: &[(&str, &[&str])] = &[
     (
         "proxy",
-        &["listen", "max_client_connections", "startup_timeout_ms"],
+        &[
+            "listen",
+            "max_client_connections",
+            "startup_timeout_ms",
+            "rules",
+        ],
     ),
     ("admin", &["listen", "token"]),
     (
@@ -157,6 +162,7 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "proxy.listen" => config.proxy.listen = address(value)?,
         "proxy.max_client_connections" => config.proxy.max_client_connections = positive(value)?,
         "proxy.startup_timeout_ms" => config.proxy.startup_timeout_ms = positive(value)?,
+        "proxy.rules" => config.proxy.rules = value.to_owned(),
         "admin.listen" => config.admin.listen = address(value)?,
         "admin.token" => config.admin.token = Secret::new(value),
         "auth.mode" => config.auth.mode = name::<AuthMode>(value)?,

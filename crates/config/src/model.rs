@@ -52,6 +52,9 @@ pub struct ProxyConfig {
     /// A client must finish startup and authentication within this many milliseconds.
     /// Default 10000.
     pub startup_timeout_ms: u64,
+    /// Rules file (rewrite, access, masking, maintenance holds; see
+    /// `docs/rules.md`). Default empty: no rules, and no statement is parsed.
+    pub rules: String,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +63,7 @@ impl Default for ProxyConfig {
             listen: loopback(6543),
             max_client_connections: 1000,
             startup_timeout_ms: 10_000,
+            rules: String::new(),
         }
     }
 }

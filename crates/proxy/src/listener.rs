@@ -34,11 +34,15 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The rules file cannot be used.
+    #[error("proxy.rules: {0}")]
+    Rules(#[from] understudy_rules::RulesError),
 }
 
 /// A running proxy.
 pub struct ProxyHandle {
     drain: Drain,
+    rules: Arc<crate::rules::Rules>,
     commit_log: Arc<CommitLog>,
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
@@ -48,6 +52,11 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// The proxy's rules (to reload them).
+    pub fn rules(&self) -> Arc<crate::rules::Rules> {
+        Arc::clone(&self.rules)
+    }
+
     /// The address clients connect to (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -91,6 +100,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let rules = Arc::new(crate::rules::Rules::load(&config.proxy.rules)?);
     let metrics = Arc::new(ProxyMetrics::default());
     let commit_log = Arc::new(CommitLog::new(
         usize::try_from(config.journal.max_commit_log_entries).unwrap_or(usize::MAX),
@@ -106,6 +116,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
         commit_log: Arc::clone(&commit_log),
         drain: Drain::new(Arc::clone(&metrics)),
+        rules: Arc::clone(&rules),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),
@@ -117,6 +128,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     let accept_task = tokio::spawn(accept_loop(listener, ctx, stopped));
     tracing::info!(%local_addr, "proxy listening");
     Ok(ProxyHandle {
+        rules,
         drain: ctx_drain,
         commit_log: Arc::clone(&commit_log),
         local_addr,

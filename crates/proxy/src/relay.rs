@@ -103,6 +103,8 @@ pub struct RelayState {
     pub commit_log: Option<(Arc<CommitLog>, Arc<Identity>)>,
     /// Stop before the next request that would start a new unit.
     pub park_when_idle: bool,
+    /// The session's rules, when the proxy has a rules file.
+    pub rules: Option<Box<crate::rules::SessionRulesState>>,
 }
 
 impl RelayState {
@@ -120,6 +122,7 @@ impl RelayState {
             commits: CommitStatements::default(),
             commit_log: None,
             park_when_idle: false,
+            rules: None,
         }
     }
 }
@@ -278,9 +281,11 @@ fn scan_client(
             && journal.commit_token.is_none()
             && journal.tx_status == TransactionStatus::InTransaction;
         let parking = state.park_when_idle;
+        let rules = &mut state.rules;
         let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
+        let mut replacement: Option<(usize, BytesMut)> = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -288,7 +293,10 @@ fn scan_client(
                 |_, total| total <= max_kept,
                 |piece| {
                     let Piece::Start {
-                        tag, bytes, rest, ..
+                        tag,
+                        bytes,
+                        rest,
+                        total,
                     } = piece
                     else {
                         return ControlFlow::Continue(());
@@ -304,6 +312,12 @@ fn scan_client(
                     if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
                         stamp = true;
                         return ControlFlow::Break(Stop::Before);
+                    }
+                    if let (Some(rules), 0) = (rules.as_deref_mut(), rest) {
+                        if let Some(r) = rules.client_message(tag, bytes, metrics) {
+                            replacement = Some((total, r.frame));
+                            return ControlFlow::Break(Stop::Before);
+                        }
                     }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
                         metrics::inc(&metrics.queries_total);
@@ -324,6 +338,19 @@ fn scan_client(
             let start = out.len();
             encode_query(&ledger::stamp_sql(token), out);
             state.journal.injected_message(&out[start..], token);
+            continue;
+        }
+        if let Some((total, frame)) = replacement {
+            // A statement rewritten or refused by a rule: the server gets
+            // the replacement, and the journal keeps what the server got.
+            let _ = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            if frame[0] == frontend::tag::QUERY {
+                metrics::inc(&metrics.queries_total);
+            }
+            state.journal.client_message(frame[0], Some(&frame));
+            out.extend_from_slice(&frame);
             continue;
         }
         pipe.out = match assembled.take() {
@@ -365,6 +392,12 @@ fn scan_server(
         let rewrite_pid = (state.backend_pid != state.client_pid).then_some(state.backend_pid);
         let failed_over = state.failed_over_transaction.is_some();
         let injected_pending = journal.injected_pending();
+        let rules = &mut state.rules;
+        let (tracking, wants_rows) = match rules.as_deref() {
+            Some(r) => (true, r.results.wants_rows()),
+            None => (false, false),
+        };
+        let mut masked_row: Option<(usize, BytesMut)> = None;
         let mut fatal = None;
         let mut replace = None;
         let mut drop = None;
@@ -379,6 +412,8 @@ fn scan_server(
                         || server_message_needed_whole(tag)
                         || tag == backend::tag::PARAMETER_STATUS
                         || tag == backend::tag::NOTIFICATION_RESPONSE
+                        || (tracking && tag == backend::tag::ROW_DESCRIPTION)
+                        || (wants_rows && tag == backend::tag::DATA_ROW)
                 },
                 |piece| {
                     let start = offset;
@@ -412,6 +447,9 @@ fn scan_server(
                                         return ControlFlow::Break(Stop::Before);
                                     }
                                     if failed_over && fields.code == IN_FAILED_TRANSACTION {
+                                        if let Some(rules) = rules.as_deref_mut() {
+                                            rules.results.server_message(tag, bytes);
+                                        }
                                         replace = Some(total);
                                         return ControlFlow::Break(Stop::Before);
                                     }
@@ -434,6 +472,13 @@ fn scan_server(
                                 }
                             }
                             _ => {}
+                        }
+                        if let (Some(rules), true) = (rules.as_deref_mut(), bytes.len() == total) {
+                            if let Some((row, n)) = rules.results.server_message(tag, bytes) {
+                                metrics::add(&metrics.masked_values_total, n);
+                                masked_row = Some((total, row));
+                                return ControlFlow::Break(Stop::Before);
+                            }
                         }
                     }
                     journal.server_piece(piece);
@@ -470,6 +515,22 @@ fn scan_server(
                 bytes: &frame,
                 rest: 0,
             });
+            continue;
+        }
+        if let Some((total, row)) = masked_row {
+            // A row with masked values: the journal digests the server's
+            // own bytes (a replay compares them with the new server's), the
+            // client gets the masked row.
+            let frame = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            state.journal.server_piece(Piece::Start {
+                tag: frame[0],
+                total,
+                bytes: &frame,
+                rest: 0,
+            });
+            out.extend_from_slice(&row);
             continue;
         }
         // Every command of the failed transaction hears why, until it ends:

@@ -50,6 +50,8 @@ pub struct ProxyContext {
     pub commit_log: Arc<crate::commit_log::CommitLog>,
     /// Sessions parked for a switchover.
     pub drain: crate::drain::Drain,
+    /// The rules in force.
+    pub rules: Arc<crate::rules::Rules>,
 }
 
 /// A session that completed startup.
@@ -121,6 +123,7 @@ async fn run(
     let mut state = RelayState::new(limits, backend.key.process_id);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
+    state.rules = ctx.rules.for_session(client_info(&identity, peer));
     let mut topology = ctx.topology.clone();
     loop {
         let parking = state.park_when_idle;
@@ -185,6 +188,9 @@ async fn run(
                 });
                 addr = moved.addr;
                 server = moved.conn;
+                if let Some(rules) = state.rules.as_deref_mut() {
+                    rules.results.lose_track();
+                }
                 to_client.restart(tail, std::mem::take(&mut server.rbuf));
             }
             Err(e) => {
@@ -198,6 +204,26 @@ async fn run(
         }
     }
     metrics::dec(&m.sessions_active);
+}
+
+/// Who the client is, for the rules' client filters.
+fn client_info(identity: &Identity, peer: SocketAddr) -> understudy_rules::ClientInfo {
+    let param = |name: &str| {
+        identity
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let user = param("user").unwrap_or_default();
+    understudy_rules::ClientInfo {
+        database: param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone()),
+        user,
+        application_name: param("application_name"),
+        address: peer.ip(),
+    }
 }
 
 /// What the session's relay loop does next.

@@ -71,6 +71,15 @@ impl SessionRules {
         &self.set
     }
 
+    /// The method of the first mask rule: used for values that must be
+    /// masked when the proxy cannot tell which column they are.
+    pub fn fallback_mask(&self) -> Option<crate::MaskMethod> {
+        self.rules.iter().find_map(|r| match &r.action {
+            Action::Mask(m) => Some(m.method),
+            _ => None,
+        })
+    }
+
     /// True when some rule masks results.
     pub fn masks(&self) -> bool {
         self.rules

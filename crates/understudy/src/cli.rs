@@ -44,6 +44,9 @@ pub struct UpArgs {
     /// Port of the admin endpoint (on 127.0.0.1); default: the proxy port + 1.
     #[arg(long)]
     pub admin_port: Option<u16>,
+    /// Rules file (rewrite, access rights, masking); see docs/rules.md.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 /// `understudy run`
@@ -58,6 +61,9 @@ pub struct RunArgs {
     /// Overrides admin.listen.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Overrides proxy.rules: the rules file; see docs/rules.md.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 /// `understudy status`

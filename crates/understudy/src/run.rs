@@ -13,6 +13,9 @@ use crate::{discovery, CliError};
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let mut config = Config::load(&args.config, std::env::vars())?;
+    if let Some(rules) = &args.rules {
+        config.proxy.rules = rules.display().to_string();
+    }
     if let Some(listen) = args.listen {
         config.proxy.listen = listen;
     }

@@ -166,6 +166,9 @@ fn admin_state(
 fn embedded_config(cluster: &EmbeddedCluster, args: &UpArgs) -> Result<Config, CliError> {
     let mut config = Config::default_for_embedded();
     config.proxy.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    if let Some(rules) = &args.rules {
+        config.proxy.rules = rules.display().to_string();
+    }
     let admin_port = args.admin_port.unwrap_or(args.port.wrapping_add(1));
     config.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
     config.auth.auth_user = cluster.creds.superuser.clone();

@@ -1,0 +1,265 @@
+//! The rules engine through the proxy, against real PostgreSQL: the
+//! shipped example (card numbers masked however they are selected,
+//! `reporting` refused on `salaries`), each rule kind, simple and extended
+//! protocol, text and binary results.
+
+use std::sync::atomic::Ordering;
+
+use tokio_postgres::SimpleQueryMessage;
+use understudy_integration::{sqlstate, Harness, Target};
+
+const CARD: &str = "4111111111111111";
+const MASKED: &str = "************1111";
+
+/// A proxy with `rules` (TOML) as its rules file.
+async fn harness(rules: &str) -> (Harness, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, rules).unwrap();
+    let harness = Harness::start_with(0, |c| c.proxy.rules = path.display().to_string()).await;
+    (harness, dir)
+}
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/rules.toml"
+    ))
+    .unwrap()
+}
+
+/// The single text value of a simple query.
+async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+        _ => None,
+    })?
+}
+
+async fn setup(h: &Harness) {
+    let admin = h.connect(Target::Direct).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int, card_number text, holder text);
+             INSERT INTO t VALUES (1, '{CARD}', 'Ada');
+             CREATE TABLE salaries (who text, amount int);
+             INSERT INTO salaries VALUES ('Ada', 100);
+             CREATE ROLE reporting LOGIN PASSWORD 'reporting-pw';
+             GRANT SELECT ON t, salaries TO reporting;"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_masks_card_numbers_in_text_and_binary_results() {
+    let (h, _dir) = harness(&example()).await;
+    setup(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    for sql in [
+        "SELECT card_number FROM t",
+        "SELECT card_number AS x FROM t",
+        "SELECT upper(card_number) FROM t",
+        "SELECT x FROM (SELECT card_number AS x FROM t) s",
+        "SELECT t.card_number FROM t JOIN t AS u ON u.id = t.id",
+    ] {
+        assert_eq!(
+            simple_value(&client, sql).await.as_deref(),
+            Some(MASKED),
+            "{sql}"
+        );
+        // Extended protocol: tokio-postgres asks for binary results.
+        let row = client.query_one(sql, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), MASKED, "{sql} (binary)");
+    }
+    let row = client
+        .query_one(
+            "SELECT id, card_number, holder FROM t WHERE id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert_eq!(row.get::<_, String>(1), MASKED);
+    assert_eq!(row.get::<_, String>(2), "Ada");
+    let row = client.query_one("SELECT * FROM t", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>("card_number"), MASKED);
+    assert_eq!(row.get::<_, String>("holder"), "Ada");
+    // Columns that are not masked pass unchanged.
+    assert_eq!(
+        simple_value(&client, "SELECT holder FROM t")
+            .await
+            .as_deref(),
+        Some("Ada")
+    );
+    // The same rows directly from the server are not masked.
+    let direct = h.connect(Target::Direct).await;
+    assert_eq!(
+        simple_value(&direct, "SELECT card_number FROM t")
+            .await
+            .as_deref(),
+        Some(CARD)
+    );
+    assert!(
+        h.proxy
+            .metrics()
+            .masked_values_total
+            .load(Ordering::Relaxed)
+            >= 10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_denies_salaries_to_reporting_with_42501() {
+    let (h, _dir) = harness(&example()).await;
+    setup(&h).await;
+    let reporting = h
+        .connect_as(Target::Proxy, "reporting", "reporting-pw")
+        .await
+        .unwrap();
+    let e = reporting
+        .simple_query("SELECT * FROM salaries")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("reporting cannot read salaries"),
+        "{message}"
+    );
+    let e = reporting
+        .query("SELECT * FROM salaries", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let e = reporting
+        .query("SELECT amount FROM salaries WHERE who = $1", &[&"Ada"])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    // The session goes on, and other tables are readable.
+    assert_eq!(
+        simple_value(&reporting, "SELECT count(*) FROM t")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    // Other roles are not concerned.
+    let admin = h.connect(Target::Proxy).await;
+    assert_eq!(
+        simple_value(&admin, "SELECT amount FROM salaries")
+            .await
+            .as_deref(),
+        Some("100")
+    );
+    let metrics = h.proxy.metrics();
+    assert_eq!(metrics.rule_denials_total.load(Ordering::Relaxed), 3);
+    let mut text = String::new();
+    metrics.render_prometheus(&mut text);
+    assert!(
+        text.contains("understudy_rule_denials{rule=\"reporting cannot read salaries\"} 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_inside_a_transaction_aborts_it_like_a_server_error() {
+    let (h, _dir) = harness(
+        r#"
+[[rule]]
+name = "no unbounded deletes"
+deny = { statements = ["delete_without_where", "ddl"] }
+"#,
+    )
+    .await;
+    setup(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let e = client.batch_execute("DELETE FROM t").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let e = client.execute("DROP TABLE t", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(
+        client
+            .execute("DELETE FROM t WHERE id = 2", &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        simple_value(&client, "SELECT count(*) FROM t")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_rename_limit_and_replace_by_fingerprint() {
+    let (h, _dir) = harness(
+        r#"
+[[rule]]
+name = "legacy name"
+rewrite = { rename_table = { from = "legacy_events", to = "events" } }
+[[rule]]
+name = "cap events"
+rewrite = { limit = { table = "events", rows = 2 } }
+[[rule]]
+name = "holder lookup"
+rewrite = { query = "SELECT holder FROM t WHERE id = 0", replacement = "SELECT upper(holder) FROM t WHERE id = $1" }
+"#,
+    )
+    .await;
+    setup(&h).await;
+    let admin = h.connect(Target::Direct).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE events (n int); INSERT INTO events SELECT generate_series(1, 10);",
+        )
+        .await
+        .unwrap();
+    let client = h.connect(Target::Proxy).await;
+    let rows = client
+        .simple_query("SELECT n FROM legacy_events")
+        .await
+        .unwrap();
+    let count = rows
+        .iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(count, 2);
+    assert_eq!(
+        client
+            .query("SELECT n FROM events", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        client
+            .query("SELECT n FROM events LIMIT 5", &[])
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        simple_value(&client, "SELECT holder FROM t WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("ADA")
+    );
+    let row = client
+        .query_one("SELECT holder FROM t WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "ADA");
+}

@@ -1,0 +1,98 @@
+//! Rules on the wire: the proxy-wide rule set (loaded from the rules file,
+//! swapped on reload without touching sessions), and each session's use of
+//! it — rewriting or refusing what the client sends ([`client`]) and masking
+//! what it receives ([`results`]).
+//!
+//! A session whose proxy has no rules file has no [`SessionRulesState`] at
+//! all: its relay neither parses statements nor looks at rows.
+
+pub mod client;
+pub mod results;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use understudy_rules::{ClientInfo, RuleSet, RulesError, SessionRules};
+
+/// The proxy's rules: where they come from and the version in force.
+pub struct Rules {
+    path: Option<PathBuf>,
+    tx: watch::Sender<Arc<RuleSet>>,
+}
+
+impl Rules {
+    /// Loads the rules file at `path` (empty: no rules).
+    pub fn load(path: &str) -> Result<Rules, RulesError> {
+        let (set, path) = if path.is_empty() {
+            (RuleSet::default(), None)
+        } else {
+            (RuleSet::from_file(path)?, Some(PathBuf::from(path)))
+        };
+        let (tx, _) = watch::channel(Arc::new(set));
+        Ok(Rules { path, tx })
+    }
+
+    /// True when a rules file is configured (even if it has no rules yet).
+    pub fn configured(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Reads the rules file again and puts it in force; sessions pick it up
+    /// at their next statement. On error the rules in force stay. Returns
+    /// the number of rules now in force.
+    pub fn reload(&self) -> Result<usize, RulesError> {
+        let Some(path) = &self.path else {
+            return Ok(0);
+        };
+        let set = RuleSet::from_file(path)?;
+        let count = set.rules.len();
+        self.tx.send_replace(Arc::new(set));
+        Ok(count)
+    }
+
+    /// The rule set in force.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.tx.borrow().clone()
+    }
+
+    /// A session's view of the rules, or `None` when no rules file is
+    /// configured.
+    pub fn for_session(&self, client: ClientInfo) -> Option<Box<SessionRulesState>> {
+        if !self.configured() {
+            return None;
+        }
+        let mut rx = self.tx.subscribe();
+        let set = rx.borrow_and_update().clone();
+        let session = set.for_client(&client);
+        let mut results = results::ResultTracker::default();
+        results.set_fallback(session.fallback_mask());
+        Some(Box::new(SessionRulesState {
+            session,
+            client,
+            rx,
+            results,
+        }))
+    }
+}
+
+/// One session's rules and what it tracks to apply them.
+pub struct SessionRulesState {
+    rx: watch::Receiver<Arc<RuleSet>>,
+    client: ClientInfo,
+    /// The rules that apply to this session.
+    pub session: SessionRules,
+    /// Which result the server's rows belong to, and their masks.
+    pub results: results::ResultTracker,
+}
+
+impl SessionRulesState {
+    /// Takes up a reloaded rule set, if there is one.
+    pub fn refresh(&mut self) {
+        if self.rx.has_changed().unwrap_or(false) {
+            let set = self.rx.borrow_and_update().clone();
+            self.session = set.for_client(&self.client);
+            self.results.set_fallback(self.session.fallback_mask());
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Masking the rows a session receives.
+//!
+//! The tracker follows which request the server's replies belong to (in
+//! order, like the journal: an extended-protocol error skips to Sync,
+//! ReadyForQuery ends a Query or a Sync), and knows for each result the
+//! masks of its fields: the statement's masks (from the rules, by target)
+//! laid over the RowDescription's field names, types and formats. For the
+//! extended protocol the fields come from the Describe of the statement or
+//! portal and the formats from the Bind.
+//!
+//! Rows the tracker cannot place (after a session moved to a new server in
+//! the middle of a result) have every value masked: a value is never shown
+//! unmasked because the proxy lost track.
+//!
+//! The journal digests the server's own bytes; masking is a pure function
+//! of them and of the rules, so a replay that matches the digests gives the
+//! client the same masked rows.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use understudy_protocol::backend;
+use understudy_rules::{MaskMethod, ResultMask};
+
+use super::client::Body;
+
+/// How one field of a result is masked.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldMask {
+    method: MaskMethod,
+    binary: bool,
+    type_oid: u32,
+}
+
+/// A field of a RowDescription.
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    type_oid: u32,
+    format: i16,
+}
+
+type Plan = Arc<Vec<Option<FieldMask>>>;
+
+#[derive(Debug, Default, Clone)]
+struct StatementPlan {
+    masks: Arc<Vec<ResultMask>>,
+    fields: Option<Vec<Field>>,
+}
+
+#[derive(Debug, Clone)]
+struct PortalPlan {
+    statement: StatementPlan,
+    plan: Option<Plan>,
+}
+
+/// A request whose replies the tracker waits for.
+#[derive(Debug)]
+enum Expect {
+    Query {
+        masks: Arc<Vec<ResultMask>>,
+        index: usize,
+        current: Option<Plan>,
+    },
+    Parse,
+    Bind,
+    Close,
+    DescribeStatement(Vec<u8>),
+    DescribePortal(Vec<u8>),
+    Execute(Vec<u8>),
+    Sync,
+}
+
+/// Follows requests and replies to mask rows.
+#[derive(Debug, Default)]
+pub struct ResultTracker {
+    statements: HashMap<Vec<u8>, StatementPlan>,
+    portals: HashMap<Vec<u8>, PortalPlan>,
+    queue: VecDeque<Expect>,
+    /// The masks of the most recent Parse, until its Describe or Bind.
+    lost: bool,
+    /// Some result may be masked (else rows are not looked at).
+    active: bool,
+    /// The method used for rows that cannot be placed.
+    fallback: Option<MaskMethod>,
+}
+
+fn any_mask(masks: &[ResultMask]) -> bool {
+    masks.iter().any(|m| !m.is_nothing())
+}
+
+impl ResultTracker {
+    /// True when rows may need masking: the relay must see DataRow and
+    /// RowDescription messages whole.
+    pub fn wants_rows(&self) -> bool {
+        self.active || self.lost
+    }
+
+    /// Sets the method used for rows the tracker cannot place.
+    pub fn set_fallback(&mut self, method: Option<MaskMethod>) {
+        self.fallback = method;
+    }
+
+    /// The session moved to a new server: replies in flight can no longer
+    /// be placed, so rows are masked entirely until the session is idle.
+    pub fn lose_track(&mut self) {
+        self.queue.clear();
+        self.lost = self.fallback.is_some();
+    }
+
+    pub(super) fn query(&mut self, masks: Vec<ResultMask>) {
+        self.active |= any_mask(&masks);
+        self.queue.push_back(Expect::Query {
+            masks: Arc::new(masks),
+            index: 0,
+            current: None,
+        });
+    }
+
+    pub(super) fn parse(&mut self, name: &[u8], masks: Vec<ResultMask>) {
+        self.active |= any_mask(&masks);
+        self.statements.insert(
+            name.to_vec(),
+            StatementPlan {
+                masks: Arc::new(masks),
+                fields: None,
+            },
+        );
+        self.queue.push_back(Expect::Parse);
+    }
+
+    pub(super) fn bind(&mut self, portal: &[u8], statement: &[u8], formats: Vec<i16>) {
+        let statement = self.statements.get(statement).cloned().unwrap_or_default();
+        let plan = statement
+            .fields
+            .as_ref()
+            .map(|fields| plan_of(&statement.masks, 0, fields, &formats));
+        self.portals
+            .insert(portal.to_vec(), PortalPlan { statement, plan });
+        self.queue.push_back(Expect::Bind);
+    }
+
+    pub(super) fn describe(&mut self, kind: u8, name: &[u8]) {
+        self.queue.push_back(if kind == b'S' {
+            Expect::DescribeStatement(name.to_vec())
+        } else {
+            Expect::DescribePortal(name.to_vec())
+        });
+    }
+
+    pub(super) fn execute(&mut self, portal: &[u8]) {
+        self.queue.push_back(Expect::Execute(portal.to_vec()));
+    }
+
+    pub(super) fn sync(&mut self) {
+        self.queue.push_back(Expect::Sync);
+    }
+
+    pub(super) fn close(&mut self) {
+        self.queue.push_back(Expect::Close);
+    }
+
+    /// Follows a whole server message; returns the masked replacement of a
+    /// DataRow whose values are masked.
+    pub fn server_message(&mut self, tag: u8, frame: &[u8]) -> Option<(BytesMut, u64)> {
+        let body = frame.get(5..)?;
+        match tag {
+            backend::tag::PARSE_COMPLETE
+            | backend::tag::BIND_COMPLETE
+            | backend::tag::CLOSE_COMPLETE => {
+                self.pop_extended();
+            }
+            backend::tag::ROW_DESCRIPTION => {
+                let fields = parse_fields(body)?;
+                match self.queue.front_mut() {
+                    Some(Expect::Query {
+                        masks,
+                        index,
+                        current,
+                    }) => {
+                        let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+                        *current = Some(plan_of(masks, *index, &fields, &formats));
+                    }
+                    Some(Expect::DescribeStatement(name)) => {
+                        let name = std::mem::take(name);
+                        if let Some(s) = self.statements.get_mut(&name) {
+                            s.fields = Some(fields);
+                        }
+                        self.queue.pop_front();
+                    }
+                    Some(Expect::DescribePortal(name)) => {
+                        let name = std::mem::take(name);
+                        if let Some(p) = self.portals.get_mut(&name) {
+                            let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+                            p.plan = Some(plan_of(&p.statement.masks, 0, &fields, &formats));
+                            p.statement.fields = Some(fields);
+                        }
+                        self.queue.pop_front();
+                    }
+                    _ => {}
+                }
+            }
+            backend::tag::NO_DATA => {
+                if matches!(
+                    self.queue.front(),
+                    Some(Expect::DescribeStatement(_) | Expect::DescribePortal(_))
+                ) {
+                    self.queue.pop_front();
+                }
+            }
+            backend::tag::DATA_ROW => {
+                let plan = match self.queue.front() {
+                    Some(Expect::Query { current, .. }) => current.clone(),
+                    Some(Expect::Execute(portal)) => match self.portals.get(portal) {
+                        Some(p) => match &p.plan {
+                            Some(plan) => Some(plan.clone()),
+                            None if any_mask(&p.statement.masks) => return self.mask_all(body),
+                            None => None,
+                        },
+                        None => return self.mask_all(body),
+                    },
+                    _ if self.lost => return self.mask_all(body),
+                    _ => None,
+                }?;
+                if plan.iter().all(Option::is_none) {
+                    return None;
+                }
+                return mask_row(body, |i| plan.get(i).copied().flatten());
+            }
+            backend::tag::COMMAND_COMPLETE | backend::tag::EMPTY_QUERY_RESPONSE => {
+                match self.queue.front_mut() {
+                    Some(Expect::Query { index, current, .. }) => {
+                        *index += 1;
+                        *current = None;
+                    }
+                    Some(Expect::Execute(_)) => {
+                        self.queue.pop_front();
+                    }
+                    _ => {}
+                }
+            }
+            backend::tag::PORTAL_SUSPENDED => {
+                if matches!(self.queue.front(), Some(Expect::Execute(_))) {
+                    self.queue.pop_front();
+                }
+            }
+            backend::tag::ERROR_RESPONSE => {
+                if !matches!(self.queue.front(), Some(Expect::Query { .. })) {
+                    while let Some(front) = self.queue.front() {
+                        if matches!(front, Expect::Sync | Expect::Query { .. }) {
+                            break;
+                        }
+                        self.queue.pop_front();
+                    }
+                }
+            }
+            backend::tag::READY_FOR_QUERY => {
+                while let Some(front) = self.queue.pop_front() {
+                    if matches!(front, Expect::Sync | Expect::Query { .. }) {
+                        break;
+                    }
+                }
+                if body.first() == Some(&b'I') && self.queue.is_empty() {
+                    self.lost = false;
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn pop_extended(&mut self) {
+        if matches!(
+            self.queue.front(),
+            Some(Expect::Parse | Expect::Bind | Expect::Close)
+        ) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn mask_all(&self, body: &[u8]) -> Option<(BytesMut, u64)> {
+        let method = self.fallback?;
+        mask_row(body, |_| {
+            Some(FieldMask {
+                method,
+                binary: false,
+                type_oid: 25,
+            })
+        })
+    }
+}
+
+fn parse_fields(body: &[u8]) -> Option<Vec<Field>> {
+    let mut b = Body(body);
+    let n = b.i16()?;
+    let mut fields = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let name = String::from_utf8_lossy(b.cstr()?).into_owned();
+        b.i32()?;
+        b.i16()?;
+        let type_oid = b.i32()? as u32;
+        b.i16()?;
+        b.i32()?;
+        let format = b.i16()?;
+        fields.push(Field {
+            name,
+            type_oid,
+            format,
+        });
+    }
+    Some(fields)
+}
+
+fn plan_of(masks: &[ResultMask], index: usize, fields: &[Field], formats: &[i16]) -> Plan {
+    let Some(mask) = masks.get(index) else {
+        return Arc::new(vec![None; fields.len()]);
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let per_field = mask.fields(&names);
+    Arc::new(
+        per_field
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let format = match formats.len() {
+                    0 => 0,
+                    1 => formats[0],
+                    _ => formats.get(i).copied().unwrap_or(0),
+                };
+                m.map(|method| FieldMask {
+                    method,
+                    binary: format == 1,
+                    type_oid: fields[i].type_oid,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A DataRow (`body` without header) with the values `mask_of` names
+/// masked, as a whole frame, and the number of values masked.
+fn mask_row(body: &[u8], mask_of: impl Fn(usize) -> Option<FieldMask>) -> Option<(BytesMut, u64)> {
+    let mut b = Body(body);
+    let n = b.i16()?;
+    let mut out = BytesMut::with_capacity(body.len() + 64);
+    out.put_u8(backend::tag::DATA_ROW);
+    out.put_i32(0);
+    out.put_i16(n);
+    let mut masked = 0;
+    for i in 0..usize::try_from(n).ok()? {
+        let len = b.i32()?;
+        if len < 0 {
+            out.put_i32(-1);
+            continue;
+        }
+        let value = b.bytes(usize::try_from(len).ok()?)?;
+        match mask_of(i) {
+            None => {
+                out.put_i32(len);
+                out.put_slice(value);
+            }
+            Some(m) => {
+                masked += 1;
+                let new = if m.binary {
+                    m.method.apply_binary(m.type_oid, value)
+                } else {
+                    Some(m.method.apply(value))
+                };
+                match new {
+                    Some(v) => {
+                        out.put_i32(v.len() as i32);
+                        out.put_slice(&v);
+                    }
+                    None => out.put_i32(-1),
+                }
+            }
+        }
+    }
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some((out, masked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.to_vec()
+    }
+
+    #[test]
+    fn rows_are_rebuilt_with_masked_values_and_lengths() {
+        let body = row(&[Some(b"7"), Some(b"4111111111111111"), None]);
+        let (frame, n) = mask_row(&body, |i| {
+            (i == 1).then_some(FieldMask {
+                method: MaskMethod::KeepLast(4),
+                binary: false,
+                type_oid: 25,
+            })
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            &frame[5..],
+            &row(&[Some(b"7"), Some(b"************1111"), None])[..]
+        );
+        assert_eq!(
+            i32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize,
+            frame.len() - 1
+        );
+    }
+
+    #[test]
+    fn binary_values_of_other_types_become_null() {
+        let body = row(&[Some(&[0, 0, 0, 0, 0, 0, 0, 9])]);
+        let (frame, _) = mask_row(&body, |_| {
+            Some(FieldMask {
+                method: MaskMethod::KeepLast(4),
+                binary: true,
+                type_oid: 20,
+            })
+        })
+        .unwrap();
+        assert_eq!(&frame[5..], &row(&[None])[..]);
+    }
+}
