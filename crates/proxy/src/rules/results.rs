@@ -245,14 +245,15 @@ impl ResultTracker {
                     self.queue.pop_front();
                 }
             }
-            backend::tag::ERROR_RESPONSE => {
-                if !matches!(self.queue.front(), Some(Expect::Query { .. })) {
-                    while let Some(front) = self.queue.front() {
-                        if matches!(front, Expect::Sync | Expect::Query { .. }) {
-                            break;
-                        }
-                        self.queue.pop_front();
+            backend::tag::ERROR_RESPONSE
+                if !matches!(self.queue.front(), Some(Expect::Query { .. })) =>
+            {
+                // The server skips to the next Sync.
+                while let Some(front) = self.queue.front() {
+                    if matches!(front, Expect::Sync | Expect::Query { .. }) {
+                        break;
                     }
+                    self.queue.pop_front();
                 }
             }
             backend::tag::READY_FOR_QUERY => {
