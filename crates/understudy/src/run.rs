@@ -28,6 +28,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let (topology_tx, topology_rx) = topology::channel(Default::default());
     let observed = discovery::spawn(Arc::clone(&config), topology_tx);
     let proxy = understudy_proxy::start(Arc::clone(&config), topology_rx).await?;
+    reload_rules_on_sighup(proxy.rules());
 
     let servers = config.servers.clone();
     let nodes: NodesFn = Arc::new(move || {
@@ -63,6 +64,27 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+/// Reloads the rules file on every SIGHUP; sessions take the new rules up
+/// at their next statement, and a file that does not load leaves the rules
+/// in force (the error is logged).
+pub fn reload_rules_on_sighup(rules: std::sync::Arc<understudy_proxy::rules::Rules>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: rules are not reloaded on signal");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match rules.reload() {
+                Ok(count) => tracing::info!(rules = count, "rules reloaded"),
+                Err(e) => {
+                    tracing::error!("rules not reloaded, the previous ones stay in force: {e}")
+                }
+            }
+        }
+    });
+}
+
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

@@ -43,6 +43,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             return Err(e.into());
         }
     };
+    crate::run::reload_rules_on_sighup(proxy.rules());
     let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
     let admin_addr = match admin::serve(config.admin.listen, admin_state).await {
         Ok(addr) => addr,
