@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use tokio_postgres::SimpleQueryMessage;
+use understudy_integration::understudy_testkit::wait_until;
 use understudy_integration::{sqlstate, Harness, Target};
 
 const CARD: &str = "4111111111111111";
@@ -262,4 +263,105 @@ rewrite = { query = "SELECT holder FROM t WHERE id = 0", replacement = "SELECT u
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ADA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_transaction_proceeds_after_maintenance_end_while_others_run() {
+    let (h, _dir) = harness(&example()).await;
+    setup(&h).await;
+    let holds = h.proxy.holds();
+    let held = h.connect(Target::Proxy).await;
+    held.batch_execute("SET application_name = 'held-session'; BEGIN")
+        .await
+        .unwrap();
+    held.execute("SELECT count(*) FROM salaries", &[])
+        .await
+        .unwrap();
+    holds.start(&["t".to_owned()]).unwrap();
+
+    let waiting = tokio::spawn(async move {
+        held.execute("UPDATE t SET holder = 'Bob' WHERE id = 1", &[])
+            .await
+            .unwrap();
+        held.batch_execute("COMMIT").await.unwrap();
+    });
+    // The UPDATE reaches the proxy and waits there; it never reaches the
+    // server while t is held: the session's backend stays idle in its
+    // transaction.
+    let metrics = h.proxy.metrics();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || async {
+            metrics.held_statements.load(Ordering::Relaxed) == 1
+        })
+        .await,
+        "the UPDATE waits for the hold"
+    );
+    let direct = h.connect(Target::Direct).await;
+    let idle_in_transaction = || async {
+        let row = direct
+            .query_one(
+                "SELECT state, query FROM pg_stat_activity WHERE application_name = 'held-session'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0) == "idle in transaction"
+            && !row.get::<_, String>(1).starts_with("UPDATE")
+    };
+    assert!(idle_in_transaction().await);
+    // Other sessions run meanwhile, also on other tables.
+    let other = h.connect(Target::Proxy).await;
+    assert_eq!(
+        simple_value(&other, "SELECT amount FROM salaries")
+            .await
+            .as_deref(),
+        Some("100")
+    );
+    other
+        .execute("INSERT INTO salaries VALUES ('Bob', 50)", &[])
+        .await
+        .unwrap();
+    assert!(!waiting.is_finished());
+    assert!(idle_in_transaction().await);
+    assert_eq!(
+        simple_value(&direct, "SELECT holder FROM t")
+            .await
+            .as_deref(),
+        Some("Ada")
+    );
+
+    assert_eq!(metrics.held_statements.load(Ordering::Relaxed), 1);
+    holds.end();
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the held transaction proceeds after end")
+        .unwrap();
+    assert_eq!(
+        simple_value(&direct, "SELECT holder FROM t")
+            .await
+            .as_deref(),
+        Some("Bob")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_past_its_timeout_fails_the_statement_clearly() {
+    let (h, _dir) = harness("hold_timeout_ms = 300\n").await;
+    setup(&h).await;
+    h.proxy.holds().start(&["t".to_owned()]).unwrap();
+    let client = h.connect(Target::Proxy).await;
+    let e = client.simple_query("SELECT * FROM t").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "55P03");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("held for maintenance"), "{message}");
+    // Tables that are not held are not affected, and the session goes on.
+    assert_eq!(
+        simple_value(&client, "SELECT count(*) FROM salaries")
+            .await
+            .as_deref(),
+        Some("1")
+    );
 }

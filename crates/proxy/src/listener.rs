@@ -43,6 +43,7 @@ pub enum StartError {
 pub struct ProxyHandle {
     drain: Drain,
     rules: Arc<crate::rules::Rules>,
+    holds: Arc<crate::rules::holds::Holds>,
     commit_log: Arc<CommitLog>,
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
@@ -52,6 +53,11 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// The tables held for maintenance.
+    pub fn holds(&self) -> Arc<crate::rules::holds::Holds> {
+        Arc::clone(&self.holds)
+    }
+
     /// The proxy's rules (to reload them).
     pub fn rules(&self) -> Arc<crate::rules::Rules> {
         Arc::clone(&self.rules)
@@ -101,6 +107,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let rules = Arc::new(crate::rules::Rules::load(&config.proxy.rules)?);
+    let holds = Arc::new(crate::rules::holds::Holds::default());
     let metrics = Arc::new(ProxyMetrics::default());
     let commit_log = Arc::new(CommitLog::new(
         usize::try_from(config.journal.max_commit_log_entries).unwrap_or(usize::MAX),
@@ -117,6 +124,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         commit_log: Arc::clone(&commit_log),
         drain: Drain::new(Arc::clone(&metrics)),
         rules: Arc::clone(&rules),
+        holds: Arc::clone(&holds),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),
@@ -129,6 +137,7 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     tracing::info!(%local_addr, "proxy listening");
     Ok(ProxyHandle {
         rules,
+        holds,
         drain: ctx_drain,
         commit_log: Arc::clone(&commit_log),
         local_addr,

@@ -48,6 +48,8 @@ pub struct ProxyMetrics {
     pub rule_denials: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Result values masked by a rule.
     pub masked_values_total: AtomicU64,
+    /// Statements waiting for a table held for maintenance (gauge).
+    pub held_statements: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -81,7 +83,7 @@ impl ProxyMetrics {
 
     /// Appends every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
-        let metrics: [(&str, &str, &str, &AtomicU64); 19] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "understudy_client_connections_total",
                 "counter",
@@ -195,6 +197,12 @@ impl ProxyMetrics {
                 "counter",
                 "Result values masked by a rule.",
                 &self.masked_values_total,
+            ),
+            (
+                "understudy_held_statements",
+                "gauge",
+                "Statements waiting for a table held for maintenance.",
+                &self.held_statements,
             ),
         ];
         for (name, kind, help, value) in metrics {

@@ -38,6 +38,7 @@ use crate::failover::Identity;
 use crate::journal::{is_asynchronous, server_message_needed_whole, Journal, Limits};
 use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
+use crate::rules::client::ClientAction;
 
 /// Free space kept available for each read.
 const READ_RESERVE: usize = 16 * 1024;
@@ -181,7 +182,18 @@ where
         if let Poll::Ready(end) = from_client {
             return Poll::Ready(end);
         }
-        if to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush {
+        let mut waiting = false;
+        if let Some(rules) = state.rules.as_deref_mut() {
+            if rules.poll_wait(cx) {
+                // Read and scan the waiting statement again.
+                to_server.resume_reading();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            waiting = rules.is_waiting();
+        }
+        if !waiting && to_server.done_reading && to_server.out.is_empty() && !to_server.needs_flush
+        {
             if state.client_terminated {
                 return Poll::Ready(RelayEnd::ClientTerminated);
             }
@@ -286,6 +298,7 @@ fn scan_client(
         let mut terminated = false;
         let mut stamp = false;
         let mut replacement: Option<(usize, BytesMut)> = None;
+        let mut wait = false;
         let scanned = pipe
             .scanner
             .scan(
@@ -314,9 +327,16 @@ fn scan_client(
                         return ControlFlow::Break(Stop::Before);
                     }
                     if let (Some(rules), 0) = (rules.as_deref_mut(), rest) {
-                        if let Some(r) = rules.client_message(tag, bytes, metrics) {
-                            replacement = Some((total, r.frame));
-                            return ControlFlow::Break(Stop::Before);
+                        match rules.client_message(tag, bytes, metrics) {
+                            Some(ClientAction::Replace(frame)) => {
+                                replacement = Some((total, frame));
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            Some(ClientAction::Wait) => {
+                                wait = true;
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            None => {}
                         }
                     }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
@@ -371,6 +391,11 @@ fn scan_client(
             // session resumes.
             pipe.done_reading = true;
             pipe.unscanned = true;
+        }
+        if wait {
+            // The statement stays in `buf` until the wait is over; the
+            // server's replies keep flowing meanwhile.
+            pipe.done_reading = true;
         }
         return Ok(());
     }

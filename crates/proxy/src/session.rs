@@ -52,6 +52,8 @@ pub struct ProxyContext {
     pub drain: crate::drain::Drain,
     /// The rules in force.
     pub rules: Arc<crate::rules::Rules>,
+    /// Tables held for maintenance.
+    pub holds: Arc<crate::rules::holds::Holds>,
 }
 
 /// A session that completed startup.
@@ -123,7 +125,11 @@ async fn run(
     let mut state = RelayState::new(limits, backend.key.process_id);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
-    state.rules = ctx.rules.for_session(client_info(&identity, peer));
+    state.rules = Some(ctx.rules.for_session(
+        client_info(&identity, peer),
+        &ctx.holds,
+        Arc::clone(&ctx.metrics),
+    ));
     let mut topology = ctx.topology.clone();
     loop {
         let parking = state.park_when_idle;

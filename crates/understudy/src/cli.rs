@@ -28,6 +28,9 @@ pub enum Command {
     /// standby at transaction boundaries, it is promoted, the old primary
     /// becomes its standby.
     Switchover(StatusArgs),
+    /// Hold tables for maintenance (`start <table…>`: statements touching
+    /// them wait) or release them (`end`).
+    Maintenance(MaintenanceArgs),
     /// Benchmark direct PostgreSQL, understudy and PgBouncer side by side with pgbench.
     Bench(BenchArgs),
 }
@@ -64,6 +67,30 @@ pub struct RunArgs {
     /// Overrides proxy.rules: the rules file; see docs/rules.md.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+}
+
+/// `understudy maintenance`
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// `start` or `end`.
+    #[command(subcommand)]
+    pub action: MaintenanceAction,
+    /// Which instance.
+    #[command(flatten)]
+    pub target: StatusArgs,
+}
+
+/// What `understudy maintenance` does.
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Hold these tables: statements touching them wait until `end`.
+    Start {
+        /// Tables (`name` or `schema.name`).
+        #[arg(required = true)]
+        tables: Vec<String>,
+    },
+    /// Release every held table; the waiting statements go on in order.
+    End,
 }
 
 /// `understudy status`

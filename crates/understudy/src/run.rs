@@ -47,6 +47,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         }),
         failover: None,
         switchover: None,
+        rules: proxy.rules(),
+        holds: proxy.holds(),
     });
     let admin_addr = admin::serve(config.admin.listen, admin_state)
         .await

@@ -161,6 +161,8 @@ fn admin_state(
         })),
         failover: Some(failover),
         switchover: Some(switchover),
+        rules: proxy.rules(),
+        holds: proxy.holds(),
     }
 }
 

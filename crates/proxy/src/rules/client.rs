@@ -9,16 +9,22 @@
 //! parameters the client left untyped are declared `text` so that the
 //! client's Bind still matches.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, BytesMut};
 use understudy_protocol::frontend::{self, encode_query};
 
 use super::SessionRulesState;
 use crate::metrics::{self, ProxyMetrics};
 
-/// A client message replaced by the rules.
-pub struct Replacement {
-    /// The whole message to send instead.
-    pub frame: BytesMut,
+/// What the rules do with a client message.
+pub enum ClientAction {
+    /// Send this whole message instead.
+    Replace(BytesMut),
+    /// Stop reading the client before this message until the session's
+    /// wait is over (a held table, a lookup); the message is then scanned
+    /// again.
+    Wait,
 }
 
 /// A cursor over a message body.
@@ -48,13 +54,18 @@ impl<'a> Body<'a> {
     }
 }
 
-/// `DO` block raising `insufficient_privilege` with `message`.
-pub fn raising_statement(message: &str) -> String {
+/// `DO` block raising SQLSTATE `code` with `message`.
+pub fn raising_statement(code: &str, message: &str) -> String {
     let quoted = message.replace('\'', "''").replace('$', "");
     format!(
-        "DO $understudy$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{quoted}'; END$understudy$"
+        "DO $understudy$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{quoted}'; END$understudy$"
     )
 }
+
+/// `42501` insufficient_privilege.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `55P03` lock_not_available: a held table was not released in time.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 fn encode_parse(name: &[u8], sql: &str, types: &[i32], out: &mut BytesMut) {
     let len = 4 + name.len() + 1 + sql.len() + 1 + 2 + 4 * types.len();
@@ -73,36 +84,122 @@ fn encode_parse(name: &[u8], sql: &str, types: &[i32], out: &mut BytesMut) {
 /// OID of `text`.
 const TEXT_OID: i32 = 25;
 
+/// A Query or a Parse: the statement and how to rebuild the message.
+struct StatementMessage<'a> {
+    /// `Some(name)` for a Parse.
+    parse: Option<&'a [u8]>,
+    text: &'a str,
+    types: Vec<i32>,
+}
+
+impl StatementMessage<'_> {
+    fn with_text(&self, text: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        match self.parse {
+            Some(name) => encode_parse(name, text, &self.types, &mut out),
+            None => encode_query(text, &mut out),
+        }
+        out
+    }
+
+    /// The message replaced by one that makes the server raise `code`.
+    fn raising(&self, code: &str, message: &str) -> BytesMut {
+        let mut types = self.types.clone();
+        if self.parse.is_some() {
+            // The client's Bind must still match: keep every parameter,
+            // typed (a DO block leaves untyped ones undetermined).
+            let wanted = understudy_rules::rewrite::highest_parameter(self.text).unwrap_or(0);
+            if types.len() < wanted {
+                types.resize(wanted, 0);
+            }
+            for t in &mut types {
+                if *t == 0 {
+                    *t = TEXT_OID;
+                }
+            }
+        }
+        let raising = StatementMessage {
+            parse: self.parse,
+            text: self.text,
+            types,
+        };
+        raising.with_text(&raising_statement(code, message))
+    }
+}
+
 impl SessionRulesState {
+    /// Holds, rewrites, refuses and tracks one statement.
+    fn statement(
+        &mut self,
+        m: StatementMessage<'_>,
+        metrics: &ProxyMetrics,
+    ) -> Option<ClientAction> {
+        self.refresh();
+        let held = self.held.borrow().clone();
+        if !held.is_empty() {
+            if let Some(analysis) = self.session.set().analyse(m.text) {
+                let tables: Vec<understudy_rules::TableName> = analysis.tables().cloned().collect();
+                if held.holding(&tables).is_some() {
+                    if let Some(message) = self.refused_after_wait.take() {
+                        self.record(&m, Vec::new());
+                        return Some(ClientAction::Replace(
+                            m.raising(LOCK_NOT_AVAILABLE, &message),
+                        ));
+                    }
+                    let timeout = self.session.set().hold_timeout;
+                    self.waiting = Some(Box::pin(super::holds::wait_released(
+                        self.held.clone(),
+                        tables,
+                        timeout,
+                        Arc::clone(&self.metrics),
+                    )));
+                    return Some(ClientAction::Wait);
+                }
+            }
+        }
+        self.refused_after_wait = None;
+        let checked = self.session.check(m.text);
+        if let Some(denial) = &checked.denial {
+            metrics::denied(metrics, &denial.rule);
+            self.record(&m, Vec::new());
+            return Some(ClientAction::Replace(
+                m.raising(INSUFFICIENT_PRIVILEGE, &denial.message()),
+            ));
+        }
+        self.record(&m, checked.masks);
+        let new = checked.rewritten?;
+        Some(ClientAction::Replace(m.with_text(&new)))
+    }
+
+    fn record(&mut self, m: &StatementMessage<'_>, masks: Vec<understudy_rules::ResultMask>) {
+        match m.parse {
+            Some(name) => self.results.parse(name, masks),
+            None => self.results.query(masks),
+        }
+    }
+
     /// Follows a whole client message (`frame`, header included) and
-    /// returns its replacement, if the rules change it.
+    /// returns what to do with it, if the rules change it.
     pub fn client_message(
         &mut self,
         tag: u8,
         frame: &[u8],
         metrics: &ProxyMetrics,
-    ) -> Option<Replacement> {
+    ) -> Option<ClientAction> {
         let body = frame.get(5..)?;
         match tag {
             frontend::tag::QUERY => {
-                self.refresh();
                 let text = std::str::from_utf8(Body(body).cstr()?).ok()?;
-                let checked = self.session.check(text);
-                if let Some(denial) = &checked.denial {
-                    metrics::denied(metrics, &denial.rule);
-                    self.results.query(Vec::new());
-                    let mut out = BytesMut::new();
-                    encode_query(&raising_statement(&denial.message()), &mut out);
-                    return Some(Replacement { frame: out });
-                }
-                self.results.query(checked.masks);
-                let new = checked.rewritten?;
-                let mut out = BytesMut::new();
-                encode_query(&new, &mut out);
-                Some(Replacement { frame: out })
+                self.statement(
+                    StatementMessage {
+                        parse: None,
+                        text,
+                        types: Vec::new(),
+                    },
+                    metrics,
+                )
             }
             frontend::tag::PARSE => {
-                self.refresh();
                 let mut b = Body(body);
                 let name = b.cstr()?;
                 let text = std::str::from_utf8(b.cstr()?).ok()?;
@@ -111,33 +208,14 @@ impl SessionRulesState {
                 for _ in 0..n {
                     types.push(b.i32()?);
                 }
-                let checked = self.session.check(text);
-                if let Some(denial) = &checked.denial {
-                    metrics::denied(metrics, &denial.rule);
-                    self.results.parse(name, Vec::new());
-                    let wanted = understudy_rules::rewrite::highest_parameter(text).unwrap_or(0);
-                    if types.len() < wanted {
-                        types.resize(wanted, 0);
-                    }
-                    for t in &mut types {
-                        if *t == 0 {
-                            *t = TEXT_OID;
-                        }
-                    }
-                    let mut out = BytesMut::new();
-                    encode_parse(
-                        name,
-                        &raising_statement(&denial.message()),
-                        &types,
-                        &mut out,
-                    );
-                    return Some(Replacement { frame: out });
-                }
-                self.results.parse(name, checked.masks);
-                let new = checked.rewritten?;
-                let mut out = BytesMut::new();
-                encode_parse(name, &new, &types, &mut out);
-                Some(Replacement { frame: out })
+                self.statement(
+                    StatementMessage {
+                        parse: Some(name),
+                        text,
+                        types,
+                    },
+                    metrics,
+                )
             }
             frontend::tag::BIND => {
                 let mut b = Body(body);
@@ -197,7 +275,7 @@ mod tests {
 
     #[test]
     fn raising_statement_quotes_the_message() {
-        let sql = raising_statement("rule \"x\": it's $$ denied");
+        let sql = raising_statement("42501", "rule \"x\": it's $$ denied");
         assert!(sql.contains("'rule \"x\": it''s  denied'"), "{sql}");
         understudy_rules::Analysis::of(&sql).unwrap();
     }

@@ -7,10 +7,14 @@
 //! all: its relay neither parses statements nor looks at rows.
 
 pub mod client;
+pub mod holds;
 pub mod results;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::watch;
 use understudy_rules::{ClientInfo, RuleSet, RulesError, SessionRules};
@@ -56,23 +60,29 @@ impl Rules {
         self.tx.borrow().clone()
     }
 
-    /// A session's view of the rules, or `None` when no rules file is
-    /// configured.
-    pub fn for_session(&self, client: ClientInfo) -> Option<Box<SessionRulesState>> {
-        if !self.configured() {
-            return None;
-        }
+    /// A session's view of the rules and holds.
+    pub fn for_session(
+        &self,
+        client: ClientInfo,
+        holds: &holds::Holds,
+        metrics: Arc<crate::metrics::ProxyMetrics>,
+    ) -> Box<SessionRulesState> {
         let mut rx = self.tx.subscribe();
         let set = rx.borrow_and_update().clone();
         let session = set.for_client(&client);
         let mut results = results::ResultTracker::default();
         results.set_fallback(session.fallback_mask());
-        Some(Box::new(SessionRulesState {
+        Box::new(SessionRulesState {
             session,
             client,
             rx,
             results,
-        }))
+            held: holds.subscribe(),
+            metrics,
+            waiting: None,
+            refused_after_wait: None,
+            table_columns: std::collections::HashMap::new(),
+        })
     }
 }
 
@@ -84,9 +94,47 @@ pub struct SessionRulesState {
     pub session: SessionRules,
     /// Which result the server's rows belong to, and their masks.
     pub results: results::ResultTracker,
+    held: watch::Receiver<Arc<holds::HeldSet>>,
+    metrics: Arc<crate::metrics::ProxyMetrics>,
+    /// What the session waits for before reading its client again.
+    waiting: Option<Pin<Box<dyn Future<Output = holds::WaitOutcome> + Send>>>,
+    /// The next held statement is refused with this message (its wait
+    /// timed out).
+    refused_after_wait: Option<String>,
+    /// Column names of tables, for `COPY … TO` masking.
+    table_columns: std::collections::HashMap<understudy_rules::TableName, Vec<String>>,
 }
 
 impl SessionRulesState {
+    /// True while the session waits (for a held table, or a lookup)
+    /// before reading its client again.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Polls what the session waits for; `true` when the wait is over and
+    /// the client may be read again.
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(outcome) = waiting.as_mut().poll(cx) else {
+            return false;
+        };
+        self.waiting = None;
+        match outcome {
+            holds::WaitOutcome::Released => {}
+            holds::WaitOutcome::Expired(message) => self.refused_after_wait = Some(message),
+            holds::WaitOutcome::Columns(table, columns) => {
+                // A failed lookup leaves no names: the COPY's values are
+                // then all masked.
+                self.table_columns
+                    .insert(table, columns.unwrap_or_default());
+            }
+        }
+        true
+    }
+
     /// Takes up a reloaded rule set, if there is one.
     pub fn refresh(&mut self) {
         if self.rx.has_changed().unwrap_or(false) {
