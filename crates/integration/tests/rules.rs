@@ -365,3 +365,78 @@ async fn a_hold_past_its_timeout_fails_the_statement_clearly() {
         Some("1")
     );
 }
+
+/// Runs one psql command (simple protocol) against the proxy; its stdout.
+async fn psql(h: &Harness, command: &str) -> String {
+    let output = tokio::process::Command::new("/usr/bin/psql")
+        .arg("-X")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-d")
+        .arg(h.conninfo(Target::Proxy))
+        .arg("-c")
+        .arg(command)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+        .await
+        .expect("psql finishes within 60 s")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "psql {command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Everything `COPY … TO STDOUT` sends, through tokio-postgres (extended protocol).
+async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let stream = client.copy_out(sql).await.unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    chunks.concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_masks_card_numbers_in_copy_to_stdout() {
+    let (h, _dir) = harness(&example()).await;
+    setup(&h).await;
+    // Simple protocol (psql), no column list: the proxy looks the columns up.
+    assert_eq!(
+        psql(&h, "COPY t TO STDOUT").await,
+        format!("1\t{MASKED}\tAda\n")
+    );
+    assert_eq!(
+        psql(
+            &h,
+            "COPY t (card_number, id) TO STDOUT WITH (FORMAT csv, HEADER)"
+        )
+        .await,
+        format!("card_number,id\n{MASKED},1\n")
+    );
+    // Extended protocol.
+    let client = h.connect(Target::Proxy).await;
+    assert_eq!(
+        copy_out(&client, "COPY t TO STDOUT").await,
+        format!("1\t{MASKED}\tAda\n").into_bytes()
+    );
+    assert_eq!(
+        copy_out(
+            &client,
+            "COPY (SELECT holder, card_number AS x FROM t) TO STDOUT"
+        )
+        .await,
+        format!("Ada\t{MASKED}\n").into_bytes()
+    );
+    // Binary COPY: the masked value becomes NULL (-1 length) in the tuple.
+    let data = copy_out(&client, "COPY t TO STDOUT (FORMAT binary)").await;
+    let direct = h.connect(Target::Direct).await;
+    let raw = copy_out(&direct, "COPY t TO STDOUT (FORMAT binary)").await;
+    assert!(raw.windows(CARD.len()).any(|w| w == CARD.as_bytes()));
+    assert!(!data.windows(4).any(|w| w == b"1111"), "card number leaked");
+    assert!(data.windows(3).any(|w| w == b"Ada"));
+    // Tables without masked columns are copied unchanged.
+    assert_eq!(psql(&h, "COPY salaries TO STDOUT").await, "Ada\t100\n");
+}

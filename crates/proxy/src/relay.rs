@@ -438,7 +438,8 @@ fn scan_server(
                         || tag == backend::tag::PARAMETER_STATUS
                         || tag == backend::tag::NOTIFICATION_RESPONSE
                         || (tracking && tag == backend::tag::ROW_DESCRIPTION)
-                        || (wants_rows && tag == backend::tag::DATA_ROW)
+                        || (wants_rows
+                            && matches!(tag, backend::tag::DATA_ROW | backend::tag::COPY_DATA))
                 },
                 |piece| {
                     let start = offset;

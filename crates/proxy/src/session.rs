@@ -125,11 +125,13 @@ async fn run(
     let mut state = RelayState::new(limits, backend.key.process_id);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
-    state.rules = Some(ctx.rules.for_session(
-        client_info(&identity, peer),
-        &ctx.holds,
-        Arc::clone(&ctx.metrics),
-    ));
+    let who = client_info(&identity, peer);
+    let database = who.database.clone();
+    let mut rules = ctx
+        .rules
+        .for_session(who, &ctx.holds, Arc::clone(&ctx.metrics));
+    rules.set_column_lookup(column_lookup(ctx, database));
+    state.rules = Some(rules);
     let mut topology = ctx.topology.clone();
     loop {
         let parking = state.park_when_idle;
@@ -210,6 +212,46 @@ async fn run(
         }
     }
     metrics::dec(&m.sessions_active);
+}
+
+/// Looks up a table's columns on the primary over a control connection
+/// (for `COPY table TO` masking).
+fn column_lookup(ctx: &ProxyContext, database: String) -> crate::rules::ColumnLookup {
+    let config = Arc::clone(&ctx.config);
+    let topology = ctx.topology.clone();
+    Arc::new(move |table: understudy_rules::TableName| {
+        let config = Arc::clone(&config);
+        let primary = topology.borrow().primary.clone();
+        let database = database.clone();
+        Box::pin(async move {
+            let primary = primary?;
+            let client = crate::control::connect(
+                &config,
+                &primary.host,
+                primary.port,
+                &database,
+                "understudy-rules",
+                config.backend.connect_timeout(),
+            )
+            .await
+            .ok()?;
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let name = match &table.schema {
+                Some(schema) => format!("{}.{}", quote(schema), quote(&table.name)),
+                None => quote(&table.name),
+            };
+            let rows = client
+                .query(
+                    "SELECT attname::text FROM pg_catalog.pg_attribute \
+                     WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+                     ORDER BY attnum",
+                    &[&name],
+                )
+                .await
+                .ok()?;
+            Some(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    })
 }
 
 /// Who the client is, for the rules' client filters.

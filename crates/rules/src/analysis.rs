@@ -68,6 +68,11 @@ pub struct CopyInfo {
     pub binary: bool,
     /// The format is CSV.
     pub csv: bool,
+    /// CSV with a header line.
+    pub header: bool,
+    /// Options that change how values are written (DELIMITER, NULL,
+    /// QUOTE, ESCAPE, FORCE_QUOTE, …).
+    pub custom_layout: bool,
 }
 
 /// A column reference anywhere in a statement.
@@ -398,6 +403,11 @@ impl Statement {
                     })
                 };
                 let format = option("format").unwrap_or_default();
+                let header =
+                    option("header").is_some_and(|h| !matches!(h.as_str(), "false" | "off" | "0"));
+                let custom_layout = s.options.iter().any(|o| {
+                    matches!(&o.node, Some(N::DefElem(d)) if !matches!(d.defname.as_str(), "format" | "header" | "freeze" | "encoding"))
+                });
                 statement.copy = Some(CopyInfo {
                     from: s.is_from,
                     client_side: s.filename.is_empty() && !s.is_program,
@@ -405,6 +415,8 @@ impl Statement {
                     columns: node_strings(&s.attlist),
                     binary: format == "binary",
                     csv: format == "csv",
+                    header,
+                    custom_layout,
                 });
                 if let Some(N::SelectStmt(q)) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
                     statement.outputs = select_outputs(q, &walk.ctes, &mut top_level_stars);

@@ -38,7 +38,7 @@ pub use mask::MaskMethod;
 pub use names::TableName;
 pub use results::ResultMask;
 pub use rules::{ClientInfo, RuleSet};
-pub use session::{Checked, Denial, SessionRules};
+pub use session::{Checked, CopyColumns, CopyFormat, CopyMask, Denial, SessionRules};
 
 #[cfg(test)]
 mod tests;

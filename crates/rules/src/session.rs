@@ -47,6 +47,43 @@ pub struct Checked {
     pub masks: Vec<ResultMask>,
     /// Tables the statement (as sent) touches.
     pub tables: Vec<TableName>,
+    /// How the data of a `COPY … TO STDOUT` is masked.
+    pub copy: Option<CopyMask>,
+}
+
+/// How the rows of a `COPY … TO STDOUT` are masked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyMask {
+    /// Which columns.
+    pub columns: CopyColumns,
+    /// The data format.
+    pub format: CopyFormat,
+}
+
+/// The columns of a COPY, as far as the statement tells.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyColumns {
+    /// The mask of each column, in order.
+    Known(Vec<Option<crate::MaskMethod>>),
+    /// `COPY table TO` without a column list: the masks depend on the
+    /// table's columns, which the caller looks up ([`SessionRules::copy_mask`]).
+    Table(TableName),
+    /// `COPY (query) TO`: like the query's result, without field names.
+    Query(ResultMask),
+}
+
+/// COPY data formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// Tab-separated text with backslash escapes.
+    Text,
+    /// CSV; `header`: the first line is column names.
+    Csv {
+        /// The first line is a header.
+        header: bool,
+    },
+    /// PostgreSQL's binary COPY format.
+    Binary,
 }
 
 impl Checked {
@@ -138,6 +175,20 @@ impl SessionRules {
             })
             .collect();
         if !masks.is_empty() {
+            if let Some(copy) = analysis
+                .statements
+                .first()
+                .and_then(|s| Some((s, s.copy.as_ref()?)))
+                .filter(|(_, c)| c.client_side && !c.from)
+            {
+                match self.copy_plan(&masks, copy.0, copy.1) {
+                    Ok(plan) => checked.copy = plan,
+                    Err(denial) => {
+                        checked.denial = Some(denial);
+                        return checked;
+                    }
+                }
+            }
             for statement in &analysis.statements {
                 match result_mask(&masks, statement) {
                     Ok(mask) => checked.masks.push(mask),
@@ -155,6 +206,63 @@ impl SessionRules {
             }
         }
         checked
+    }
+
+    fn copy_plan(
+        &self,
+        masks: &[(&str, &MaskRule)],
+        statement: &crate::Statement,
+        copy: &crate::CopyInfo,
+    ) -> Result<Option<CopyMask>, Denial> {
+        let format = if copy.binary {
+            CopyFormat::Binary
+        } else if copy.csv {
+            CopyFormat::Csv {
+                header: copy.header,
+            }
+        } else {
+            CopyFormat::Text
+        };
+        let columns = match &copy.table {
+            Some(table) if !copy.columns.is_empty() => {
+                let known = self.copy_mask(table, &copy.columns);
+                if known.iter().all(Option::is_none) {
+                    return Ok(None);
+                }
+                CopyColumns::Known(known)
+            }
+            Some(table) => {
+                let concerned = masks
+                    .iter()
+                    .any(|(_, m)| m.tables.is_empty() || m.tables.iter().any(|p| p.matches(table)));
+                if !concerned {
+                    return Ok(None);
+                }
+                CopyColumns::Table(table.clone())
+            }
+            None => match result_mask(masks, statement) {
+                Ok(mask) if mask.is_nothing() => return Ok(None),
+                Ok(mask) => CopyColumns::Query(mask),
+                Err(denied) => {
+                    return Err(Denial {
+                        rule: denied.rule,
+                        reason: "a COPY column may carry a masked column the parser cannot follow"
+                            .into(),
+                    })
+                }
+            },
+        };
+        if copy.custom_layout {
+            let rule = masks
+                .first()
+                .map(|(n, _)| (*n).to_owned())
+                .unwrap_or_default();
+            return Err(Denial {
+                rule,
+                reason: "COPY of masked data with custom DELIMITER/NULL/QUOTE options; use the default text or CSV layout".into(),
+            });
+        }
+        Ok(Some(CopyMask { columns, format }))
     }
 
     fn denial(&self, analysis: &Analysis) -> Option<Denial> {

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use understudy_protocol::frontend::{self, encode_query};
 
+use understudy_rules::{CopyColumns, CopyMask, MaskMethod};
+
+use super::results::{CopyColumnsResolved, CopyPlan};
 use super::SessionRulesState;
 use crate::metrics::{self, ProxyMetrics};
 
@@ -166,16 +169,63 @@ impl SessionRulesState {
                 m.raising(INSUFFICIENT_PRIVILEGE, &denial.message()),
             ));
         }
-        self.record(&m, checked.masks);
+        let copy = match checked.copy {
+            Some(copy) => match self.resolve_copy(copy) {
+                Some(plan) => Some(plan),
+                None => return Some(ClientAction::Wait),
+            },
+            None => None,
+        };
+        self.record_with_copy(&m, checked.masks, copy);
         let new = checked.rewritten?;
         Some(ClientAction::Replace(m.with_text(&new)))
     }
 
     fn record(&mut self, m: &StatementMessage<'_>, masks: Vec<understudy_rules::ResultMask>) {
+        self.record_with_copy(m, masks, None);
+    }
+
+    fn record_with_copy(
+        &mut self,
+        m: &StatementMessage<'_>,
+        masks: Vec<understudy_rules::ResultMask>,
+        copy: Option<CopyPlan>,
+    ) {
         match m.parse {
-            Some(name) => self.results.parse(name, masks),
-            None => self.results.query(masks),
+            Some(name) => self.results.parse(name, masks, copy),
+            None => self.results.query(masks, copy),
         }
+    }
+
+    /// The COPY's masks; `None` when the table's columns must be looked up
+    /// first (the session then waits for the lookup).
+    fn resolve_copy(&mut self, copy: CopyMask) -> Option<CopyPlan> {
+        let all =
+            || CopyColumnsResolved::All(self.session.fallback_mask().unwrap_or(MaskMethod::Redact));
+        let columns = match copy.columns {
+            CopyColumns::Known(known) => CopyColumnsResolved::Known(known),
+            CopyColumns::Query(mask) => CopyColumnsResolved::Query(mask),
+            CopyColumns::Table(table) => {
+                match (self.table_columns.get(&table), &self.column_lookup) {
+                    (Some(columns), _) if columns.is_empty() => all(),
+                    (Some(columns), _) => {
+                        CopyColumnsResolved::Known(self.session.copy_mask(&table, columns))
+                    }
+                    (None, Some(lookup)) => {
+                        let looked_up = lookup(table.clone());
+                        self.waiting = Some(Box::pin(async move {
+                            super::holds::WaitOutcome::Columns(table, looked_up.await)
+                        }));
+                        return None;
+                    }
+                    (None, None) => all(),
+                }
+            }
+        };
+        Some(CopyPlan {
+            columns,
+            format: copy.format,
+        })
     }
 
     /// Follows a whole client message (`frame`, header included) and
@@ -261,7 +311,7 @@ impl SessionRulesState {
                 None
             }
             frontend::tag::FUNCTION_CALL => {
-                self.results.query(Vec::new());
+                self.results.query(Vec::new(), None);
                 None
             }
             _ => None,

@@ -7,6 +7,7 @@
 //! all: its relay neither parses statements nor looks at rows.
 
 pub mod client;
+pub mod copy_data;
 pub mod holds;
 pub mod results;
 
@@ -82,9 +83,18 @@ impl Rules {
             waiting: None,
             refused_after_wait: None,
             table_columns: std::collections::HashMap::new(),
+            column_lookup: None,
         })
     }
 }
+
+/// Looks up the column names of a table (for `COPY table TO` masking);
+/// `None` when the lookup fails.
+pub type ColumnLookup = Arc<
+    dyn Fn(understudy_rules::TableName) -> Pin<Box<dyn Future<Output = Option<Vec<String>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// One session's rules and what it tracks to apply them.
 pub struct SessionRulesState {
@@ -103,9 +113,16 @@ pub struct SessionRulesState {
     refused_after_wait: Option<String>,
     /// Column names of tables, for `COPY … TO` masking.
     table_columns: std::collections::HashMap<understudy_rules::TableName, Vec<String>>,
+    /// How column names are looked up.
+    column_lookup: Option<ColumnLookup>,
 }
 
 impl SessionRulesState {
+    /// Sets how column names are looked up for `COPY table TO` masking.
+    pub fn set_column_lookup(&mut self, lookup: ColumnLookup) {
+        self.column_lookup = Some(lookup);
+    }
+
     /// True while the session waits (for a held table, or a lookup)
     /// before reading its client again.
     pub fn is_waiting(&self) -> bool {

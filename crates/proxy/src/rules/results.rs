@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use understudy_protocol::backend;
-use understudy_rules::{MaskMethod, ResultMask};
+use understudy_rules::{CopyFormat, MaskMethod, ResultMask};
 
 use super::client::Body;
 
@@ -43,10 +43,40 @@ struct Field {
 
 type Plan = Arc<Vec<Option<FieldMask>>>;
 
+/// The masks of a `COPY … TO STDOUT`, resolved as far as the proxy can
+/// before the server says how many columns there are.
+#[derive(Debug, Clone)]
+pub enum CopyColumnsResolved {
+    /// The mask of each column.
+    Known(Vec<Option<MaskMethod>>),
+    /// Like a query result, without field names.
+    Query(ResultMask),
+    /// Every column is masked with this method (the columns are unknown).
+    All(MaskMethod),
+}
+
+/// How the data of one COPY is masked.
+#[derive(Debug, Clone)]
+pub struct CopyPlan {
+    /// Which columns.
+    pub columns: CopyColumnsResolved,
+    /// The data format.
+    pub format: CopyFormat,
+}
+
+/// The COPY whose data is flowing now.
+#[derive(Debug)]
+struct CopyOut {
+    masks: Vec<Option<MaskMethod>>,
+    format: CopyFormat,
+    header_pending: bool,
+}
+
 #[derive(Debug, Default, Clone)]
 struct StatementPlan {
     masks: Arc<Vec<ResultMask>>,
     fields: Option<Vec<Field>>,
+    copy: Option<Arc<CopyPlan>>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +92,7 @@ enum Expect {
         masks: Arc<Vec<ResultMask>>,
         index: usize,
         current: Option<Plan>,
+        copy: Option<Arc<CopyPlan>>,
     },
     Parse,
     Bind,
@@ -84,6 +115,8 @@ pub struct ResultTracker {
     active: bool,
     /// The method used for rows that cannot be placed.
     fallback: Option<MaskMethod>,
+    /// The COPY whose data is flowing.
+    copy_out: Option<CopyOut>,
 }
 
 fn any_mask(masks: &[ResultMask]) -> bool {
@@ -109,22 +142,24 @@ impl ResultTracker {
         self.lost = self.fallback.is_some();
     }
 
-    pub(super) fn query(&mut self, masks: Vec<ResultMask>) {
-        self.active |= any_mask(&masks);
+    pub(super) fn query(&mut self, masks: Vec<ResultMask>, copy: Option<CopyPlan>) {
+        self.active |= any_mask(&masks) || copy.is_some();
         self.queue.push_back(Expect::Query {
             masks: Arc::new(masks),
             index: 0,
             current: None,
+            copy: copy.map(Arc::new),
         });
     }
 
-    pub(super) fn parse(&mut self, name: &[u8], masks: Vec<ResultMask>) {
-        self.active |= any_mask(&masks);
+    pub(super) fn parse(&mut self, name: &[u8], masks: Vec<ResultMask>, copy: Option<CopyPlan>) {
+        self.active |= any_mask(&masks) || copy.is_some();
         self.statements.insert(
             name.to_vec(),
             StatementPlan {
                 masks: Arc::new(masks),
                 fields: None,
+                copy: copy.map(Arc::new),
             },
         );
         self.queue.push_back(Expect::Parse);
@@ -178,6 +213,7 @@ impl ResultTracker {
                         masks,
                         index,
                         current,
+                        ..
                     }) => {
                         let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
                         *current = Some(plan_of(masks, *index, &fields, &formats));
@@ -228,7 +264,69 @@ impl ResultTracker {
                 }
                 return mask_row(body, |i| plan.get(i).copied().flatten());
             }
+            backend::tag::COPY_OUT_RESPONSE => {
+                let plan = match self.queue.front() {
+                    Some(Expect::Query { copy, .. }) => copy.clone(),
+                    Some(Expect::Execute(portal)) => self
+                        .portals
+                        .get(portal)
+                        .and_then(|p| p.statement.copy.clone()),
+                    _ => None,
+                };
+                let columns = Body(body.get(1..)?).i16()?;
+                let columns = usize::try_from(columns).ok()?;
+                let binary = body.first() == Some(&1);
+                self.copy_out = match plan {
+                    Some(plan) => Some(CopyOut {
+                        masks: match &plan.columns {
+                            CopyColumnsResolved::Known(known) => {
+                                let mut m = known.clone();
+                                m.resize(columns, None);
+                                m
+                            }
+                            CopyColumnsResolved::Query(mask) => {
+                                mask.fields(&vec![""; columns]).into_iter().collect()
+                            }
+                            CopyColumnsResolved::All(method) => vec![Some(*method); columns],
+                        },
+                        format: if binary {
+                            CopyFormat::Binary
+                        } else {
+                            plan.format
+                        },
+                        header_pending: matches!(plan.format, CopyFormat::Csv { header: true }),
+                    }),
+                    // A COPY the tracker cannot place is masked entirely.
+                    None if self.lost => self.fallback.map(|m| CopyOut {
+                        masks: vec![Some(m); columns],
+                        format: if binary {
+                            CopyFormat::Binary
+                        } else {
+                            CopyFormat::Text
+                        },
+                        header_pending: false,
+                    }),
+                    None => None,
+                };
+            }
+            backend::tag::COPY_DATA => {
+                let copy = self.copy_out.as_mut()?;
+                if std::mem::take(&mut copy.header_pending) {
+                    return None;
+                }
+                if copy.masks.iter().all(Option::is_none) {
+                    return None;
+                }
+                let (data, n) = crate::rules::copy_data::mask(copy.format, &copy.masks, body)?;
+                let mut out = BytesMut::with_capacity(data.len() + 5);
+                out.put_u8(backend::tag::COPY_DATA);
+                out.put_i32(data.len() as i32 + 4);
+                out.put_slice(&data);
+                return Some((out, n));
+            }
+            backend::tag::COPY_DONE => self.copy_out = None,
             backend::tag::COMMAND_COMPLETE | backend::tag::EMPTY_QUERY_RESPONSE => {
+                self.copy_out = None;
                 match self.queue.front_mut() {
                     Some(Expect::Query { index, current, .. }) => {
                         *index += 1;
@@ -248,6 +346,7 @@ impl ResultTracker {
             backend::tag::ERROR_RESPONSE
                 if !matches!(self.queue.front(), Some(Expect::Query { .. })) =>
             {
+                self.copy_out = None;
                 // The server skips to the next Sync.
                 while let Some(front) = self.queue.front() {
                     if matches!(front, Expect::Sync | Expect::Query { .. }) {
@@ -257,6 +356,7 @@ impl ResultTracker {
                 }
             }
             backend::tag::READY_FOR_QUERY => {
+                self.copy_out = None;
                 while let Some(front) = self.queue.pop_front() {
                     if matches!(front, Expect::Sync | Expect::Query { .. }) {
                         break;
