@@ -440,3 +440,48 @@ async fn example_masks_card_numbers_in_copy_to_stdout() {
     // Tables without masked columns are copied unchanged.
     assert_eq!(psql(&h, "COPY salaries TO STDOUT").await, "Ada\t100\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_rules_apply_to_open_sessions_and_bad_files_are_refused() {
+    let (h, dir) = harness("").await;
+    setup(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    assert_eq!(
+        simple_value(&client, "SELECT card_number FROM t")
+            .await
+            .as_deref(),
+        Some(CARD)
+    );
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, example()).unwrap();
+    assert_eq!(h.proxy.rules().reload().unwrap(), 2);
+    // The same session, not reconnected, now gets masked values.
+    assert_eq!(
+        simple_value(&client, "SELECT card_number FROM t")
+            .await
+            .as_deref(),
+        Some(MASKED)
+    );
+    let row = client
+        .query_one("SELECT card_number FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), MASKED);
+    // A broken file is refused with its line and key; the rules stay.
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"x\"\nmask = { columns = [\"a\"], method = \"blur\" }\n",
+    )
+    .unwrap();
+    let e = h.proxy.rules().reload().unwrap_err().to_string();
+    assert!(
+        e.contains("rule[0].mask.method") && e.contains("line 3"),
+        "{e}"
+    );
+    assert_eq!(
+        simple_value(&client, "SELECT card_number FROM t")
+            .await
+            .as_deref(),
+        Some(MASKED)
+    );
+}

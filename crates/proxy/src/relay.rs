@@ -419,7 +419,8 @@ fn scan_server(
         let injected_pending = journal.injected_pending();
         let rules = &mut state.rules;
         let (tracking, wants_rows) = match rules.as_deref() {
-            Some(r) => (true, r.results.wants_rows()),
+            Some(r) if r.tracking() => (true, r.results.wants_rows()),
+            Some(_) => (false, false),
             None => (false, false),
         };
         let mut masked_row: Option<(usize, BytesMut)> = None;
@@ -473,7 +474,9 @@ fn scan_server(
                                         return ControlFlow::Break(Stop::Before);
                                     }
                                     if failed_over && fields.code == IN_FAILED_TRANSACTION {
-                                        if let Some(rules) = rules.as_deref_mut() {
+                                        if let (Some(rules), true) =
+                                            (rules.as_deref_mut(), tracking)
+                                        {
                                             rules.results.server_message(tag, bytes);
                                         }
                                         replace = Some(total);
@@ -499,7 +502,9 @@ fn scan_server(
                             }
                             _ => {}
                         }
-                        if let (Some(rules), true) = (rules.as_deref_mut(), bytes.len() == total) {
+                        if let (Some(rules), true) =
+                            (rules.as_deref_mut(), tracking && bytes.len() == total)
+                        {
                             if let Some((row, n)) = rules.results.server_message(tag, bytes) {
                                 metrics::add(&metrics.masked_values_total, n);
                                 masked_row = Some((total, row));

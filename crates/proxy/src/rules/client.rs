@@ -191,6 +191,9 @@ impl SessionRulesState {
         masks: Vec<understudy_rules::ResultMask>,
         copy: Option<CopyPlan>,
     ) {
+        if !self.tracking {
+            return;
+        }
         match m.parse {
             Some(name) => self.results.parse(name, masks, copy),
             None => self.results.query(masks, copy),
@@ -267,6 +270,7 @@ impl SessionRulesState {
                     metrics,
                 )
             }
+            _ if !self.tracking => None,
             frontend::tag::BIND => {
                 let mut b = Body(body);
                 let portal = b.cstr()?;

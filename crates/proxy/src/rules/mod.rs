@@ -73,6 +73,7 @@ impl Rules {
         let session = set.for_client(&client);
         let mut results = results::ResultTracker::default();
         results.set_fallback(session.fallback_mask());
+        let tracking = session.masks();
         Box::new(SessionRulesState {
             session,
             client,
@@ -84,6 +85,7 @@ impl Rules {
             refused_after_wait: None,
             table_columns: std::collections::HashMap::new(),
             column_lookup: None,
+            tracking,
         })
     }
 }
@@ -115,9 +117,17 @@ pub struct SessionRulesState {
     table_columns: std::collections::HashMap<understudy_rules::TableName, Vec<String>>,
     /// How column names are looked up.
     column_lookup: Option<ColumnLookup>,
+    /// Some rule masks results: requests and replies are followed.
+    tracking: bool,
 }
 
 impl SessionRulesState {
+    /// True when requests and replies are followed to mask rows (some
+    /// rule masks results for this session).
+    pub fn tracking(&self) -> bool {
+        self.tracking
+    }
+
     /// Sets how column names are looked up for `COPY table TO` masking.
     pub fn set_column_lookup(&mut self, lookup: ColumnLookup) {
         self.column_lookup = Some(lookup);
@@ -158,6 +168,15 @@ impl SessionRulesState {
             let set = self.rx.borrow_and_update().clone();
             self.session = set.for_client(&self.client);
             self.results.set_fallback(self.session.fallback_mask());
+            let tracking = self.session.masks();
+            if tracking != self.tracking {
+                // Replies in flight were not followed (or no longer need
+                // to be): start over, masking rows that cannot be placed.
+                self.results = results::ResultTracker::default();
+                self.results.set_fallback(self.session.fallback_mask());
+                self.results.lose_track();
+                self.tracking = tracking;
+            }
         }
     }
 }
