@@ -133,6 +133,10 @@ pub struct BenchArgs {
     /// pgbench scale factor for initialisation (-s).
     #[arg(long, default_value_t = 10)]
     pub scale: u32,
+    /// Also measure select-only through a second understudy with this rules
+    /// file, in the same run, and report the TPS ratio rules on / off.
+    #[arg(long, conflicts_with = "failover")]
+    pub rules: Option<PathBuf>,
     /// Directory for the reports (report.json and report.md, or failover.*).
     #[arg(long, default_value = "./bench-out")]
     pub out: PathBuf,
