@@ -165,6 +165,10 @@ pub struct Statement {
     pub hidden_rows: bool,
     /// The rows it returns.
     pub outputs: Outputs,
+    /// Rows it computes and stores where the proxy cannot mask them (a
+    /// cursor, a table, a view): INSERT … SELECT, CREATE TABLE … AS,
+    /// SELECT … INTO, CREATE VIEW, DECLARE CURSOR.
+    pub derived: Option<Outputs>,
 }
 
 impl Analysis {
@@ -317,6 +321,7 @@ impl Statement {
             columns: walk.columns.clone(),
             hidden_rows: false,
             outputs: Outputs::None,
+            derived: None,
         };
         let relation = |r: &Option<protobuf::RangeVar>| {
             r.iter()
@@ -330,6 +335,7 @@ impl Statement {
                 statement.has_limit = s.limit_count.is_some();
                 if s.into_clause.is_some() {
                     statement.kind = Kind::Ddl;
+                    statement.derived = Some(select_outputs(s, &walk.ctes, &mut top_level_stars));
                 } else {
                     statement.outputs = select_outputs(s, &walk.ctes, &mut top_level_stars);
                 }
@@ -337,6 +343,11 @@ impl Statement {
             N::InsertStmt(s) => {
                 statement.kind = Kind::Insert;
                 statement.written = relation(&s.relation);
+                statement.derived = s
+                    .select_stmt
+                    .as_ref()
+                    .and_then(|q| q.node.as_ref())
+                    .map(|q| query_outputs(q, &walk.ctes, &mut top_level_stars));
                 statement.outputs = returning(
                     &s.returning_list,
                     &s.relation,
@@ -422,6 +433,13 @@ impl Statement {
                     statement.outputs = select_outputs(q, &walk.ctes, &mut top_level_stars);
                 }
             }
+            N::DeclareCursorStmt(d) => {
+                statement.derived = d
+                    .query
+                    .as_ref()
+                    .and_then(|q| q.node.as_ref())
+                    .map(|q| query_outputs(q, &walk.ctes, &mut top_level_stars));
+            }
             N::ExplainStmt(_) | N::FetchStmt(_) | N::ExecuteStmt(_) | N::CallStmt(_) => {
                 statement.outputs = Outputs::Unknown;
             }
@@ -481,6 +499,14 @@ impl Statement {
                 }
             }
             _ => {}
+        }
+        let stored = match node {
+            N::CreateTableAsStmt(c) => c.query.as_ref(),
+            N::ViewStmt(v) => v.query.as_ref(),
+            _ => None,
+        };
+        if let Some(q) = stored.and_then(|q| q.node.as_ref()) {
+            statement.derived = Some(query_outputs(q, &walk.ctes, &mut top_level_stars));
         }
         let names: Vec<&str> = walk
             .tables
@@ -553,13 +579,25 @@ fn source(node: Option<&N>, ctes: &[String], out: &mut Vec<Source>) {
     }
 }
 
+/// The outputs of a query node (a SELECT, or anything else: unknown).
+fn query_outputs(node: &N, ctes: &[String], stars: &mut usize) -> Outputs {
+    match node {
+        N::SelectStmt(s) => select_outputs(s, ctes, stars),
+        _ => Outputs::Unknown,
+    }
+}
+
 fn select_outputs(s: &protobuf::SelectStmt, ctes: &[String], stars: &mut usize) -> Outputs {
-    if s.op != protobuf::SetOperation::SetopNone as i32 || !s.values_lists.is_empty() {
-        return if s.values_lists.is_empty() {
-            Outputs::Unknown
-        } else {
-            Outputs::Targets(Vec::new()).unknown_if_empty()
+    if !s.values_lists.is_empty() {
+        // VALUES: every output is an expression.
+        let width = match s.values_lists.first().and_then(|l| l.node.as_ref()) {
+            Some(N::List(list)) => list.items.len(),
+            _ => 0,
         };
+        return Outputs::Targets(vec![Output::Expression; width]).unknown_if_empty();
+    }
+    if s.op != protobuf::SetOperation::SetopNone as i32 {
+        return Outputs::Unknown;
     }
     let mut scope = Vec::new();
     sources(&s.from_clause, ctes, &mut scope);

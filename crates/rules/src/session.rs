@@ -190,6 +190,28 @@ impl SessionRules {
                 }
             }
             for statement in &analysis.statements {
+                if let Some(derived) = &statement.derived {
+                    let stored = crate::Statement {
+                        outputs: derived.clone(),
+                        ..statement.clone()
+                    };
+                    let rule = match result_mask(&masks, &stored) {
+                        Ok(mask) if mask.is_nothing() => None,
+                        // Unknown outputs only matter when something masked
+                        // may be among them.
+                        Ok(ResultMask::Unknown { all: None, .. }) => None,
+                        Ok(_) => masks.first().map(|(n, _)| (*n).to_owned()),
+                        Err(denied) => Some(denied.rule),
+                    };
+                    if let Some(rule) = rule {
+                        checked.denial = Some(Denial {
+                            rule,
+                            reason: "the statement stores masked column values (in a table, view or cursor) where they could be read unmasked".into(),
+                        });
+                        checked.masks.clear();
+                        return checked;
+                    }
+                }
                 match result_mask(&masks, statement) {
                     Ok(mask) => checked.masks.push(mask),
                     Err(denied) => {

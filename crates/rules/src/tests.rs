@@ -219,3 +219,29 @@ fn no_rules_means_no_parse() {
     assert!(r.check("SELECT card_number FROM t").masks.is_empty());
     assert!(set.cache.is_empty());
 }
+
+#[test]
+fn masked_values_cannot_be_stored_where_they_would_be_read_unmasked() {
+    let r = rules(EXAMPLE, "app");
+    for sql in [
+        "CREATE TABLE x AS SELECT card_number AS y FROM t",
+        "SELECT card_number AS y INTO x FROM t",
+        "INSERT INTO x (y) SELECT card_number FROM t",
+        "CREATE VIEW v AS SELECT upper(card_number) AS y FROM t",
+        "DECLARE c CURSOR FOR SELECT card_number AS y FROM t",
+    ] {
+        let c = r.check(sql);
+        assert_eq!(
+            c.denial.map(|d| d.rule).as_deref(),
+            Some("mask card numbers"),
+            "{sql} should be refused"
+        );
+    }
+    for sql in [
+        "INSERT INTO x (y) SELECT holder FROM t",
+        "INSERT INTO x VALUES (1)",
+        "DECLARE c CURSOR FOR SELECT holder FROM t",
+    ] {
+        assert!(r.check(sql).denial.is_none(), "{sql} should pass");
+    }
+}
