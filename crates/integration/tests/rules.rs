@@ -485,3 +485,89 @@ async fn reloaded_rules_apply_to_open_sessions_and_bad_files_are_refused() {
         Some(MASKED)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_lists_client_filters_functions_and_other_mask_methods() {
+    let (h, _dir) = harness(
+        r#"
+[[rule]]
+name = "bi is read-only on t"
+clients = { application_names = ["bi"] }
+allow = { tables = ["t"], statements = ["select", "utility"] }
+
+[[rule]]
+name = "no sleeping"
+deny = { functions = ["pg_sleep"] }
+
+[[rule]]
+name = "holders hashed"
+mask = { columns = ["holder"], tables = ["t"], method = "hash", unprovable = "deny" }
+
+[[rule]]
+name = "ids redacted"
+mask = { columns = ["secret_*"], method = "redact" }
+"#,
+    )
+    .await;
+    setup(&h).await;
+    let admin = h.connect(Target::Direct).await;
+    admin
+        .batch_execute("CREATE TABLE codes (secret_pin bigint, secret_word varchar); INSERT INTO codes VALUES (1234, 'swordfish');")
+        .await
+        .unwrap();
+    let mut bi_config = h.pg_config(
+        Target::Proxy,
+        understudy_integration::understudy_testkit::SUPERUSER,
+        understudy_integration::understudy_testkit::PASSWORD,
+    );
+    bi_config.application_name("bi");
+    let bi = understudy_integration::connect_with(&bi_config)
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_value(&bi, "SELECT count(*) FROM t").await.as_deref(),
+        Some("1")
+    );
+    let e = bi.simple_query("SELECT * FROM salaries").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let e = bi
+        .simple_query("UPDATE t SET id = 2 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    // Other applications are not limited by the allow list.
+    let app = h.connect(Target::Proxy).await;
+    app.batch_execute("UPDATE t SET id = 1 WHERE id = 1")
+        .await
+        .unwrap();
+
+    let e = app.simple_query("SELECT pg_sleep(0)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+
+    // hash: the hex SHA-256 of the text.
+    let hashed = "a42ad1a8b8fbf02d1b69c96bbfa29c5dba6b5a5e12efd4e06e4a31d9a20cd31a".len();
+    let holder = simple_value(&app, "SELECT holder FROM t").await.unwrap();
+    assert_eq!(holder.len(), hashed);
+    assert!(holder.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(holder, "Ada");
+    // unprovable = deny: an expression over the column is refused.
+    let e = app
+        .simple_query("SELECT lower(holder) FROM t")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    // redact, by name pattern; in binary format a bigint becomes NULL and a
+    // varchar is redacted.
+    assert_eq!(
+        simple_value(&app, "SELECT secret_pin FROM codes")
+            .await
+            .as_deref(),
+        Some("********")
+    );
+    let row = app
+        .query_one("SELECT secret_pin, secret_word FROM codes", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i64>>(0), None);
+    assert_eq!(row.get::<_, String>(1), "********");
+}
