@@ -571,3 +571,31 @@ mask = { columns = ["secret_*"], method = "redact" }
     assert_eq!(row.get::<_, Option<i64>>(0), None);
     assert_eq!(row.get::<_, String>(1), "********");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_before_a_reload_cannot_bypass_new_masks() {
+    let (h, dir) = harness("").await;
+    setup(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    let prepared = client.prepare("SELECT card_number FROM t").await.unwrap();
+    assert_eq!(
+        client
+            .query_one(&prepared, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        CARD
+    );
+    std::fs::write(dir.path().join("rules.toml"), example()).unwrap();
+    h.proxy.rules().reload().unwrap();
+    // Any statement first lets the session take the new rules up.
+    client.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(
+        client
+            .query_one(&prepared, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        MASKED
+    );
+}

@@ -174,7 +174,7 @@ impl SessionRulesState {
                 // to be): start over, masking rows that cannot be placed.
                 self.results = results::ResultTracker::default();
                 self.results.set_fallback(self.session.fallback_mask());
-                self.results.lose_track();
+                self.results.start_late();
                 self.tracking = tracking;
             }
         }

@@ -75,13 +75,16 @@ struct CopyOut {
 #[derive(Debug, Default, Clone)]
 struct StatementPlan {
     masks: Arc<Vec<ResultMask>>,
-    fields: Option<Vec<Field>>,
+    fields: Option<Arc<Vec<Field>>>,
     copy: Option<Arc<CopyPlan>>,
 }
 
 #[derive(Debug, Clone)]
 struct PortalPlan {
     statement: StatementPlan,
+    /// Its statement was prepared before the session's rules masked
+    /// anything: its rows are masked entirely.
+    mask_all: bool,
     plan: Option<Plan>,
 }
 
@@ -115,6 +118,9 @@ pub struct ResultTracker {
     active: bool,
     /// The method used for rows that cannot be placed.
     fallback: Option<MaskMethod>,
+    /// Statements prepared before tracking began are not known: their rows
+    /// are masked entirely.
+    started_late: bool,
     /// The COPY whose data is flowing.
     copy_out: Option<CopyOut>,
 }
@@ -142,6 +148,13 @@ impl ResultTracker {
         self.lost = self.fallback.is_some();
     }
 
+    /// Tracking starts in the middle of a session (the rules changed):
+    /// statements prepared before are unknown, so their rows are masked.
+    pub fn start_late(&mut self) {
+        self.lose_track();
+        self.started_late = self.fallback.is_some();
+    }
+
     pub(super) fn query(&mut self, masks: Vec<ResultMask>, copy: Option<CopyPlan>) {
         self.active |= any_mask(&masks) || copy.is_some();
         self.queue.push_back(Expect::Query {
@@ -166,13 +179,24 @@ impl ResultTracker {
     }
 
     pub(super) fn bind(&mut self, portal: &[u8], statement: &[u8], formats: Vec<i16>) {
-        let statement = self.statements.get(statement).cloned().unwrap_or_default();
-        let plan = statement
-            .fields
-            .as_ref()
-            .map(|fields| plan_of(&statement.masks, 0, fields, &formats));
-        self.portals
-            .insert(portal.to_vec(), PortalPlan { statement, plan });
+        let known = self.statements.get(statement).cloned();
+        let mask_all = known.is_none() && !statement.is_empty() && self.started_late;
+        let statement = known.unwrap_or_default();
+        // Statements with nothing to mask (the common case) cost no plan.
+        let plan = match &statement.fields {
+            Some(fields) if any_mask(&statement.masks) => {
+                Some(plan_of(&statement.masks, 0, fields, &formats))
+            }
+            _ => None,
+        };
+        self.portals.insert(
+            portal.to_vec(),
+            PortalPlan {
+                statement,
+                mask_all,
+                plan,
+            },
+        );
         self.queue.push_back(Expect::Bind);
     }
 
@@ -206,37 +230,46 @@ impl ResultTracker {
             | backend::tag::CLOSE_COMPLETE => {
                 self.pop_extended();
             }
-            backend::tag::ROW_DESCRIPTION => {
-                let fields = parse_fields(body)?;
-                match self.queue.front_mut() {
-                    Some(Expect::Query {
-                        masks,
-                        index,
-                        current,
-                        ..
-                    }) => {
-                        let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
-                        *current = Some(plan_of(masks, *index, &fields, &formats));
-                    }
-                    Some(Expect::DescribeStatement(name)) => {
-                        let name = std::mem::take(name);
-                        if let Some(s) = self.statements.get_mut(&name) {
-                            s.fields = Some(fields);
+            backend::tag::ROW_DESCRIPTION => match self.queue.front_mut() {
+                // Fields are read only for results that have masks.
+                Some(Expect::Query {
+                    masks,
+                    index,
+                    current,
+                    ..
+                }) => {
+                    *current = match masks.get(*index) {
+                        Some(mask) if !mask.is_nothing() => {
+                            let fields = parse_fields(body)?;
+                            let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+                            Some(plan_of(masks, *index, &fields, &formats))
                         }
-                        self.queue.pop_front();
+                        _ => None,
+                    };
+                }
+                Some(Expect::DescribeStatement(name)) => {
+                    let name = std::mem::take(name);
+                    self.queue.pop_front();
+                    if let Some(s) = self.statements.get_mut(&name) {
+                        if any_mask(&s.masks) {
+                            s.fields = Some(Arc::new(parse_fields(body)?));
+                        }
                     }
-                    Some(Expect::DescribePortal(name)) => {
-                        let name = std::mem::take(name);
-                        if let Some(p) = self.portals.get_mut(&name) {
+                }
+                Some(Expect::DescribePortal(name)) => {
+                    let name = std::mem::take(name);
+                    self.queue.pop_front();
+                    if let Some(p) = self.portals.get_mut(&name) {
+                        if any_mask(&p.statement.masks) {
+                            let fields = parse_fields(body)?;
                             let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
                             p.plan = Some(plan_of(&p.statement.masks, 0, &fields, &formats));
-                            p.statement.fields = Some(fields);
+                            p.statement.fields = Some(Arc::new(fields));
                         }
-                        self.queue.pop_front();
                     }
-                    _ => {}
                 }
-            }
+                _ => {}
+            },
             backend::tag::NO_DATA => {
                 if matches!(
                     self.queue.front(),
@@ -249,6 +282,7 @@ impl ResultTracker {
                 let plan = match self.queue.front() {
                     Some(Expect::Query { current, .. }) => current.clone(),
                     Some(Expect::Execute(portal)) => match self.portals.get(portal) {
+                        Some(p) if p.mask_all => return self.mask_all(body),
                         Some(p) => match &p.plan {
                             Some(plan) => Some(plan.clone()),
                             None if any_mask(&p.statement.masks) => return self.mask_all(body),
