@@ -196,7 +196,10 @@ async fn run(
                 });
                 addr = moved.addr;
                 server = moved.conn;
-                if let Some(rules) = state.rules.as_deref_mut() {
+                // A replayed unit gives the rest of its replies from where
+                // the old server stopped, which is where the tracker is; a
+                // unit that was failed instead never gets them.
+                if let (Some(rules), true) = (state.rules.as_deref_mut(), state.journal.is_idle()) {
                     rules.results.lose_track();
                 }
                 to_client.restart(tail, std::mem::take(&mut server.rbuf));

@@ -8,9 +8,11 @@
 //! extended protocol the fields come from the Describe of the statement or
 //! portal and the formats from the Bind.
 //!
-//! Rows the tracker cannot place (after a session moved to a new server in
-//! the middle of a result) have every value masked: a value is never shown
-//! unmasked because the proxy lost track.
+//! Rows the tracker cannot place (after a failed-over transaction was failed
+//! instead of replayed, or when the rules start masking in the middle of a
+//! session) have every value masked: a value is never shown unmasked because
+//! the proxy lost track. A replayed unit needs nothing special: the new
+//! server's replies resume exactly where the tracker stopped.
 //!
 //! The journal digests the server's own bytes; masking is a pure function
 //! of them and of the rules, so a replay that matches the digests gives the
@@ -141,17 +143,21 @@ impl ResultTracker {
         self.fallback = method;
     }
 
-    /// The session moved to a new server: replies in flight can no longer
-    /// be placed, so rows are masked entirely until the session is idle.
+    /// Replies the tracker waits for will not come (a unit failed over):
+    /// rows that cannot be placed are masked entirely until the session is
+    /// idle.
     pub fn lose_track(&mut self) {
+        if !self.queue.is_empty() {
+            self.lost = self.fallback.is_some();
+        }
         self.queue.clear();
-        self.lost = self.fallback.is_some();
+        self.copy_out = None;
     }
 
     /// Tracking starts in the middle of a session (the rules changed):
     /// statements prepared before are unknown, so their rows are masked.
     pub fn start_late(&mut self) {
-        self.lose_track();
+        self.lost = self.fallback.is_some();
         self.started_late = self.fallback.is_some();
     }
 
