@@ -599,3 +599,63 @@ async fn statements_prepared_before_a_reload_cannot_bypass_new_masks() {
         MASKED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_results_stay_masked_across_a_failover() {
+    use futures_util::{pin_mut, StreamExt, TryStreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, example()).unwrap();
+    let mut h = Harness::start_with(1, |c| c.proxy.rules = path.display().to_string()).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE cards AS SELECT g AS id, lpad(g::text, 16, '4') AS card_number \
+             FROM generate_series(1, 200000) g",
+        )
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+    let client = h.connect(Target::Proxy).await;
+    // A transaction that read masked rows is replayed and goes on.
+    client.batch_execute("BEGIN").await.unwrap();
+    let row = client
+        .query_one("SELECT card_number FROM cards WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "************4441");
+    // A result half streamed when the primary dies.
+    let rows = client
+        .query_raw(
+            "SELECT id, card_number FROM cards ORDER BY id",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .unwrap();
+    pin_mut!(rows);
+    let mut expected = 1i32;
+    while expected <= 20_000 {
+        let row = rows.next().await.unwrap().unwrap();
+        assert_eq!(row.get::<_, i32>(0), expected);
+        assert!(row.get::<_, String>(1).starts_with("************"));
+        expected += 1;
+    }
+
+    h.fail_over().await;
+
+    while let Some(row) = rows.try_next().await.unwrap() {
+        assert_eq!(row.get::<_, i32>(0), expected);
+        let card = row.get::<_, String>(1);
+        assert_eq!(card.len(), 16);
+        assert!(card.starts_with("************"), "{card} leaked");
+        expected += 1;
+    }
+    assert_eq!(expected, 200_001);
+    let row = client
+        .query_one("SELECT card_number FROM cards WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "************4442");
+    client.batch_execute("COMMIT").await.unwrap();
+}
