@@ -178,10 +178,13 @@ async fn bench_on(
         ),
         None => None,
     };
-    let with_rules = match &rules_file {
-        Some(path) => Some(UnderstudyProcess::start(&exe, dir, cluster, Some(path)).await?),
-        None => None,
-    };
+    // Started for its own run only, so that it adds no load to the others.
+    let with_rules = rules_file.as_deref().map(|file| RulesProxy {
+        exe: &exe,
+        dir,
+        cluster,
+        file,
+    });
     let pgbouncer = PgBouncer::start(
         &tools.pgbouncer,
         &dir.join("pgbouncer"),
@@ -196,13 +199,9 @@ async fn bench_on(
         direct: primary_port,
         understudy: understudy.port(),
         pgbouncer: pgbouncer.port(),
-        rules: with_rules.as_ref().map(UnderstudyProcess::port),
     };
-    let measured = measure(&pgbench, load, &dir.join("logs"), ports).await;
+    let measured = measure(&pgbench, load, &dir.join("logs"), ports, with_rules).await;
     understudy.stop().await;
-    if let Some(with_rules) = with_rules {
-        with_rules.stop().await;
-    }
     pgbouncer.stop().await;
     let (select_only, tpcb_like, run_order, rules_run) = measured?;
     let rules = match (rules_file, rules_run) {
@@ -238,8 +237,15 @@ struct Ports {
     direct: u16,
     understudy: u16,
     pgbouncer: u16,
-    /// understudy with the `--rules` file.
-    rules: Option<u16>,
+}
+
+/// How to start understudy with the `--rules` file.
+#[derive(Clone, Copy)]
+struct RulesProxy<'a> {
+    exe: &'a Path,
+    dir: &'a Path,
+    cluster: &'a EmbeddedCluster,
+    file: &'a Path,
 }
 
 /// The results of [`measure`]: both workloads, the order of the runs, and
@@ -259,6 +265,7 @@ async fn measure(
     load: Load,
     log_dir: &Path,
     ports: Ports,
+    with_rules: Option<RulesProxy<'_>>,
 ) -> Result<Measured, BenchError> {
     std::fs::create_dir_all(log_dir)
         .map_err(BenchError::io(format!("creating {}", log_dir.display())))?;
@@ -293,11 +300,15 @@ async fn measure(
     let understudy = runs
         .one(Workload::SelectOnly, "understudy", ports.understudy)
         .await?;
-    let rules = match ports.rules {
-        Some(port) => Some(
-            runs.one(Workload::SelectOnly, "understudy+rules", port)
-                .await?,
-        ),
+    let rules = match with_rules {
+        Some(r) => {
+            let proxy = UnderstudyProcess::start(r.exe, r.dir, r.cluster, Some(r.file)).await?;
+            let run = runs
+                .one(Workload::SelectOnly, "understudy+rules", proxy.port())
+                .await;
+            proxy.stop().await;
+            Some(run?)
+        }
         None => None,
     };
     let pgbouncer = runs

@@ -374,4 +374,21 @@ mod tests {
         assert!(md.contains("same run"));
         assert_eq!(md.matches("| target | TPS |").count(), 2);
     }
+
+    #[test]
+    fn rules_comparison_reports_the_ratio_on_over_off() {
+        let mut r = report();
+        assert!(!r.to_json().contains("rules_on_vs_off"));
+        r.rules = Some(RulesReport::new(
+            "examples/rules.toml".into(),
+            &run(25000.0, 0.3, 0.9),
+            &run(24000.0, 0.31, 0.95),
+        ));
+        let value: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(value["rules"]["rules_on_vs_off"], 0.96);
+        assert_eq!(value["rules"]["understudy_rules_tps"], 24000.0);
+        let md = r.to_markdown();
+        assert!(md.contains("rules on / off: 0.960"), "{md}");
+        assert!(md.contains("| understudy+rules | 24000.0 |"), "{md}");
+    }
 }
