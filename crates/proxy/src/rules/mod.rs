@@ -1,10 +1,18 @@
 //! Rules on the wire: the proxy-wide rule set (loaded from the rules file,
 //! swapped on reload without touching sessions), and each session's use of
-//! it — rewriting or refusing what the client sends ([`client`]) and masking
-//! what it receives ([`results`]).
+//! it.
 //!
-//! A session whose proxy has no rules file has no [`SessionRulesState`] at
-//! all: its relay neither parses statements nor looks at rows.
+//! # Layout
+//! - [`client`]: Query and Parse held, rewritten or refused.
+//! - [`results`]: which request the server's replies belong to, and the
+//!   masking of DataRows.
+//! - [`copy_data`]: masking `COPY … TO STDOUT` rows (text, CSV, binary).
+//! - [`holds`]: tables held for maintenance and the wait of a session.
+//! - this module: [`Rules`] (load, reload) and [`SessionRulesState`].
+//!
+//! Cost: with no rules for a session and nothing held, a Query or Parse
+//! costs two channel reads and nothing is parsed; without mask rules the
+//! replies are not followed at all.
 
 pub mod client;
 pub mod copy_data;
