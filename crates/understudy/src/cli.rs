@@ -75,9 +75,6 @@ pub struct MaintenanceArgs {
     /// `start` or `end`.
     #[command(subcommand)]
     pub action: MaintenanceAction,
-    /// Which instance.
-    #[command(flatten)]
-    pub target: StatusArgs,
 }
 
 /// What `understudy maintenance` does.
@@ -88,9 +85,16 @@ pub enum MaintenanceAction {
         /// Tables (`name` or `schema.name`).
         #[arg(required = true)]
         tables: Vec<String>,
+        /// Which instance.
+        #[command(flatten)]
+        target: StatusArgs,
     },
     /// Release every held table; the waiting statements go on in order.
-    End,
+    End {
+        /// Which instance.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
 }
 
 /// `understudy status`

@@ -27,9 +27,8 @@ pub async fn switchover(args: StatusArgs) -> Result<(), CliError> {
 /// `understudy maintenance start <table…>` / `end`: asks the admin
 /// endpoint to hold or release tables and prints what is held.
 pub async fn maintenance(args: crate::cli::MaintenanceArgs) -> Result<(), CliError> {
-    let admin = admin_address(&args.target)?;
-    let path = match &args.action {
-        crate::cli::MaintenanceAction::Start { tables } => {
+    let (target, path) = match &args.action {
+        crate::cli::MaintenanceAction::Start { tables, target } => {
             if let Some(bad) = tables.iter().find(|t| {
                 t.is_empty()
                     || !t
@@ -40,11 +39,15 @@ pub async fn maintenance(args: crate::cli::MaintenanceArgs) -> Result<(), CliErr
                     "\"{bad}\" is not a table name (write name or schema.name)"
                 )));
             }
-            format!("/maintenance/start?tables={}", tables.join(","))
+            (
+                target,
+                format!("/maintenance/start?tables={}", tables.join(",")),
+            )
         }
-        crate::cli::MaintenanceAction::End => "/maintenance/end".to_owned(),
+        crate::cli::MaintenanceAction::End { target } => (target, "/maintenance/end".to_owned()),
     };
-    let body = http(&admin, "POST", &path, args.target.token.as_deref())
+    let admin = admin_address(target)?;
+    let body = http(&admin, "POST", &path, target.token.as_deref())
         .await
         .map_err(|e| CliError::Other(format!("maintenance failed: {e}")))?;
     print!("{body}");
