@@ -142,6 +142,18 @@ async fn example_denies_salaries_to_reporting_with_42501() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e}");
+    // Parameters of any type: the refusal comes at Parse, as the server's
+    // own error, before the client binds anything.
+    let e = reporting
+        .query("SELECT who FROM salaries WHERE amount > $1", &[&5i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    let e = reporting
+        .prepare("SELECT who FROM salaries WHERE amount > $1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
     // The session goes on, and other tables are readable.
     assert_eq!(
         simple_value(&reporting, "SELECT count(*) FROM t")
@@ -158,11 +170,11 @@ async fn example_denies_salaries_to_reporting_with_42501() {
         Some("100")
     );
     let metrics = h.proxy.metrics();
-    assert_eq!(metrics.rule_denials_total.load(Ordering::Relaxed), 3);
+    assert_eq!(metrics.rule_denials_total.load(Ordering::Relaxed), 5);
     let mut text = String::new();
     metrics.render_prometheus(&mut text);
     assert!(
-        text.contains("understudy_rule_denials{rule=\"reporting cannot read salaries\"} 3"),
+        text.contains("understudy_rule_denials{rule=\"reporting cannot read salaries\"} 5"),
         "{text}"
     );
 }
@@ -658,4 +670,22 @@ async fn masked_results_stay_masked_across_a_failover() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "************4442");
     client.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_around_a_refusal_keep_their_order() {
+    let (h, _dir) = harness(&example()).await;
+    setup(&h).await;
+    let reporting = h
+        .connect_as(Target::Proxy, "reporting", "reporting-pw")
+        .await
+        .unwrap();
+    let (first, refused, last) = tokio::join!(
+        reporting.query_one("SELECT id FROM t WHERE id = $1", &[&1i32]),
+        reporting.query("SELECT who FROM salaries WHERE amount > $1", &[&1i32]),
+        reporting.query_one("SELECT card_number FROM t WHERE id = $1", &[&1i32]),
+    );
+    assert_eq!(first.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(sqlstate(&refused.unwrap_err()), "42501");
+    assert_eq!(last.unwrap().get::<_, String>(0), MASKED);
 }

@@ -424,6 +424,7 @@ fn scan_server(
             None => (false, false),
         };
         let mut masked_row: Option<(usize, BytesMut)> = None;
+        let mut refusal: Option<(usize, ErrorFields)> = None;
         let mut fatal = None;
         let mut replace = None;
         let mut drop = None;
@@ -471,6 +472,22 @@ fn scan_server(
                                 if let Ok(fields) = ErrorFields::parse(body_of(bytes)) {
                                     if fields.is_fatal() {
                                         fatal = Some(fields);
+                                        return ControlFlow::Break(Stop::Before);
+                                    }
+                                    if let Some((code, message)) = rules.as_deref().and_then(|r| {
+                                        r.refusals.of_error(&fields.code, &fields.message)
+                                    }) {
+                                        let error = ErrorFields::new(
+                                            Severity::Error,
+                                            code,
+                                            message.to_owned(),
+                                        );
+                                        if let (Some(rules), true) =
+                                            (rules.as_deref_mut(), tracking)
+                                        {
+                                            rules.results.server_message(tag, bytes);
+                                        }
+                                        refusal = Some((total, error));
                                         return ControlFlow::Break(Stop::Before);
                                     }
                                     if failed_over && fields.code == IN_FAILED_TRANSACTION {
@@ -546,6 +563,22 @@ fn scan_server(
                 bytes: &frame,
                 rest: 0,
             });
+            continue;
+        }
+        if let Some((total, error)) = refusal {
+            // A Parse refused by a rule: the server's error for its
+            // stand-in statement becomes the refusal. The journal digests
+            // the server's bytes, which a replay reproduces.
+            let frame = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            state.journal.server_piece(Piece::Start {
+                tag: frame[0],
+                total,
+                bytes: &frame,
+                rest: 0,
+            });
+            error.encode_error(out);
             continue;
         }
         if let Some((total, row)) = masked_row {

@@ -5,9 +5,10 @@
 //! transactions (the error aborts them as PostgreSQL's own would) and
 //! failover replay exactly as for any other statement.
 //!
-//! A refused Parse keeps the client's statement name and parameter types;
-//! parameters the client left untyped are declared `text` so that the
-//! client's Bind still matches.
+//! A refused Parse keeps the client's statement name and parameter types
+//! and is replaced by one that fails at parse time on an unknown column
+//! named after the refusal; the relay rewrites that `42703` error into the
+//! refusal (see [`Refusals`]).
 
 use std::sync::Arc;
 
@@ -84,9 +85,6 @@ fn encode_parse(name: &[u8], sql: &str, types: &[i32], out: &mut BytesMut) {
     }
 }
 
-/// OID of `text`.
-const TEXT_OID: i32 = 25;
-
 /// A Query or a Parse: the statement and how to rebuild the message.
 struct StatementMessage<'a> {
     /// `Some(name)` for a Parse.
@@ -105,30 +103,55 @@ impl StatementMessage<'_> {
         out
     }
 
-    /// The message replaced by one that makes the server raise `code`.
+    /// A Query replaced by one that makes the server raise `code`.
     fn raising(&self, code: &str, message: &str) -> BytesMut {
-        let mut types = self.types.clone();
-        if self.parse.is_some() {
-            // The client's Bind must still match: keep every parameter,
-            // typed (a DO block leaves untyped ones undetermined).
-            let wanted = understudy_rules::rewrite::highest_parameter(self.text).unwrap_or(0);
-            if types.len() < wanted {
-                types.resize(wanted, 0);
-            }
-            for t in &mut types {
-                if *t == 0 {
-                    *t = TEXT_OID;
-                }
-            }
-        }
-        let raising = StatementMessage {
-            parse: self.parse,
-            text: self.text,
-            types,
-        };
-        raising.with_text(&raising_statement(code, message))
+        self.with_text(&raising_statement(code, message))
     }
 }
+
+/// Prefix of the column a refused Parse names: the server's "column does
+/// not exist" error for it is what the client gets, rewritten.
+const REFUSAL_MARKER: &str = "understudy-refusal-";
+/// Distinct refusal messages a session keeps.
+const MAX_REFUSALS: usize = 1024;
+
+/// Refusals of Parse messages, by number: a refused Parse is replaced by
+/// one that fails at parse time (`SELECT "understudy-refusal-<n>"`), so
+/// the server's own error flow (skip to Sync, pipelining, replay after a
+/// failover) applies, and its `42703` error is rewritten into the refusal.
+#[derive(Debug, Default)]
+pub struct Refusals(Vec<(String, String)>);
+
+impl Refusals {
+    /// The number of the refusal (`code`, `message`); `None` when the
+    /// session has too many distinct ones.
+    fn number(&mut self, code: &str, message: &str) -> Option<usize> {
+        if let Some(i) = self.0.iter().position(|(c, m)| c == code && m == message) {
+            return Some(i);
+        }
+        if self.0.len() >= MAX_REFUSALS {
+            return None;
+        }
+        self.0.push((code.to_owned(), message.to_owned()));
+        Some(self.0.len() - 1)
+    }
+
+    /// The refusal an ErrorResponse of the server stands for, if any:
+    /// `(code, message)`.
+    pub fn of_error(&self, code: &str, message: &str) -> Option<(&str, &str)> {
+        if code != UNDEFINED_COLUMN {
+            return None;
+        }
+        let rest = message
+            .strip_prefix("column \"")?
+            .strip_prefix(REFUSAL_MARKER)?;
+        let n: usize = rest.strip_suffix("\" does not exist")?.parse().ok()?;
+        self.0.get(n).map(|(c, m)| (c.as_str(), m.as_str()))
+    }
+}
+
+/// `42703` undefined_column.
+const UNDEFINED_COLUMN: &str = "42703";
 
 impl SessionRulesState {
     /// Holds, rewrites, refuses and tracks one statement.
@@ -145,9 +168,11 @@ impl SessionRulesState {
                 if held.holding(&tables).is_some() {
                     if let Some(message) = self.refused_after_wait.take() {
                         self.record(&m, Vec::new());
-                        return Some(ClientAction::Replace(
-                            m.raising(LOCK_NOT_AVAILABLE, &message),
-                        ));
+                        return Some(ClientAction::Replace(self.refusing(
+                            &m,
+                            LOCK_NOT_AVAILABLE,
+                            &message,
+                        )));
                     }
                     let timeout = self.session.set().hold_timeout;
                     self.waiting = Some(Box::pin(super::holds::wait_released(
@@ -165,9 +190,11 @@ impl SessionRulesState {
         if let Some(denial) = &checked.denial {
             metrics::denied(metrics, &denial.rule);
             self.record(&m, Vec::new());
-            return Some(ClientAction::Replace(
-                m.raising(INSUFFICIENT_PRIVILEGE, &denial.message()),
-            ));
+            return Some(ClientAction::Replace(self.refusing(
+                &m,
+                INSUFFICIENT_PRIVILEGE,
+                &denial.message(),
+            )));
         }
         let copy = match checked.copy {
             Some(copy) => match self.resolve_copy(copy) {
@@ -179,6 +206,17 @@ impl SessionRulesState {
         self.record_with_copy(&m, checked.masks, copy);
         let new = checked.rewritten?;
         Some(ClientAction::Replace(m.with_text(&new)))
+    }
+
+    /// The message replaced so that the server raises `code` with
+    /// `message`: a DO block for a Query; for a Parse, a statement that
+    /// fails at parse time, whose error the relay rewrites (a DO block
+    /// would not take the client's parameters).
+    fn refusing(&mut self, m: &StatementMessage<'_>, code: &str, message: &str) -> BytesMut {
+        match (m.parse, self.refusals.number(code, message)) {
+            (Some(_), Some(n)) => m.with_text(&format!("SELECT \"{REFUSAL_MARKER}{n}\"")),
+            _ => m.raising(code, message),
+        }
     }
 
     fn record(&mut self, m: &StatementMessage<'_>, masks: Vec<understudy_rules::ResultMask>) {
@@ -332,5 +370,26 @@ mod tests {
         let sql = raising_statement("42501", "rule \"x\": it's $$ denied");
         assert!(sql.contains("'rule \"x\": it''s  denied'"), "{sql}");
         understudy_rules::Analysis::of(&sql).unwrap();
+    }
+
+    #[test]
+    fn refusal_errors_are_recognised_only_by_their_marker() {
+        let mut refusals = Refusals::default();
+        let n = refusals.number("42501", "denied").unwrap();
+        assert_eq!(refusals.number("42501", "denied"), Some(n));
+        let message = format!("column \"{REFUSAL_MARKER}{n}\" does not exist");
+        assert_eq!(
+            refusals.of_error("42703", &message),
+            Some(("42501", "denied"))
+        );
+        assert_eq!(refusals.of_error("42P01", &message), None);
+        assert_eq!(
+            refusals.of_error("42703", "column \"x\" does not exist"),
+            None
+        );
+        let unknown = format!("column \"{REFUSAL_MARKER}99\" does not exist");
+        assert_eq!(refusals.of_error("42703", &unknown), None);
+        // The stand-in statement parses, and fails only at analysis.
+        understudy_rules::Analysis::of(&format!("SELECT \"{REFUSAL_MARKER}{n}\"")).unwrap();
     }
 }

@@ -94,6 +94,7 @@ impl Rules {
             table_columns: std::collections::HashMap::new(),
             column_lookup: None,
             tracking,
+            refusals: client::Refusals::default(),
         })
     }
 }
@@ -127,6 +128,8 @@ pub struct SessionRulesState {
     column_lookup: Option<ColumnLookup>,
     /// Some rule masks results: requests and replies are followed.
     tracking: bool,
+    /// Refusals of Parse messages, whose errors the relay rewrites.
+    pub refusals: client::Refusals,
 }
 
 impl SessionRulesState {
