@@ -689,3 +689,64 @@ async fn pipelined_requests_around_a_refusal_keep_their_order() {
     assert_eq!(sqlstate(&refused.unwrap_err()), "42501");
     assert_eq!(last.unwrap().get::<_, String>(0), MASKED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_before_a_hold_wait_at_bind() {
+    let (h, _dir) = harness("hold_timeout_ms = 60000\n").await;
+    setup(&h).await;
+    let holds = h.proxy.holds();
+    let client = h.connect(Target::Proxy).await;
+    let update = client
+        .prepare("UPDATE t SET holder = $1 WHERE id = 1")
+        .await
+        .unwrap();
+    holds.start(&["t".to_owned()]).unwrap();
+    let waiting = tokio::spawn(async move {
+        client.execute(&update, &[&"Bob"]).await.unwrap();
+        client
+    });
+    let metrics = h.proxy.metrics();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || async {
+            metrics.held_statements.load(Ordering::Relaxed) == 1
+        })
+        .await,
+        "the Bind waits for the hold"
+    );
+    let direct = h.connect(Target::Direct).await;
+    assert_eq!(
+        simple_value(&direct, "SELECT holder FROM t")
+            .await
+            .as_deref(),
+        Some("Ada")
+    );
+    holds.end();
+    let client = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the held statement proceeds after end")
+        .unwrap();
+    assert_eq!(
+        simple_value(&direct, "SELECT holder FROM t")
+            .await
+            .as_deref(),
+        Some("Bob")
+    );
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_held_past_the_timeout_fails_with_55p03() {
+    let (h, _dir) = harness("hold_timeout_ms = 300\n").await;
+    setup(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    let select = client
+        .prepare("SELECT holder FROM t WHERE id = $1")
+        .await
+        .unwrap();
+    h.proxy.holds().start(&["t".to_owned()]).unwrap();
+    let e = client.query(&select, &[&1i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "55P03", "{e:?}");
+    h.proxy.holds().end();
+    let row = client.query_one(&select, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "Ada");
+}

@@ -139,12 +139,12 @@ impl Refusals {
     /// The refusal an ErrorResponse of the server stands for, if any:
     /// `(code, message)`.
     pub fn of_error(&self, code: &str, message: &str) -> Option<(&str, &str)> {
-        if code != UNDEFINED_COLUMN {
-            return None;
-        }
-        let rest = message
-            .strip_prefix("column \"")?
-            .strip_prefix(REFUSAL_MARKER)?;
+        let rest = match code {
+            UNDEFINED_COLUMN => message.strip_prefix("column \"")?,
+            INVALID_SQL_STATEMENT_NAME => message.strip_prefix("prepared statement \"")?,
+            _ => return None,
+        };
+        let rest = rest.strip_prefix(REFUSAL_MARKER)?;
         let n: usize = rest.strip_suffix("\" does not exist")?.parse().ok()?;
         self.0.get(n).map(|(c, m)| (c.as_str(), m.as_str()))
     }
@@ -152,6 +152,29 @@ impl Refusals {
 
 /// `42703` undefined_column.
 const UNDEFINED_COLUMN: &str = "42703";
+/// `26000` invalid_sql_statement_name: a Bind of a statement that does not
+/// exist (how a refused Bind fails).
+const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+
+/// A Bind (`body` without header) of statement `statement` instead of the
+/// one it names, everything else unchanged.
+fn rebind(body: &[u8], statement: &str) -> Option<BytesMut> {
+    let mut b = Body(body);
+    let portal = b.cstr()?;
+    b.cstr()?;
+    let rest = b.0;
+    let mut out = BytesMut::with_capacity(body.len() + statement.len() + 5);
+    out.put_u8(frontend::tag::BIND);
+    out.put_i32(0);
+    out.put_slice(portal);
+    out.put_u8(0);
+    out.put_slice(statement.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+    let len = i32::try_from(out.len() - 1).ok()?;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out)
+}
 
 impl SessionRulesState {
     /// Holds, rewrites, refuses and tracks one statement.
@@ -217,6 +240,35 @@ impl SessionRulesState {
             (Some(_), Some(n)) => m.with_text(&format!("SELECT \"{REFUSAL_MARKER}{n}\"")),
             _ => m.raising(code, message),
         }
+    }
+
+    /// Holds a Bind of a prepared statement that touches a held table
+    /// (prepared before the hold began), or refuses it when its wait timed
+    /// out.
+    fn hold_bind(&mut self, statement: &[u8], body: &[u8]) -> Option<ClientAction> {
+        let held = self.held.borrow().clone();
+        if held.is_empty() {
+            return None;
+        }
+        let text = self.prepared.get(statement)?.clone();
+        let analysis = self.session.set().analyse(&text)?;
+        let tables: Vec<understudy_rules::TableName> = analysis.tables().cloned().collect();
+        held.holding(&tables)?;
+        if let Some(message) = self.refused_after_wait.take() {
+            let n = self.refusals.number(LOCK_NOT_AVAILABLE, &message)?;
+            // The server's error skips to Sync: the tracker follows it
+            // without an expectation for this Bind.
+            let frame = rebind(body, &format!("{REFUSAL_MARKER}{n}"))?;
+            return Some(ClientAction::Replace(frame));
+        }
+        let timeout = self.session.set().hold_timeout;
+        self.waiting = Some(Box::pin(super::holds::wait_released(
+            self.held.clone(),
+            tables,
+            timeout,
+            Arc::clone(&self.metrics),
+        )));
+        Some(ClientAction::Wait)
     }
 
     fn record(&mut self, m: &StatementMessage<'_>, masks: Vec<understudy_rules::ResultMask>) {
@@ -294,6 +346,8 @@ impl SessionRulesState {
                 let mut b = Body(body);
                 let name = b.cstr()?;
                 let text = std::str::from_utf8(b.cstr()?).ok()?;
+                // Kept so that a Bind of it can be held for maintenance.
+                self.prepared.insert(name.to_vec(), Arc::from(text));
                 let n = b.i16()?;
                 let mut types = Vec::with_capacity(usize::try_from(n).ok()?);
                 for _ in 0..n {
@@ -308,11 +362,25 @@ impl SessionRulesState {
                     metrics,
                 )
             }
-            _ if !self.tracking => None,
+            frontend::tag::CLOSE if body.first() == Some(&b'S') => {
+                if let Some(name) = Body(&body[1..]).cstr() {
+                    self.prepared.remove(name);
+                }
+                if self.tracking {
+                    self.results.close();
+                }
+                None
+            }
             frontend::tag::BIND => {
                 let mut b = Body(body);
                 let portal = b.cstr()?;
                 let statement = b.cstr()?;
+                if let Some(action) = self.hold_bind(statement, body) {
+                    return Some(action);
+                }
+                if !self.tracking {
+                    return None;
+                }
                 let nf = b.i16()?;
                 for _ in 0..nf {
                     b.i16()?;
@@ -332,6 +400,7 @@ impl SessionRulesState {
                 self.results.bind(portal, statement, formats);
                 None
             }
+            _ if !self.tracking => None,
             frontend::tag::DESCRIBE => {
                 let mut b = Body(body);
                 let kind = *b.bytes(1)?.first()?;

@@ -95,6 +95,7 @@ impl Rules {
             column_lookup: None,
             tracking,
             refusals: client::Refusals::default(),
+            prepared: std::collections::HashMap::new(),
         })
     }
 }
@@ -130,6 +131,8 @@ pub struct SessionRulesState {
     tracking: bool,
     /// Refusals of Parse messages, whose errors the relay rewrites.
     pub refusals: client::Refusals,
+    /// The text of each prepared statement.
+    prepared: std::collections::HashMap<Vec<u8>, Arc<str>>,
 }
 
 impl SessionRulesState {

@@ -19,7 +19,7 @@
 //! client the same masked rows.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, BytesMut};
 use understudy_protocol::backend;
@@ -74,20 +74,58 @@ struct CopyOut {
     header_pending: bool,
 }
 
-#[derive(Debug, Default, Clone)]
+/// One prepared statement, as one Parse made it. Shared with the Describe
+/// and Bind requests that refer to it, because a pipelined client may
+/// prepare another statement under the same name before the server answers
+/// them.
+#[derive(Debug, Default)]
 struct StatementPlan {
     masks: Arc<Vec<ResultMask>>,
     fields: Option<Arc<Vec<Field>>>,
     copy: Option<Arc<CopyPlan>>,
 }
 
-#[derive(Debug, Clone)]
+/// One portal, as one Bind made it (shared with its Describe and Executes,
+/// for the same reason).
+#[derive(Debug)]
 struct PortalPlan {
-    statement: StatementPlan,
+    statement: Shared<StatementPlan>,
+    formats: Vec<i16>,
     /// Its statement was prepared before the session's rules masked
     /// anything: its rows are masked entirely.
     mask_all: bool,
     plan: Option<Plan>,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PortalPlan {
+    /// The masks of this portal's rows: `Err(())` when they must all be
+    /// masked, `Ok(None)` when nothing is.
+    fn plan(&mut self) -> Result<Option<Plan>, ()> {
+        if self.mask_all {
+            return Err(());
+        }
+        if let Some(plan) = &self.plan {
+            return Ok(Some(plan.clone()));
+        }
+        let statement = lock(&self.statement);
+        if !any_mask(&statement.masks) {
+            return Ok(None);
+        }
+        let Some(fields) = &statement.fields else {
+            // Never described: which field is which is unknown.
+            return Err(());
+        };
+        let plan = plan_of(&statement.masks, 0, fields, &self.formats);
+        drop(statement);
+        self.plan = Some(plan.clone());
+        Ok(Some(plan))
+    }
 }
 
 /// A request whose replies the tracker waits for.
@@ -102,17 +140,17 @@ enum Expect {
     Parse,
     Bind,
     Close,
-    DescribeStatement(Vec<u8>),
-    DescribePortal(Vec<u8>),
-    Execute(Vec<u8>),
+    DescribeStatement(Shared<StatementPlan>),
+    DescribePortal(Shared<PortalPlan>),
+    Execute(Shared<PortalPlan>),
     Sync,
 }
 
 /// Follows requests and replies to mask rows.
 #[derive(Debug, Default)]
 pub struct ResultTracker {
-    statements: HashMap<Vec<u8>, StatementPlan>,
-    portals: HashMap<Vec<u8>, PortalPlan>,
+    statements: HashMap<Vec<u8>, Shared<StatementPlan>>,
+    portals: HashMap<Vec<u8>, Shared<PortalPlan>>,
     queue: VecDeque<Expect>,
     /// The masks of the most recent Parse, until its Describe or Bind.
     lost: bool,
@@ -175,11 +213,11 @@ impl ResultTracker {
         self.active |= any_mask(&masks) || copy.is_some();
         self.statements.insert(
             name.to_vec(),
-            StatementPlan {
+            Arc::new(Mutex::new(StatementPlan {
                 masks: Arc::new(masks),
                 fields: None,
                 copy: copy.map(Arc::new),
-            },
+            })),
         );
         self.queue.push_back(Expect::Parse);
     }
@@ -188,34 +226,42 @@ impl ResultTracker {
         let known = self.statements.get(statement).cloned();
         let mask_all = known.is_none() && !statement.is_empty() && self.started_late;
         let statement = known.unwrap_or_default();
-        // Statements with nothing to mask (the common case) cost no plan.
-        let plan = match &statement.fields {
-            Some(fields) if any_mask(&statement.masks) => {
-                Some(plan_of(&statement.masks, 0, fields, &formats))
-            }
-            _ => None,
-        };
         self.portals.insert(
             portal.to_vec(),
-            PortalPlan {
+            Arc::new(Mutex::new(PortalPlan {
                 statement,
+                formats,
                 mask_all,
-                plan,
-            },
+                plan: None,
+            })),
         );
         self.queue.push_back(Expect::Bind);
     }
 
     pub(super) fn describe(&mut self, kind: u8, name: &[u8]) {
         self.queue.push_back(if kind == b'S' {
-            Expect::DescribeStatement(name.to_vec())
+            Expect::DescribeStatement(self.statements.get(name).cloned().unwrap_or_default())
         } else {
-            Expect::DescribePortal(name.to_vec())
+            Expect::DescribePortal(self.portal(name))
         });
     }
 
     pub(super) fn execute(&mut self, portal: &[u8]) {
-        self.queue.push_back(Expect::Execute(portal.to_vec()));
+        let portal = self.portal(portal);
+        self.queue.push_back(Expect::Execute(portal));
+    }
+
+    /// The portal named `name` now; an unknown one (bound before tracking
+    /// began) has its rows masked.
+    fn portal(&self, name: &[u8]) -> Shared<PortalPlan> {
+        self.portals.get(name).cloned().unwrap_or_else(|| {
+            Arc::new(Mutex::new(PortalPlan {
+                statement: Shared::default(),
+                formats: Vec::new(),
+                mask_all: true,
+                plan: None,
+            }))
+        })
     }
 
     pub(super) fn sync(&mut self) {
@@ -253,25 +299,24 @@ impl ResultTracker {
                         _ => None,
                     };
                 }
-                Some(Expect::DescribeStatement(name)) => {
-                    let name = std::mem::take(name);
+                Some(Expect::DescribeStatement(statement)) => {
+                    let statement = Arc::clone(statement);
                     self.queue.pop_front();
-                    if let Some(s) = self.statements.get_mut(&name) {
-                        if any_mask(&s.masks) {
-                            s.fields = Some(Arc::new(parse_fields(body)?));
-                        }
+                    let mut s = lock(&statement);
+                    if any_mask(&s.masks) {
+                        s.fields = Some(Arc::new(parse_fields(body)?));
                     }
                 }
-                Some(Expect::DescribePortal(name)) => {
-                    let name = std::mem::take(name);
+                Some(Expect::DescribePortal(portal)) => {
+                    let portal = Arc::clone(portal);
                     self.queue.pop_front();
-                    if let Some(p) = self.portals.get_mut(&name) {
-                        if any_mask(&p.statement.masks) {
-                            let fields = parse_fields(body)?;
-                            let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
-                            p.plan = Some(plan_of(&p.statement.masks, 0, &fields, &formats));
-                            p.statement.fields = Some(Arc::new(fields));
-                        }
+                    let mut p = lock(&portal);
+                    let masks = Arc::clone(&lock(&p.statement).masks);
+                    if any_mask(&masks) {
+                        // The formats are the portal's own here.
+                        let fields = parse_fields(body)?;
+                        let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+                        p.plan = Some(plan_of(&masks, 0, &fields, &formats));
                     }
                 }
                 _ => {}
@@ -287,14 +332,9 @@ impl ResultTracker {
             backend::tag::DATA_ROW => {
                 let plan = match self.queue.front() {
                     Some(Expect::Query { current, .. }) => current.clone(),
-                    Some(Expect::Execute(portal)) => match self.portals.get(portal) {
-                        Some(p) if p.mask_all => return self.mask_all(body),
-                        Some(p) => match &p.plan {
-                            Some(plan) => Some(plan.clone()),
-                            None if any_mask(&p.statement.masks) => return self.mask_all(body),
-                            None => None,
-                        },
-                        None => return self.mask_all(body),
+                    Some(Expect::Execute(portal)) => match lock(portal).plan() {
+                        Ok(plan) => plan,
+                        Err(()) => return self.mask_all(body),
                     },
                     _ if self.lost => return self.mask_all(body),
                     _ => None,
@@ -307,10 +347,7 @@ impl ResultTracker {
             backend::tag::COPY_OUT_RESPONSE => {
                 let plan = match self.queue.front() {
                     Some(Expect::Query { copy, .. }) => copy.clone(),
-                    Some(Expect::Execute(portal)) => self
-                        .portals
-                        .get(portal)
-                        .and_then(|p| p.statement.copy.clone()),
+                    Some(Expect::Execute(portal)) => lock(&lock(portal).statement).copy.clone(),
                     _ => None,
                 };
                 let columns = Body(body.get(1..)?).i16()?;
@@ -576,5 +613,76 @@ mod tests {
         })
         .unwrap();
         assert_eq!(&frame[5..], &row(&[None])[..]);
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn row_description(name: &str, type_oid: u32) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(1);
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_i32(0);
+        b.put_i16(0);
+        b.put_u32(type_oid);
+        b.put_i16(-1);
+        b.put_i32(-1);
+        b.put_i16(0);
+        frame(backend::tag::ROW_DESCRIPTION, &b)
+    }
+
+    #[test]
+    fn pipelined_binds_of_one_portal_name_keep_their_own_masks() {
+        use understudy_rules::results::TargetMask;
+        let mut t = ResultTracker::default();
+        t.set_fallback(Some(MaskMethod::Redact));
+        // Both statements prepared and described, then both executed
+        // through the unnamed portal before the server answers.
+        t.parse(b"a", vec![ResultMask::Nothing], None);
+        t.parse(
+            b"b",
+            vec![ResultMask::Targets(vec![TargetMask::Mask(
+                MaskMethod::KeepLast(4),
+            )])],
+            None,
+        );
+        t.describe(b'S', b"a");
+        t.describe(b'S', b"b");
+        t.sync();
+        for f in [
+            frame(backend::tag::PARSE_COMPLETE, b""),
+            frame(backend::tag::PARSE_COMPLETE, b""),
+            row_description("id", 25),
+            row_description("card_number", 25),
+            frame(backend::tag::READY_FOR_QUERY, b"I"),
+        ] {
+            assert!(t.server_message(f[0], &f).is_none());
+        }
+        t.bind(b"", b"a", vec![0]);
+        t.execute(b"");
+        t.bind(b"", b"b", vec![0]);
+        t.execute(b"");
+        t.sync();
+        let data_row = |v: &[u8]| frame(backend::tag::DATA_ROW, &row(&[Some(v)]));
+        let bind_complete = frame(backend::tag::BIND_COMPLETE, b"");
+        let done = frame(backend::tag::COMMAND_COMPLETE, b"SELECT 1\0");
+        assert!(t.server_message(bind_complete[0], &bind_complete).is_none());
+        let plain = data_row(b"4111111111111111");
+        assert!(
+            t.server_message(plain[0], &plain).is_none(),
+            "statement a masks nothing"
+        );
+        assert!(t.server_message(done[0], &done).is_none());
+        assert!(t.server_message(bind_complete[0], &bind_complete).is_none());
+        let (masked, n) = t
+            .server_message(plain[0], &plain)
+            .expect("statement b masks");
+        assert_eq!(n, 1);
+        assert_eq!(&masked[5..], &row(&[Some(b"************1111")])[..]);
     }
 }
