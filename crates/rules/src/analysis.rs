@@ -174,7 +174,11 @@ pub struct Statement {
 impl Analysis {
     /// Parses and analyses `text`.
     pub fn of(text: &str) -> Result<Analysis, ParseFailure> {
-        let parsed = pg_query::parse(text).map_err(|e| ParseFailure(e.to_string()))?;
+        // pg_query's summary of the tree asserts node shapes the grammar
+        // guarantees; a statement that broke one must not end the session.
+        let parsed = std::panic::catch_unwind(|| pg_query::parse(text))
+            .map_err(|_| ParseFailure("the parser failed on this statement".into()))?
+            .map_err(|e| ParseFailure(e.to_string()))?;
         let tree = parsed.protobuf;
         let mut statements = Vec::with_capacity(tree.stmts.len());
         for raw in &tree.stmts {
