@@ -154,6 +154,17 @@ async fn example_denies_salaries_to_reporting_with_42501() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    // What the parser cannot read is refused as the syntax error it is.
+    let e = reporting
+        .simple_query("SELEC * FROM salaries")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42601");
+    let e = reporting
+        .query("SELEC * FROM salaries", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42601");
     // The session goes on, and other tables are readable.
     assert_eq!(
         simple_value(&reporting, "SELECT count(*) FROM t")

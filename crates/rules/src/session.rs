@@ -49,6 +49,9 @@ pub struct Checked {
     pub tables: Vec<TableName>,
     /// How the data of a `COPY … TO STDOUT` is masked.
     pub copy: Option<CopyMask>,
+    /// The statement does not parse and access or mask rules apply: it is
+    /// refused with this syntax error.
+    pub unparsable: Option<String>,
 }
 
 /// How the rows of a `COPY … TO STDOUT` are masked.
@@ -117,6 +120,14 @@ impl SessionRules {
         })
     }
 
+    /// True when some access or mask rule applies (statements that cannot
+    /// be parsed are then refused).
+    fn guards(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !matches!(r.action, Action::Rewrite(_)))
+    }
+
     /// True when some rule masks results.
     pub fn masks(&self) -> bool {
         self.rules
@@ -131,7 +142,20 @@ impl SessionRules {
             return Checked::default();
         }
         let Some(mut analysis) = self.set.analyse(text) else {
-            return Checked::default();
+            // What the parser cannot read, the rules cannot check: with
+            // access or mask rules it is refused as the syntax error the
+            // parser (PostgreSQL's own) reports, never passed unchecked.
+            if !self.guards() {
+                return Checked::default();
+            }
+            let message = match crate::Analysis::of(text) {
+                Err(e) => e.0,
+                Ok(_) => "the statement could not be analysed".into(),
+            };
+            return Checked {
+                unparsable: Some(message),
+                ..Checked::default()
+            };
         };
         let mut rewritten: Option<String> = None;
         for rule in &self.rules {

@@ -245,3 +245,15 @@ fn masked_values_cannot_be_stored_where_they_would_be_read_unmasked() {
         assert!(r.check(sql).denial.is_none(), "{sql} should pass");
     }
 }
+
+#[test]
+fn statements_that_do_not_parse_are_refused_only_under_access_or_mask_rules() {
+    let c = rules(EXAMPLE, "app").check("SELEC card_number FROM t");
+    let message = c.unparsable.unwrap();
+    assert!(message.contains("syntax error"), "{message}");
+    let rewrite_only = rules(
+        "[[rule]]\nname = \"r\"\nrewrite = { limit = { table = \"t\", rows = 1 } }\n",
+        "app",
+    );
+    assert!(rewrite_only.check("SELEC 1").unparsable.is_none());
+}

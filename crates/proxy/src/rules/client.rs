@@ -66,6 +66,8 @@ pub fn raising_statement(code: &str, message: &str) -> String {
     )
 }
 
+/// `42601` syntax_error.
+const SYNTAX_ERROR: &str = "42601";
 /// `42501` insufficient_privilege.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// `55P03` lock_not_available: a held table was not released in time.
@@ -210,6 +212,14 @@ impl SessionRulesState {
         }
         self.refused_after_wait = None;
         let checked = self.session.check(m.text);
+        if let Some(message) = &checked.unparsable {
+            self.record(&m, Vec::new());
+            return Some(ClientAction::Replace(self.refusing(
+                &m,
+                SYNTAX_ERROR,
+                message,
+            )));
+        }
         if let Some(denial) = &checked.denial {
             metrics::denied(metrics, &denial.rule);
             self.record(&m, Vec::new());
