@@ -417,6 +417,23 @@ impl Statement {
                         _ => None,
                     })
                 };
+                // The columns COPY reads or writes: those listed, or all of
+                // them (like a `*`).
+                if s.relation.is_some() {
+                    let listed = node_strings(&s.attlist);
+                    if listed.is_empty() {
+                        statement.columns.push(ColumnUse {
+                            qualifier: None,
+                            column: None,
+                        });
+                    }
+                    statement
+                        .columns
+                        .extend(listed.into_iter().map(|c| ColumnUse {
+                            qualifier: None,
+                            column: Some(c),
+                        }));
+                }
                 let format = option("format").unwrap_or_default();
                 let header =
                     option("header").is_some_and(|h| !matches!(h.as_str(), "false" | "off" | "0"));

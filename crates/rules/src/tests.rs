@@ -106,6 +106,8 @@ deny = { statements = ["ddl", "delete_without_where", "update_without_where", "c
         "SELECT pg_sleep(1)",
         "SELECT ssn FROM people",
         "SELECT * FROM people",
+        "COPY people (ssn) TO STDOUT",
+        "COPY people FROM STDIN",
     ] {
         assert!(r.check(sql).denial.is_some(), "{sql} should be denied");
     }
@@ -256,4 +258,15 @@ fn statements_that_do_not_parse_are_refused_only_under_access_or_mask_rules() {
         "app",
     );
     assert!(rewrite_only.check("SELEC 1").unparsable.is_none());
+}
+
+#[test]
+fn copy_reads_its_listed_columns_or_all_of_them() {
+    let r = rules(
+        "[[rule]]\nname = \"ssn\"\ndeny = { columns = [\"people.ssn\"] }\n",
+        "app",
+    );
+    assert!(r.check("COPY people (ssn) TO STDOUT").denial.is_some());
+    assert!(r.check("COPY people TO STDOUT").denial.is_some());
+    assert!(r.check("COPY people (name) TO STDOUT").denial.is_none());
 }
