@@ -35,6 +35,7 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
             "max_pipelined_requests",
             "idle_in_transaction_timeout_ms",
             "shutdown_grace_ms",
+            "rules",
         ],
     ),
     ("admin", &["listen", "token"]),
@@ -176,6 +177,7 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
             config.proxy.idle_in_transaction_timeout_ms = non_negative(value)?
         }
         "proxy.shutdown_grace_ms" => config.proxy.shutdown_grace_ms = non_negative(value)?,
+        "proxy.rules" => config.proxy.rules = value.to_owned(),
         "admin.listen" => config.admin.listen = address(value)?,
         "admin.token" => config.admin.token = Secret::new(value),
         "auth.mode" => config.auth.mode = name::<AuthMode>(value)?,

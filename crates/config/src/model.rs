@@ -68,6 +68,9 @@ pub struct ProxyConfig {
     /// On SIGTERM, open transactions may finish for this many milliseconds; then
     /// every remaining session is ended with `57P01`. Default 30000.
     pub shutdown_grace_ms: u64,
+    /// Rules file (rewrite, access, masking, maintenance holds; see
+    /// `docs/rules.md`). Default empty: no rules, and no statement is parsed.
+    pub rules: String,
 }
 
 impl Default for ProxyConfig {
@@ -80,6 +83,7 @@ impl Default for ProxyConfig {
             max_pipelined_requests: 100_000,
             idle_in_transaction_timeout_ms: 0,
             shutdown_grace_ms: 30_000,
+            rules: String::new(),
         }
     }
 }

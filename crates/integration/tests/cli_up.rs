@@ -1,7 +1,8 @@
 //! The `understudy` binary end to end: `up` prints a URI that psql and
 //! pgbench use, `status` reports live nodes, a second `up` on the same
-//! directory is refused, SIGTERM stops everything, and `run` rejects an
-//! unknown configuration key with exit code 2.
+//! directory is refused, SIGTERM stops everything, `run` rejects an
+//! unknown configuration key with exit code 2, and `up --rules` with the
+//! shipped example masks, refuses and holds (`understudy maintenance`).
 //!
 //! The binary is the one built next to this test (`target/<profile>/understudy`):
 //! build it first with `cargo build -p understudy` (or `cargo build --bins`).
@@ -88,9 +89,15 @@ struct Up {
 impl Up {
     /// Starts `understudy up` on `dir` and waits for its `ready:` line.
     async fn start(dir: &Path) -> Up {
+        Up::start_with(dir, &[]).await
+    }
+
+    /// [`Up::start`] with more arguments for `up`.
+    async fn start_with(dir: &Path, extra: &[&str]) -> Up {
         let port = free_port();
         let admin_port = free_port();
         let mut child = up_command(dir, port, admin_port)
+            .args(extra)
             .spawn()
             .expect("starting understudy up");
         let stderr = collect(child.stderr.take().unwrap());
@@ -466,4 +473,75 @@ async fn run_with_an_unknown_config_key_exits_2_naming_it() {
         "stderr names the key: {}",
         out.stderr
     );
+}
+
+/// psql with `sql` on `uri`, errors with their SQLSTATE.
+async fn psql(uri: &str, sql: &str) -> Output {
+    run(Command::new(PSQL).args(["-X", "-At", "-v", "VERBOSITY=verbose", "-d", uri, "-c", sql]))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_the_example_rules_masks_refuses_and_holds() {
+    let dir = open_dir();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules.toml");
+    let rules = rules.to_str().unwrap();
+    let up = Up::start_with(dir.path(), &["--rules", rules]).await;
+    let setup = psql(
+        &up.uri,
+        "CREATE TABLE t (id int, card_number text); \
+         INSERT INTO t VALUES (1, '4111111111111111'); \
+         CREATE TABLE salaries (amount int); \
+         CREATE ROLE reporting LOGIN PASSWORD 'reporting-pw'; \
+         GRANT SELECT ON t, salaries TO reporting;",
+    )
+    .await;
+    assert!(setup.status.success(), "{}", setup.stderr);
+    for sql in [
+        "SELECT card_number FROM t",
+        "SELECT card_number AS x FROM t",
+        "SELECT upper(card_number) FROM t",
+    ] {
+        let out = psql(&up.uri, sql).await;
+        assert_eq!(
+            out.stdout.trim(),
+            "************1111",
+            "{sql}: {}",
+            out.stderr
+        );
+    }
+    let out = psql(&up.uri, "COPY t TO STDOUT").await;
+    assert_eq!(out.stdout, "1\t************1111\n", "{}", out.stderr);
+
+    let at = up.uri.find('@').unwrap();
+    let reporting = format!("postgresql://reporting:reporting-pw{}", &up.uri[at..]);
+    let out = psql(&reporting, "SELECT * FROM salaries").await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("42501"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("reporting cannot read salaries"),
+        "{}",
+        out.stderr
+    );
+
+    let maintenance = |args: &[&str]| {
+        let mut command = Command::new(binary());
+        command
+            .arg("maintenance")
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path());
+        command
+    };
+    let out = run(&mut maintenance(&["start", "t"])).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("\"t\""), "{}", out.stdout);
+    let out = run(&mut maintenance(&["start", "bad name!"])).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("not a table name"), "{}", out.stderr);
+    let out = run(&mut maintenance(&["end"])).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("released"), "{}", out.stdout);
+    let out = psql(&up.uri, "SELECT count(*) FROM t").await;
+    assert_eq!(out.stdout.trim(), "1", "{}", out.stderr);
 }

@@ -19,6 +19,7 @@
 //! - [`ledger`]: the commit ledger that resolves a COMMIT lost in a failover.
 //! - [`commit_sql`]: recognising a COMMIT statement.
 //! - [`drain`]: parking sessions for a planned switchover.
+//! - [`rules`]: the rules file in force; rewriting, refusing and masking on the wire.
 //! - [`control`]: the proxy's own connections to servers.
 //! - [`conn`]: a buffered socket for message-by-message exchanges.
 //! - [`stream`]: a client or server connection, plaintext or TLS.
@@ -45,6 +46,7 @@ pub mod ledger;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
+pub mod rules;
 pub mod secrets;
 pub mod session;
 pub mod stream;

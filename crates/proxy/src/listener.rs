@@ -39,6 +39,9 @@ pub enum StartError {
     /// A TLS setting cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The rules file cannot be used.
+    #[error("proxy.rules: {0}")]
+    Rules(#[from] understudy_rules::RulesError),
 }
 
 /// How often a shutdown looks whether every connection has closed.
@@ -62,6 +65,8 @@ pub struct ShutdownReport {
 /// A running proxy.
 pub struct ProxyHandle {
     drain: Drain,
+    rules: Arc<crate::rules::Rules>,
+    holds: Arc<crate::rules::holds::Holds>,
     commit_log: Arc<CommitLog>,
     local_addr: SocketAddr,
     metrics: Arc<ProxyMetrics>,
@@ -73,6 +78,16 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// The tables held for maintenance.
+    pub fn holds(&self) -> Arc<crate::rules::holds::Holds> {
+        Arc::clone(&self.holds)
+    }
+
+    /// The proxy's rules (to reload them).
+    pub fn rules(&self) -> Arc<crate::rules::Rules> {
+        Arc::clone(&self.rules)
+    }
+
     /// The address clients connect to (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -182,6 +197,8 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let rules = Arc::new(crate::rules::Rules::load(&config.proxy.rules)?);
+    let holds = Arc::new(crate::rules::holds::Holds::default());
     let metrics = Arc::new(ProxyMetrics::default());
     let commit_log = Arc::new(CommitLog::new(
         usize::try_from(config.journal.max_commit_log_entries).unwrap_or(usize::MAX),
@@ -199,6 +216,8 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
         ledgers: Arc::new(Ledgers::new(Arc::clone(&config), topology.clone())),
         commit_log: Arc::clone(&commit_log),
         drain: Drain::new(Arc::clone(&metrics)),
+        rules: Arc::clone(&rules),
+        holds: Arc::clone(&holds),
         config: Arc::clone(&config),
         topology,
         cancel: Arc::clone(&cancel),
@@ -215,6 +234,8 @@ pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHan
     let accept_task = tokio::spawn(accept_loop(listener, ctx, stopped));
     tracing::info!(%local_addr, "proxy listening");
     Ok(ProxyHandle {
+        rules,
+        holds,
         drain: ctx_drain,
         commit_log: Arc::clone(&commit_log),
         local_addr,

@@ -46,6 +46,14 @@ pub struct ProxyMetrics {
     pub idle_in_transaction_timeouts_total: AtomicU64,
     /// Client connections that completed a TLS handshake.
     pub tls_handshakes_total: AtomicU64,
+    /// Statements refused by a rule.
+    pub rule_denials_total: AtomicU64,
+    /// Statements refused, per rule name.
+    pub rule_denials: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Result values masked by a rule.
+    pub masked_values_total: AtomicU64,
+    /// Statements waiting for a table held for maintenance (gauge).
+    pub held_statements: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -56,6 +64,14 @@ pub fn inc(counter: &AtomicU64) {
 /// Adds `n` to a counter.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts a statement refused by `rule`.
+pub fn denied(metrics: &ProxyMetrics, rule: &str) {
+    inc(&metrics.rule_denials_total);
+    if let Ok(mut per_rule) = metrics.rule_denials.lock() {
+        *per_rule.entry(rule.to_owned()).or_default() += 1;
+    }
 }
 
 /// Subtracts one from a gauge.
@@ -71,7 +87,7 @@ impl ProxyMetrics {
 
     /// Appends every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
-        let metrics: [(&str, &str, &str, &AtomicU64); 19] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 22] = [
             (
                 "understudy_client_connections_total",
                 "counter",
@@ -186,11 +202,40 @@ impl ProxyMetrics {
                 "Client connections that completed a TLS handshake.",
                 &self.tls_handshakes_total,
             ),
+            (
+                "understudy_rule_denials_total",
+                "counter",
+                "Statements refused by a rule (SQLSTATE 42501).",
+                &self.rule_denials_total,
+            ),
+            (
+                "understudy_masked_values_total",
+                "counter",
+                "Result values masked by a rule.",
+                &self.masked_values_total,
+            ),
+            (
+                "understudy_held_statements",
+                "gauge",
+                "Statements waiting for a table held for maintenance.",
+                &self.held_statements,
+            ),
         ];
         for (name, kind, help, value) in metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP understudy_rule_denials Statements refused, per rule."
+        );
+        let _ = writeln!(out, "# TYPE understudy_rule_denials counter");
+        if let Ok(per_rule) = self.rule_denials.lock() {
+            for (rule, count) in per_rule.iter() {
+                let label = rule.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(out, "understudy_rule_denials{{rule=\"{label}\"}} {count}");
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ use crate::failover::Identity;
 use crate::journal::{is_asynchronous, server_message_needed_whole, Journal, Limits};
 use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
+use crate::rules::client::ClientAction;
 
 /// Free space kept available for each read.
 const READ_RESERVE: usize = 16 * 1024;
@@ -123,6 +124,8 @@ pub struct RelayState {
     pub max_pipelined_requests: usize,
     /// Ends the session when it sits idle inside a transaction too long.
     pub idle_in_transaction: Option<IdleTimer>,
+    /// The session's rules, when the proxy has a rules file.
+    pub rules: Option<Box<crate::rules::SessionRulesState>>,
 }
 
 /// The timer of `proxy.idle_in_transaction_timeout_ms`: armed when the
@@ -182,6 +185,7 @@ impl RelayState {
             sync_hold: SyncHold::Off,
             max_pipelined_requests: usize::MAX,
             idle_in_transaction: None,
+            rules: None,
         }
     }
 
@@ -275,10 +279,21 @@ where
             return Poll::Ready(end);
         }
         let holding_sync = state.sync_hold == SyncHold::Waiting;
-        if to_server.done_reading
+        let mut waiting = false;
+        if let Some(rules) = state.rules.as_deref_mut() {
+            if rules.poll_wait(cx) {
+                // Read and scan the waiting statement again.
+                to_server.resume_reading();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            waiting = rules.is_waiting();
+        }
+        if !waiting
+            && !holding_sync
+            && to_server.done_reading
             && to_server.out.is_empty()
             && !to_server.needs_flush
-            && !holding_sync
         {
             if state.client_terminated {
                 return Poll::Ready(RelayEnd::ClientTerminated);
@@ -421,6 +436,9 @@ fn scan_client(
         let mut stamp = false;
         let mut sync_event = None;
         let mut refused = None;
+        let rules = &mut state.rules;
+        let mut replacement: Option<(usize, BytesMut)> = None;
+        let mut wait = false;
         let scanned = pipe
             .scanner
             .scan(
@@ -480,6 +498,19 @@ fn scan_client(
                     if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
                         stamp = true;
                         return ControlFlow::Break(Stop::Before);
+                    }
+                    if let (Some(rules), 0) = (rules.as_deref_mut(), rest) {
+                        match rules.client_message(tag, bytes, metrics) {
+                            Some(ClientAction::Replace(frame)) => {
+                                replacement = Some((total, frame));
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            Some(ClientAction::Wait) => {
+                                wait = true;
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            None => {}
+                        }
                     }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
                         metrics::inc(&metrics.queries_total);
@@ -553,6 +584,19 @@ fn scan_client(
             state.journal.injected_message(&out[start..], token);
             continue;
         }
+        if let Some((total, frame)) = replacement {
+            // A statement rewritten or refused by a rule: the server gets
+            // the replacement, and the journal keeps what the server got.
+            let _ = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            if frame[0] == frontend::tag::QUERY {
+                metrics::inc(&metrics.queries_total);
+            }
+            state.journal.client_message(frame[0], Some(&frame));
+            out.extend_from_slice(&frame);
+            continue;
+        }
         pipe.out = match assembled.take() {
             Some(mut out) => {
                 out.extend_from_slice(&relayed);
@@ -585,6 +629,11 @@ fn scan_client(
             // session resumes.
             pipe.done_reading = true;
             pipe.unscanned = true;
+        }
+        if wait {
+            // The statement stays in `buf` until the wait is over; the
+            // server's replies keep flowing meanwhile.
+            pipe.done_reading = true;
         }
         return Ok(());
     }
@@ -630,6 +679,14 @@ fn scan_server(
         let rewrite_pid = (state.backend_pid != state.client_pid).then_some(state.backend_pid);
         let failed_over = state.failed_over_transaction.is_some();
         let injected_pending = journal.injected_pending();
+        let rules = &mut state.rules;
+        let (tracking, wants_rows) = match rules.as_deref() {
+            Some(r) if r.tracking() => (true, r.results.wants_rows()),
+            Some(_) => (false, false),
+            None => (false, false),
+        };
+        let mut masked_row: Option<(usize, BytesMut)> = None;
+        let mut refusal: Option<(usize, ErrorFields)> = None;
         let mut fatal = None;
         let mut replace = None;
         let mut drop = None;
@@ -645,6 +702,9 @@ fn scan_server(
                         || server_message_needed_whole(tag)
                         || tag == backend::tag::PARAMETER_STATUS
                         || tag == backend::tag::NOTIFICATION_RESPONSE
+                        || (tracking && tag == backend::tag::ROW_DESCRIPTION)
+                        || (wants_rows
+                            && matches!(tag, backend::tag::DATA_ROW | backend::tag::COPY_DATA))
                 },
                 |piece| {
                     let start = offset;
@@ -677,7 +737,28 @@ fn scan_server(
                                         fatal = Some(fields);
                                         return ControlFlow::Break(Stop::Before);
                                     }
+                                    if let Some((code, message)) = rules.as_deref().and_then(|r| {
+                                        r.refusals.of_error(&fields.code, &fields.message)
+                                    }) {
+                                        let error = ErrorFields::new(
+                                            Severity::Error,
+                                            code,
+                                            message.to_owned(),
+                                        );
+                                        if let (Some(rules), true) =
+                                            (rules.as_deref_mut(), tracking)
+                                        {
+                                            rules.results.server_message(tag, bytes);
+                                        }
+                                        refusal = Some((total, error));
+                                        return ControlFlow::Break(Stop::Before);
+                                    }
                                     if failed_over && fields.code == IN_FAILED_TRANSACTION {
+                                        if let (Some(rules), true) =
+                                            (rules.as_deref_mut(), tracking)
+                                        {
+                                            rules.results.server_message(tag, bytes);
+                                        }
                                         replace = Some(total);
                                         return ControlFlow::Break(Stop::Before);
                                     }
@@ -703,6 +784,15 @@ fn scan_server(
                                 }
                             }
                             _ => {}
+                        }
+                        if let (Some(rules), true) =
+                            (rules.as_deref_mut(), tracking && bytes.len() == total)
+                        {
+                            if let Some((row, n)) = rules.results.server_message(tag, bytes) {
+                                metrics::add(&metrics.masked_values_total, n);
+                                masked_row = Some((total, row));
+                                return ControlFlow::Break(Stop::Before);
+                            }
                         }
                     }
                     journal.server_piece(piece);
@@ -749,6 +839,38 @@ fn scan_server(
                 bytes: &frame,
                 rest: 0,
             });
+            continue;
+        }
+        if let Some((total, error)) = refusal {
+            // A Parse refused by a rule: the server's error for its
+            // stand-in statement becomes the refusal. The journal digests
+            // the server's bytes, which a replay reproduces.
+            let frame = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            state.journal.server_piece(Piece::Start {
+                tag: frame[0],
+                total,
+                bytes: &frame,
+                rest: 0,
+            });
+            error.encode_error(out);
+            continue;
+        }
+        if let Some((total, row)) = masked_row {
+            // A row with masked values: the journal digests the server's
+            // own bytes (a replay compares them with the new server's), the
+            // client gets the masked row.
+            let frame = pipe.buf.split_to(total);
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            out.extend_from_slice(&relayed);
+            state.journal.server_piece(Piece::Start {
+                tag: frame[0],
+                total,
+                bytes: &frame,
+                rest: 0,
+            });
+            out.extend_from_slice(&row);
             continue;
         }
         // Every command of the failed transaction hears why, until it ends:

@@ -58,6 +58,10 @@ pub struct ProxyContext {
     pub server_tls: crate::tls::ServerTls,
     /// Whether the proxy is shutting down.
     pub shutdown: tokio::sync::watch::Receiver<Shutdown>,
+    /// The rules in force.
+    pub rules: Arc<crate::rules::Rules>,
+    /// Tables held for maintenance.
+    pub holds: Arc<crate::rules::holds::Holds>,
 }
 
 /// The proxy's shutdown, as sessions see it.
@@ -146,6 +150,13 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         .map(IdleTimer::new);
     state.ledger = ledger;
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
+    let who = client_info(&identity, peer);
+    let database = who.database.clone();
+    let mut rules = ctx
+        .rules
+        .for_session(who, &ctx.holds, Arc::clone(&ctx.metrics));
+    rules.set_column_lookup(column_lookup(ctx, database));
+    state.rules = Some(rules);
     let mut topology = ctx.topology.clone();
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -248,6 +259,12 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
                 });
                 addr = moved.addr;
                 server = moved.conn;
+                // A replayed unit gives the rest of its replies from where
+                // the old server stopped, which is where the tracker is; a
+                // unit that was failed instead never gets them.
+                if let (Some(rules), true) = (state.rules.as_deref_mut(), state.journal.is_idle()) {
+                    rules.results.lose_track();
+                }
                 to_client.restart(tail, std::mem::take(&mut server.rbuf));
                 state.settle_sync_hold(&mut to_server);
             }
@@ -262,6 +279,66 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         }
     }
     metrics::dec(&m.sessions_active);
+}
+
+/// Looks up a table's columns on the primary over a control connection
+/// (for `COPY table TO` masking).
+fn column_lookup(ctx: &ProxyContext, database: String) -> crate::rules::ColumnLookup {
+    let config = Arc::clone(&ctx.config);
+    let topology = ctx.topology.clone();
+    Arc::new(move |table: understudy_rules::TableName| {
+        let config = Arc::clone(&config);
+        let primary = topology.borrow().primary.clone();
+        let database = database.clone();
+        Box::pin(async move {
+            let primary = primary?;
+            let client = crate::control::connect(
+                &config,
+                &primary.host,
+                primary.port,
+                &database,
+                "understudy-rules",
+                config.backend.connect_timeout(),
+            )
+            .await
+            .ok()?;
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let name = match &table.schema {
+                Some(schema) => format!("{}.{}", quote(schema), quote(&table.name)),
+                None => quote(&table.name),
+            };
+            let rows = client
+                .query(
+                    "SELECT attname::text FROM pg_catalog.pg_attribute \
+                     WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+                     ORDER BY attnum",
+                    &[&name],
+                )
+                .await
+                .ok()?;
+            Some(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    })
+}
+
+/// Who the client is, for the rules' client filters.
+fn client_info(identity: &Identity, peer: SocketAddr) -> understudy_rules::ClientInfo {
+    let param = |name: &str| {
+        identity
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let user = param("user").unwrap_or_default();
+    understudy_rules::ClientInfo {
+        database: param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone()),
+        user,
+        application_name: param("application_name"),
+        address: peer.ip(),
+    }
 }
 
 /// What the session's relay loop does next.

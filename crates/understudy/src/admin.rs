@@ -57,6 +57,11 @@ pub struct AdminState {
     pub failover: Option<FailoverFn>,
     /// Starts a planned switchover (`POST /switchover`).
     pub switchover: Option<SwitchoverFn>,
+    /// The proxy's rules (`POST /rules/reload`).
+    pub rules: Arc<understudy_proxy::rules::Rules>,
+    /// Tables held for maintenance (`POST /maintenance/start?tables=a,b`,
+    /// `POST /maintenance/end`).
+    pub holds: Arc<understudy_proxy::rules::holds::Holds>,
 }
 
 /// Appends Prometheus text.
@@ -138,10 +143,15 @@ async fn handle(
             ),
         });
     }
+    if req.method() == Method::POST {
+        if let Some(response) = post_rules(&req, &state) {
+            return Ok(response);
+        }
+    }
     if req.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is supported (and POST /switchover)\n".into(),
+            "only GET is supported (and POST /switchover, /rules/reload, /maintenance/start, /maintenance/end)\n".into(),
         ));
     }
     Ok(match req.uri().path() {
@@ -188,6 +198,41 @@ async fn handle(
             "not found: try /status or /metrics\n".into(),
         ),
     })
+}
+
+/// `POST /rules/reload`, `/maintenance/start?tables=a,b`, `/maintenance/end`.
+fn post_rules(req: &Request<Incoming>, state: &AdminState) -> Option<Response<Full<Bytes>>> {
+    match req.uri().path() {
+        "/rules/reload" => Some(match state.rules.reload() {
+            Ok(count) => json(StatusCode::OK, &serde_json::json!({ "rules": count })),
+            Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+        }),
+        "/maintenance/start" => {
+            let tables: Vec<String> = req
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("tables="))
+                .flat_map(|v| v.split(','))
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some(match state.holds.start(&tables) {
+                Ok(held) => json(StatusCode::OK, &serde_json::json!({ "held": held })),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            })
+        }
+        "/maintenance/end" => {
+            let released = state.holds.current().names();
+            state.holds.end();
+            Some(json(
+                StatusCode::OK,
+                &serde_json::json!({ "released": released }),
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

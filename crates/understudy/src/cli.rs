@@ -28,6 +28,9 @@ pub enum Command {
     /// standby at transaction boundaries, it is promoted, the old primary
     /// becomes its standby.
     Switchover(StatusArgs),
+    /// Hold tables for maintenance (`start <table…>`: statements touching
+    /// them wait) or release them (`end`).
+    Maintenance(MaintenanceArgs),
     /// Benchmark direct PostgreSQL, understudy and PgBouncer side by side with pgbench.
     Bench(BenchArgs),
 }
@@ -44,6 +47,9 @@ pub struct UpArgs {
     /// Port of the admin endpoint (on 127.0.0.1); default: the proxy port + 1.
     #[arg(long)]
     pub admin_port: Option<u16>,
+    /// Rules file (rewrite, access rights, masking); see docs/rules.md.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 /// `understudy run`
@@ -58,6 +64,37 @@ pub struct RunArgs {
     /// Overrides admin.listen.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Overrides proxy.rules: the rules file; see docs/rules.md.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+}
+
+/// `understudy maintenance`
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// `start` or `end`.
+    #[command(subcommand)]
+    pub action: MaintenanceAction,
+}
+
+/// What `understudy maintenance` does.
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Hold these tables: statements touching them wait until `end`.
+    Start {
+        /// Tables (`name` or `schema.name`).
+        #[arg(required = true)]
+        tables: Vec<String>,
+        /// Which instance.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
+    /// Release every held table; the waiting statements go on in order.
+    End {
+        /// Which instance.
+        #[command(flatten)]
+        target: StatusArgs,
+    },
 }
 
 /// `understudy status`
@@ -100,6 +137,10 @@ pub struct BenchArgs {
     /// pgbench scale factor for initialisation (-s).
     #[arg(long, default_value_t = 10)]
     pub scale: u32,
+    /// Also measure select-only through a second understudy with this rules
+    /// file, in the same run, and report the TPS ratio rules on / off.
+    #[arg(long, conflicts_with = "failover")]
+    pub rules: Option<PathBuf>,
     /// Directory for the reports (report.json and report.md, or failover.*).
     #[arg(long, default_value = "./bench-out")]
     pub out: PathBuf,

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Switchover(args) => status::switchover(args).await,
+            Command::Maintenance(args) => status::maintenance(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

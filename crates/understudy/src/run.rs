@@ -13,6 +13,9 @@ use crate::{discovery, CliError};
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let mut config = Config::load(&args.config, std::env::vars())?;
+    if let Some(rules) = &args.rules {
+        config.proxy.rules = rules.display().to_string();
+    }
     if let Some(listen) = args.listen {
         config.proxy.listen = listen;
     }
@@ -25,6 +28,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let (topology_tx, topology_rx) = topology::channel(Default::default());
     let observed = discovery::spawn(Arc::clone(&config), topology_tx);
     let proxy = understudy_proxy::start(Arc::clone(&config), topology_rx).await?;
+    reload_rules_on_sighup(proxy.rules());
 
     let servers = config.servers.clone();
     let nodes: NodesFn = Arc::new(move || {
@@ -43,6 +47,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         }),
         failover: None,
         switchover: None,
+        rules: proxy.rules(),
+        holds: proxy.holds(),
     });
     let admin_addr = admin::serve(config.admin.listen, admin_state)
         .await
@@ -57,6 +63,27 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     until_stopped(|| reload_tls(&tls)).await;
     shut_down(proxy, config.proxy.shutdown_grace()).await;
     Ok(())
+}
+
+/// Reloads the rules file on every SIGHUP; sessions take the new rules up
+/// at their next statement, and a file that does not load leaves the rules
+/// in force (the error is logged).
+pub fn reload_rules_on_sighup(rules: std::sync::Arc<understudy_proxy::rules::Rules>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: rules are not reloaded on signal");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match rules.reload() {
+                Ok(count) => tracing::info!(rules = count, "rules reloaded"),
+                Err(e) => {
+                    tracing::error!("rules not reloaded, the previous ones stay in force: {e}")
+                }
+            }
+        }
+    });
 }
 
 /// Runs until SIGINT (Ctrl-C) or SIGTERM, calling `on_reload` at each SIGHUP.

@@ -24,6 +24,39 @@ pub async fn switchover(args: StatusArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `understudy maintenance start <table…>` / `end`: asks the admin
+/// endpoint to hold or release tables and prints what is held.
+pub async fn maintenance(args: crate::cli::MaintenanceArgs) -> Result<(), CliError> {
+    let (target, path) = match &args.action {
+        crate::cli::MaintenanceAction::Start { tables, target } => {
+            if let Some(bad) = tables.iter().find(|t| {
+                t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            }) {
+                return Err(CliError::Other(format!(
+                    "\"{bad}\" is not a table name (write name or schema.name)"
+                )));
+            }
+            (
+                target,
+                format!("/maintenance/start?tables={}", tables.join(",")),
+            )
+        }
+        crate::cli::MaintenanceAction::End { target } => (target, "/maintenance/end".to_owned()),
+    };
+    let admin = admin_address(target)?;
+    let body = http(&admin, "POST", &path, target.token.as_deref())
+        .await
+        .map_err(|e| CliError::Other(format!("maintenance failed: {e}")))?;
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
 fn admin_address(args: &StatusArgs) -> Result<String, CliError> {
     Ok(match &args.admin {
         Some(admin) => admin.clone(),

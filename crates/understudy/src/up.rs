@@ -52,6 +52,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             return Err(e.into());
         }
     };
+    crate::run::reload_rules_on_sighup(proxy.rules());
     let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
     let admin_addr = match admin::serve(config.admin.listen, admin_state).await {
         Ok(addr) => addr,
@@ -175,6 +176,8 @@ fn admin_state(
         })),
         failover: Some(failover),
         switchover: Some(switchover),
+        rules: proxy.rules(),
+        holds: proxy.holds(),
     }
 }
 
@@ -191,6 +194,9 @@ fn embedded_config(
     // The embedded servers listen on loopback without TLS.
     config.backend.tls_mode = understudy_config::BackendTlsMode::Disable;
     config.proxy.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    if let Some(rules) = &args.rules {
+        config.proxy.rules = rules.display().to_string();
+    }
     let admin_port = args.admin_port.unwrap_or(args.port.wrapping_add(1));
     config.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
     config.auth.auth_user = cluster.creds.superuser.clone();

@@ -32,7 +32,7 @@ use understudy_cluster::{workdir, ClusterError, EmbeddedCluster, RunAs};
 pub use self::error::BenchError;
 use self::pgbench::{Load, Pgbench, RunResult, Workload};
 use self::pgbouncer::PgBouncer;
-use self::report::{Report, Settings, WorkloadReport, WorkloadResults};
+use self::report::{Report, RulesReport, Settings, WorkloadReport, WorkloadResults};
 use self::tools::Tools;
 use self::understudy_process::UnderstudyProcess;
 use crate::cli::BenchArgs;
@@ -55,6 +55,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         return failover::run(args).await;
     }
     let load = validate(&args, args.seconds.unwrap_or(DEFAULT_SECONDS))?;
+    if let Some(rules) = &args.rules {
+        understudy_rules::RuleSet::from_file(rules).map_err(|e| BenchError::InvalidArgument {
+            flag: "rules",
+            reason: e.to_string(),
+        })?;
+    }
     let tools = tools::locate().await?;
     let mut work = WorkDir::create()?;
     tracing::info!(dir = %work.path().display(), "benchmark working directory");
@@ -164,7 +170,21 @@ async fn bench_on(
     let postgres_version = server_version(cluster).await?;
 
     let exe = std::env::current_exe().map_err(BenchError::io("locating the understudy binary"))?;
-    let understudy = UnderstudyProcess::start(&exe, dir, cluster).await?;
+    let understudy = UnderstudyProcess::start(&exe, dir, cluster, None).await?;
+    let rules_file = match &args.rules {
+        Some(path) => Some(
+            std::fs::canonicalize(path)
+                .map_err(BenchError::io(format!("resolving {}", path.display())))?,
+        ),
+        None => None,
+    };
+    // Started for its own run only, so that it adds no load to the others.
+    let with_rules = rules_file.as_deref().map(|file| RulesProxy {
+        exe: &exe,
+        dir,
+        cluster,
+        file,
+    });
     let pgbouncer = PgBouncer::start(
         &tools.pgbouncer,
         &dir.join("pgbouncer"),
@@ -180,14 +200,23 @@ async fn bench_on(
         understudy: understudy.port(),
         pgbouncer: pgbouncer.port(),
     };
-    let measured = measure(&pgbench, load, &dir.join("logs"), ports).await;
+    let measured = measure(&pgbench, load, &dir.join("logs"), ports, with_rules).await;
     understudy.stop().await;
     pgbouncer.stop().await;
-    let (select_only, tpcb_like, run_order) = measured?;
+    let (select_only, tpcb_like, run_order, rules_run) = measured?;
+    let rules = match (rules_file, rules_run) {
+        (Some(file), Some(run)) => Some(RulesReport::new(
+            file.display().to_string(),
+            &select_only.understudy,
+            &run,
+        )),
+        _ => None,
+    };
 
     Ok(Report {
         select_only: WorkloadReport::new(&select_only),
         tpcb_like: WorkloadReport::new(&tpcb_like),
+        rules,
         settings: Settings {
             seconds: load.seconds,
             clients: args.clients,
@@ -210,14 +239,34 @@ struct Ports {
     pgbouncer: u16,
 }
 
+/// How to start understudy with the `--rules` file.
+#[derive(Clone, Copy)]
+struct RulesProxy<'a> {
+    exe: &'a Path,
+    dir: &'a Path,
+    cluster: &'a EmbeddedCluster,
+    file: &'a Path,
+}
+
+/// The results of [`measure`]: both workloads, the order of the runs, and
+/// select-only through understudy with rules (when asked).
+type Measured = (
+    WorkloadResults,
+    WorkloadResults,
+    Vec<String>,
+    Option<RunResult>,
+);
+
 /// Warms up, then runs each workload against direct, understudy and PgBouncer, in that
-/// order. Returns the results of both workloads and the order the runs went in.
+/// order (select-only also through understudy with rules, right after understudy).
+/// Returns the results of both workloads and the order the runs went in.
 async fn measure(
     pgbench: &Pgbench,
     load: Load,
     log_dir: &Path,
     ports: Ports,
-) -> Result<(WorkloadResults, WorkloadResults, Vec<String>), BenchError> {
+    with_rules: Option<RulesProxy<'_>>,
+) -> Result<Measured, BenchError> {
     std::fs::create_dir_all(log_dir)
         .map_err(BenchError::io(format!("creating {}", log_dir.display())))?;
     tracing::info!(
@@ -245,9 +294,33 @@ async fn measure(
         log_dir,
         order: &mut order,
     };
-    let select_only = runs.workload(Workload::SelectOnly, ports).await?;
+    let direct = runs
+        .one(Workload::SelectOnly, "direct", ports.direct)
+        .await?;
+    let understudy = runs
+        .one(Workload::SelectOnly, "understudy", ports.understudy)
+        .await?;
+    let rules = match with_rules {
+        Some(r) => {
+            let proxy = UnderstudyProcess::start(r.exe, r.dir, r.cluster, Some(r.file)).await?;
+            let run = runs
+                .one(Workload::SelectOnly, "understudy+rules", proxy.port())
+                .await;
+            proxy.stop().await;
+            Some(run?)
+        }
+        None => None,
+    };
+    let pgbouncer = runs
+        .one(Workload::SelectOnly, "pgbouncer", ports.pgbouncer)
+        .await?;
+    let select_only = WorkloadResults {
+        direct,
+        understudy,
+        pgbouncer,
+    };
     let tpcb_like = runs.workload(Workload::TpcbLike, ports).await?;
-    Ok((select_only, tpcb_like, order))
+    Ok((select_only, tpcb_like, order, rules))
 }
 
 /// The measured runs, recording their order.

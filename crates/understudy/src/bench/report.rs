@@ -137,6 +137,37 @@ pub struct Settings {
     pub run_order: Vec<String>,
 }
 
+/// Select-only through understudy with and without a rules file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RulesReport {
+    /// The rules file.
+    pub file: String,
+    /// TPS through understudy without rules.
+    pub understudy_tps: f64,
+    /// TPS through understudy with the rules.
+    pub understudy_rules_tps: f64,
+    /// Latency with the rules.
+    pub understudy_rules_latency_ms: LatencyMs,
+    /// `understudy_rules_tps / understudy_tps`.
+    pub rules_on_vs_off: Option<f64>,
+}
+
+impl RulesReport {
+    /// The comparison of `without` and `with` rules.
+    pub fn new(file: String, without: &RunResult, with: &RunResult) -> RulesReport {
+        RulesReport {
+            file,
+            understudy_tps: round(without.tps, 1),
+            understudy_rules_tps: round(with.tps, 1),
+            understudy_rules_latency_ms: LatencyMs {
+                p50: round(with.latency.p50_ms, 3),
+                p99: round(with.latency.p99_ms, 3),
+            },
+            rules_on_vs_off: ratio(with.tps, without.tps),
+        }
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -144,6 +175,9 @@ pub struct Report {
     pub select_only: WorkloadReport,
     /// `pgbench -M prepared` (builtin tpcb-like).
     pub tpcb_like: WorkloadReport,
+    /// `--rules`: select-only through understudy with the rules file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesReport>,
     /// How it ran.
     pub settings: Settings,
 }
@@ -195,6 +229,22 @@ impl Report {
                 show_ratio(workload.understudy_vs_direct),
                 show_ratio(workload.understudy_vs_pgbouncer),
                 show_ratio(workload.pgbouncer_vs_direct),
+            ));
+        }
+        if let Some(rules) = &self.rules {
+            md.push_str(&format!(
+                "\n## rules (`pgbench -S -M prepared`, `--rules {}`)\n\n\
+                 | target | TPS | p50 (ms) | p99 (ms) |\n\
+                 |---|---:|---:|---:|\n\
+                 | understudy | {:.1} | | |\n\
+                 | understudy+rules | {:.1} | {:.3} | {:.3} |\n\
+                 \nrules on / off: {}\n",
+                rules.file,
+                rules.understudy_tps,
+                rules.understudy_rules_tps,
+                rules.understudy_rules_latency_ms.p50,
+                rules.understudy_rules_latency_ms.p99,
+                show_ratio(rules.rules_on_vs_off),
             ));
         }
         md.push_str(
@@ -266,6 +316,7 @@ mod tests {
         Report {
             select_only: WorkloadReport::new(&select),
             tpcb_like: WorkloadReport::new(&tpcb),
+            rules: None,
             settings: Settings {
                 seconds: 10,
                 clients: 8,
@@ -322,5 +373,22 @@ mod tests {
         assert!(md.contains("understudy / pgbouncer: n/a"));
         assert!(md.contains("same run"));
         assert_eq!(md.matches("| target | TPS |").count(), 2);
+    }
+
+    #[test]
+    fn rules_comparison_reports_the_ratio_on_over_off() {
+        let mut r = report();
+        assert!(!r.to_json().contains("rules_on_vs_off"));
+        r.rules = Some(RulesReport::new(
+            "examples/rules.toml".into(),
+            &run(25000.0, 0.3, 0.9),
+            &run(24000.0, 0.31, 0.95),
+        ));
+        let value: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(value["rules"]["rules_on_vs_off"], 0.96);
+        assert_eq!(value["rules"]["understudy_rules_tps"], 24000.0);
+        let md = r.to_markdown();
+        assert!(md.contains("rules on / off: 0.960"), "{md}");
+        assert!(md.contains("| understudy+rules | 24000.0 |"), "{md}");
     }
 }

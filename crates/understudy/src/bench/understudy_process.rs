@@ -33,11 +33,16 @@ pub fn render_config(
     admin_port: u16,
     auth_user: &str,
     servers: &[ServerEntry],
+    rules: Option<&Path>,
 ) -> String {
+    let rules = rules
+        .map(|r| format!("rules = {}\n", toml_string(&r.display().to_string())))
+        .unwrap_or_default();
     let mut text = format!(
         "# Written by `understudy bench`; auth.auth_password comes from {PASSWORD_ENV}.\n\
          [proxy]\n\
          listen = \"127.0.0.1:{proxy_port}\"\n\
+         {rules}\
          \n\
          [admin]\n\
          listen = \"127.0.0.1:{admin_port}\"\n\
@@ -86,7 +91,13 @@ impl UnderstudyProcess {
         exe: &Path,
         dir: &Path,
         cluster: &EmbeddedCluster,
+        rules: Option<&Path>,
     ) -> Result<UnderstudyProcess, BenchError> {
+        let name = if rules.is_some() {
+            "understudy-rules"
+        } else {
+            "understudy"
+        };
         let creds: &Credentials = &cluster.creds;
         let port = free_port()?;
         let mut admin_port = free_port()?;
@@ -100,14 +111,14 @@ impl UnderstudyProcess {
                 port: node.port(),
             })
             .collect();
-        let config_path = dir.join("understudy.toml");
+        let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config_path,
-            render_config(port, admin_port, &creds.superuser, &servers),
+            render_config(port, admin_port, &creds.superuser, &servers, rules),
         )
         .map_err(BenchError::io(format!("writing {}", config_path.display())))?;
 
-        let log = dir.join("understudy.log");
+        let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log)
             .map_err(BenchError::io(format!("creating {}", log.display())))?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -214,11 +225,13 @@ mod tests {
                     port: 7004,
                 },
             ],
+            Some(Path::new("/tmp/rules \"x\".toml")),
         );
         let config = understudy_config::Config::from_toml_str(&text).expect("valid config");
         assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(config.admin.listen.to_string(), "127.0.0.1:7002");
         assert_eq!(config.auth.auth_user, "under\"study");
+        assert_eq!(config.proxy.rules, "/tmp/rules \"x\".toml");
         let servers: Vec<(String, String, u16)> = config
             .servers
             .iter()
