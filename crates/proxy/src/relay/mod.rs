@@ -20,16 +20,14 @@
 //! bare byte copy (read, write, nothing else) — on a small machine the cost
 //! of a proxy is exactly its wake-ups and syscalls per message.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use understudy_protocol::backend::sqlstate::{
@@ -37,13 +35,17 @@ use understudy_protocol::backend::sqlstate::{
 };
 use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
-use understudy_protocol::frontend::{
-    self, encode_bind, encode_close_statement, encode_execute, encode_flush, encode_parse,
-    encode_query,
-};
+use understudy_protocol::frontend::{self, encode_flush, encode_query};
 use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
 
 use std::sync::Arc;
+
+mod autocommit;
+mod idle;
+
+use self::autocommit::inject_implicit_stamp;
+pub use self::autocommit::SyncHold;
+pub use self::idle::IdleTimer;
 
 use crate::commit_log::CommitLog;
 use crate::commit_sql::is_commit;
@@ -128,45 +130,6 @@ pub struct RelayState {
     pub rules: Option<Box<crate::rules::SessionRulesState>>,
 }
 
-/// The timer of `proxy.idle_in_transaction_timeout_ms`: armed when the
-/// session is inside a transaction with nothing in flight, disarmed as soon
-/// as the client sends something.
-pub struct IdleTimer {
-    after: Duration,
-    sleep: Pin<Box<Sleep>>,
-    armed: bool,
-}
-
-impl IdleTimer {
-    /// A timer that fires after `after` of idleness in a transaction.
-    pub fn new(after: Duration) -> Self {
-        IdleTimer {
-            after,
-            sleep: Box::pin(tokio::time::sleep(after)),
-            armed: false,
-        }
-    }
-
-    /// The configured idle time.
-    pub fn after(&self) -> Duration {
-        self.after
-    }
-
-    /// `Ready` once the session has been idle in a transaction for the
-    /// whole period; `idle` says whether it is now.
-    fn poll(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<()> {
-        if !idle {
-            self.armed = false;
-            return Poll::Pending;
-        }
-        if !self.armed {
-            self.sleep.as_mut().reset(Instant::now() + self.after);
-            self.armed = true;
-        }
-        self.sleep.as_mut().poll(cx)
-    }
-}
-
 impl RelayState {
     /// State of a session that just opened on backend `pid`.
     pub fn new(limits: Limits, pid: i32) -> Self {
@@ -188,40 +151,6 @@ impl RelayState {
             rules: None,
         }
     }
-
-    /// After the session moved: a Sync held for its stamp goes on once the
-    /// replies it waited for are in (the replay brought them back), or at
-    /// once when the move abandoned the batch.
-    pub fn settle_sync_hold(&mut self, to_server: &mut Pipe) {
-        match self.sync_hold {
-            SyncHold::Waiting if self.journal.is_idle() => self.sync_hold = SyncHold::Pass,
-            SyncHold::Waiting if self.journal.outstanding() == 0 => {
-                self.sync_hold = SyncHold::Ready
-            }
-            SyncHold::Waiting | SyncHold::Off => return,
-            SyncHold::Ready | SyncHold::Pass => {}
-        }
-        if !self.client_terminated {
-            to_server.resume_reading();
-        }
-    }
-}
-
-/// The Sync of an autocommit extended batch that may write is held until
-/// the server has answered the batch (a Flush is sent in its place), then
-/// goes with the commit stamp in front of it: the client has every reply
-/// but the final ReadyForQuery before the transaction can commit, so a
-/// failover in between is resolved exactly by the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncHold {
-    /// No Sync held.
-    Off,
-    /// A Sync waits, unread, for the replies of its batch.
-    Waiting,
-    /// The replies are in: stamp (unless the batch failed) and send it.
-    Ready,
-    /// Send the held Sync as it is.
-    Pass,
 }
 
 /// Why the relay stopped.
@@ -637,30 +566,6 @@ fn scan_client(
         }
         return Ok(());
     }
-}
-
-/// Name of the prepared statement of an implicit stamp (closed first, so
-/// a leftover from an aborted batch never collides).
-const STAMP_STATEMENT: &str = "understudy_stamp";
-
-/// Appends the stamp of an implicit transaction to `out` and journals it:
-/// a named statement (the client's unnamed statement stays untouched) run
-/// through the unnamed portal, which the client's Sync ends anyway.
-fn inject_implicit_stamp(out: &mut BytesMut, journal: &mut Journal) {
-    let token = ledger::new_token();
-    let mut start = out.len();
-    encode_close_statement(STAMP_STATEMENT, out);
-    journal.injected_request(&out[start..]);
-    start = out.len();
-    encode_parse(STAMP_STATEMENT, &ledger::stamp_sql(token), out);
-    journal.injected_request(&out[start..]);
-    start = out.len();
-    encode_bind("", STAMP_STATEMENT, out);
-    journal.injected_request(&out[start..]);
-    start = out.len();
-    encode_execute("", out);
-    journal.injected_message(&out[start..], token);
-    journal.mark_stamp_implicit();
 }
 
 /// Scans bytes from the server: follows replies and the transaction
