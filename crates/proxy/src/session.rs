@@ -474,19 +474,42 @@ async fn end_after_client_failure(
         SessionError::Refused(fields) => Some(fields.clone()),
         _ => None,
     };
+    let mut out = BytesMut::new();
+    encode_terminate(&mut out);
+    let _ = server.stream.write_all(&out).await;
     if let Some(fields) = fields {
         let mut out = BytesMut::new();
         fields.encode_error(&mut out);
         let _ = client.stream.write_all(&out).await;
+        linger_close(&mut client.stream).await;
     }
-    let mut out = BytesMut::new();
-    encode_terminate(&mut out);
-    let _ = server.stream.write_all(&out).await;
     if e.is_quiet() {
         tracing::debug!(%peer, "session ended: {e}");
     } else {
         tracing::info!(%peer, "session ended: {e}");
     }
+}
+
+/// How long a refused client's remaining input is read and dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Closes a client connection after an error so that the client reads the
+/// error: closing a socket with unread input makes the kernel reset the
+/// connection, and a client still sending (the rest of a refused message)
+/// would lose the error with it. The write side is shut first, then input
+/// is drained until the client closes or [`LINGER`] passes.
+async fn linger_close(stream: &mut Stream) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 16 * 1024];
+    let drain = async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Runs the startup phase. `Ok(None)` means the connection was a cancel
