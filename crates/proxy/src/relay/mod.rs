@@ -568,6 +568,28 @@ fn scan_client(
     }
 }
 
+/// Takes the whole server message of `total` bytes at the front of
+/// `pipe.buf` out of the relayed stream: `relayed` (what came before it)
+/// goes to `out`, the journal follows the message as the server sent it,
+/// and the caller decides what, if anything, the client gets instead.
+fn take_server_frame(
+    pipe: &mut Pipe,
+    total: usize,
+    relayed: &[u8],
+    out: &mut BytesMut,
+    journal: &mut Journal,
+) -> BytesMut {
+    let frame = pipe.buf.split_to(total);
+    out.extend_from_slice(relayed);
+    journal.server_piece(Piece::Start {
+        tag: frame[0],
+        total,
+        bytes: &frame,
+        rest: 0,
+    });
+    frame
+}
+
 /// Scans bytes from the server: follows replies and the transaction
 /// status, holds back a FATAL error, and rewrites the pid of the session's
 /// own notifications after a move.
@@ -717,9 +739,8 @@ fn scan_server(
             // except an error, which it gets as a warning (its COMMIT will
             // then report ROLLBACK, as PostgreSQL does for a failed
             // transaction).
-            let frame = pipe.buf.split_to(total);
             let out = assembled.get_or_insert_with(BytesMut::new);
-            out.extend_from_slice(&relayed);
+            let frame = take_server_frame(pipe, total, &relayed, out, &mut state.journal);
             if frame[0] == backend::tag::ERROR_RESPONSE {
                 if let Ok(mut fields) = ErrorFields::parse(body_of(&frame)) {
                     if state.journal.stamp_is_implicit() {
@@ -738,27 +759,14 @@ fn scan_server(
                     }
                 }
             }
-            state.journal.server_piece(Piece::Start {
-                tag: frame[0],
-                total,
-                bytes: &frame,
-                rest: 0,
-            });
             continue;
         }
         if let Some((total, error)) = refusal {
             // A Parse refused by a rule: the server's error for its
             // stand-in statement becomes the refusal. The journal digests
             // the server's bytes, which a replay reproduces.
-            let frame = pipe.buf.split_to(total);
             let out = assembled.get_or_insert_with(BytesMut::new);
-            out.extend_from_slice(&relayed);
-            state.journal.server_piece(Piece::Start {
-                tag: frame[0],
-                total,
-                bytes: &frame,
-                rest: 0,
-            });
+            take_server_frame(pipe, total, &relayed, out, &mut state.journal);
             error.encode_error(out);
             continue;
         }
@@ -766,15 +774,8 @@ fn scan_server(
             // A row with masked values: the journal digests the server's
             // own bytes (a replay compares them with the new server's), the
             // client gets the masked row.
-            let frame = pipe.buf.split_to(total);
             let out = assembled.get_or_insert_with(BytesMut::new);
-            out.extend_from_slice(&relayed);
-            state.journal.server_piece(Piece::Start {
-                tag: frame[0],
-                total,
-                bytes: &frame,
-                rest: 0,
-            });
+            take_server_frame(pipe, total, &relayed, out, &mut state.journal);
             out.extend_from_slice(&row);
             continue;
         }
