@@ -203,6 +203,19 @@ pub fn encode_execute(portal: &str, out: &mut BytesMut) {
     w.finish();
 }
 
+/// Appends a Describe of `portal` (its RowDescription, or NoData).
+pub fn encode_describe_portal(portal: &str, out: &mut BytesMut) {
+    let mut w = FrameWriter::tagged(out, tag::DESCRIBE);
+    w.u8(b'P');
+    w.cstr(portal);
+    w.finish();
+}
+
+/// Appends a Sync message.
+pub fn encode_sync(out: &mut BytesMut) {
+    FrameWriter::tagged(out, tag::SYNC).finish();
+}
+
 /// Appends a Close of the prepared statement `statement`.
 pub fn encode_close_statement(statement: &str, out: &mut BytesMut) {
     let mut w = FrameWriter::tagged(out, tag::CLOSE);

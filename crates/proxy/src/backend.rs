@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use understudy_auth::{md5_response, md5_secret, ScramClient, ScramCredential};
 use understudy_protocol::backend::{
-    sqlstate, tag, Authentication, BackendKeyData, ErrorFields, Severity,
+    sqlstate, tag, Authentication, BackendKeyData, ErrorFields, ParameterStatus, Severity,
 };
 use understudy_protocol::frontend::{encode_password, encode_sasl_response, SaslInitialResponse};
 use understudy_protocol::startup::StartupMessage;
@@ -50,6 +50,29 @@ pub struct BackendConn {
     /// ParameterStatus and NoticeResponse messages of the greeting, encoded,
     /// to pass on to the client.
     pub greeting: BytesMut,
+}
+
+impl BackendConn {
+    /// The server parameters its greeting reported (`client_encoding`,
+    /// `standard_conforming_strings`, …).
+    pub fn greeting_parameters(&self) -> std::collections::HashMap<String, String> {
+        let mut parameters = std::collections::HashMap::new();
+        let mut rest = &self.greeting[..];
+        while let Ok(Some((message, total))) =
+            understudy_protocol::Frame::peek_header(rest, usize::MAX)
+        {
+            let Some(frame) = rest.get(..total) else {
+                break;
+            };
+            if message == tag::PARAMETER_STATUS {
+                if let Ok(p) = ParameterStatus::parse(&frame[5..]) {
+                    parameters.insert(p.name, p.value);
+                }
+            }
+            rest = &rest[total..];
+        }
+        parameters
+    }
 }
 
 /// Connects to `addr` and starts a session as `user` with the client's

@@ -3,6 +3,8 @@
 //! SQL text. A small tokenizer — whitespace, `--` and nested `/* */`
 //! comments, keywords, one optional `;` — because the proxy checks this on
 //! the hot path of every transaction's end and needs no full parse for it.
+//! Beside it, the quick classifications of statement text the journal and
+//! the relay need: reads, data writes, transaction control, COPY.
 
 /// True when `sql` is exactly one transaction commit.
 pub fn is_commit(sql: &[u8]) -> bool {
@@ -114,6 +116,33 @@ mod tests {
     }
 
     #[test]
+    fn data_writes_are_recognised() {
+        use super::is_data_write;
+        for sql in [
+            "insert into t values (1)",
+            " /* app */ UPDATE t SET a = 1",
+            "delete from t",
+            "merge into t using s on true when matched then delete",
+            "truncate t",
+            "with x as (delete from t returning *) select * from x",
+            "select * into t2 from t",
+        ] {
+            assert!(is_data_write(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "select 1",
+            "with x as (select 1) select * from x",
+            "create table t (a int)",
+            "vacuum t",
+            "call p()",
+            "copy t from stdin",
+            "",
+        ] {
+            assert!(!is_data_write(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn commits_are_recognised() {
         for sql in [
             "COMMIT",
@@ -196,6 +225,27 @@ pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
             | b"ROLLBACK"
             | b"ABORT"
     ) && !has_second_statement(sql)
+}
+
+/// True when `sql` is a statement that writes data and runs the same in the
+/// simple and the extended protocol: `INSERT`, `UPDATE`, `DELETE`, `MERGE`,
+/// `TRUNCATE`, `SELECT … INTO`, or a `WITH` that holds one of the first four.
+/// DDL, `CALL`, `VACUUM` and other utility statements are not (some cannot
+/// run inside a transaction block or a pipeline, and `CALL` may commit).
+pub fn is_data_write(sql: &[u8]) -> bool {
+    let words = loose_words(sql);
+    let Some(first) = words.first() else {
+        return false;
+    };
+    let is = |w: &[u8], of: &[&[u8]]| of.iter().any(|k| w.eq_ignore_ascii_case(k));
+    const DML: &[&[u8]] = &[b"INSERT", b"UPDATE", b"DELETE", b"MERGE"];
+    if is(first, DML) || is(first, &[b"TRUNCATE"]) {
+        return true;
+    }
+    if is(first, &[b"WITH"]) {
+        return words.iter().any(|w| is(w, DML));
+    }
+    is(first, &[b"SELECT"]) && words.iter().any(|w| is(w, &[b"INTO"]))
 }
 
 /// True when `sql` is a COPY statement.

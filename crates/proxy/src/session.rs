@@ -127,6 +127,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         identity,
         ledger,
     } = opened;
+    let parameters = backend.greeting_parameters();
     let m = &ctx.metrics;
     metrics::inc(&m.sessions_total);
     metrics::inc(&m.sessions_active);
@@ -142,6 +143,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         budget: Arc::clone(&ctx.journal_budget),
     };
     let mut state = RelayState::new(limits, backend.key.process_id);
+    state.parameters = parameters;
     state.max_pipelined_requests = ctx.config.proxy.max_pipelined_requests;
     state.idle_in_transaction = ctx
         .config

@@ -11,6 +11,7 @@
 //! - [`rules`]: the compiled rules and the client filter.
 //! - [`names`]: table names, column names and `*` patterns.
 //! - [`analysis`]: what a statement does, from its parse tree.
+//! - [`lexical`]: how many statements a query string holds, from the lexer.
 //! - [`cache`]: analyses cached by statement text.
 //! - [`rewrite`]: fingerprint replacements and parse-tree rewrites.
 //! - [`access`]: what `deny` and `allow` rules refuse.
@@ -23,6 +24,7 @@ pub mod access;
 pub mod analysis;
 pub mod cache;
 pub mod error;
+pub mod lexical;
 mod load;
 pub mod mask;
 pub mod model;

@@ -300,6 +300,8 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
     let commit_outstanding =
         (0..old.len()).any(|i| !old[i].done && state.journal.request_commits(i));
     let explicit = state.journal.tx_status != TransactionStatus::Idle && !commit_outstanding;
+    // A Sync of an autocommit batch would have committed it.
+    let implicit = state.journal.tx_status == TransactionStatus::Idle;
     let status = if explicit {
         TransactionStatus::Failed
     } else {
@@ -346,7 +348,8 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
                 FrameWriter::tagged(&mut out, understudy_protocol::backend::tag::CLOSE_COMPLETE)
                     .finish();
             }
-            // The transaction's error belongs to what the client runs.
+            // The transaction's error belongs to what the client runs, or
+            // to the Sync that would have committed an implicit one.
             ftag::QUERY
             | ftag::FUNCTION_CALL
             | ftag::PARSE
@@ -355,13 +358,11 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
             | ftag::EXECUTE
                 if first =>
             {
-                ErrorFields::new(
-                    Severity::Error,
-                    SERIALIZATION_FAILURE,
-                    format!("the transaction was interrupted by a failover and could not be replayed: {why}"),
-                )
-                .with_hint("Retry the transaction.")
-                .encode_error(&mut out);
+                serialization_failure(why, &mut out);
+                first = false;
+            }
+            ftag::SYNC if first && implicit => {
+                serialization_failure(why, &mut out);
                 first = false;
             }
             ftag::QUERY | ftag::FUNCTION_CALL if explicit => {
@@ -390,6 +391,18 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
     state.backend_pid = backend.key.process_id;
     metrics_divergence(ctx);
     Ok(backend)
+}
+
+/// Appends the `40001` a client gets for a transaction that could not be
+/// replayed, saying `why`.
+fn serialization_failure(why: &str, out: &mut BytesMut) {
+    ErrorFields::new(
+        Severity::Error,
+        SERIALIZATION_FAILURE,
+        format!("the transaction was interrupted by a failover and could not be replayed: {why}"),
+    )
+    .with_hint("Retry the transaction.")
+    .encode_error(out);
 }
 
 fn metrics_divergence(ctx: &ProxyContext) {

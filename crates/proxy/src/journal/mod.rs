@@ -137,6 +137,11 @@ pub struct Request {
     /// Sent by the proxy itself (the commit stamp); its reply is not the
     /// client's.
     pub injected: bool,
+    /// Sent by the proxy in place of a client's simple Query (its Parse,
+    /// Bind, Describe and Execute): the reply is the client's, except the
+    /// acknowledgements the simple protocol does not send (ParseComplete,
+    /// BindComplete, NoData).
+    pub translated: bool,
 }
 
 /// Per-session journal limits, and the budget shared by all sessions.
@@ -423,6 +428,7 @@ impl Journal {
             frame,
             reply,
             injected: false,
+            translated: false,
         });
     }
 
@@ -477,6 +483,15 @@ impl Journal {
         }
     }
 
+    /// Records a message the proxy sends in place of a client's simple
+    /// Query (see [`Request::translated`]).
+    pub fn translated_request(&mut self, frame: &[u8]) {
+        self.client_message(frame[0], Some(frame));
+        if let Some(last) = self.requests.last_mut() {
+            last.translated = true;
+        }
+    }
+
     /// Marks the unit's stamp as one of an implicit transaction: the Sync
     /// commits it, and an error of the stamp is the client's error.
     pub fn mark_stamp_implicit(&mut self) {
@@ -522,14 +537,31 @@ impl Journal {
         may_write
     }
 
-    /// True when the next reply message belongs to an injected request.
-    pub fn next_reply_is_injected(&mut self) -> bool {
-        self.current().is_some_and(|i| self.requests[i].injected)
+    /// True when the next reply message, of type `tag`, is for the proxy
+    /// and not the client: a reply to an injected request, or an
+    /// acknowledgement the simple protocol does not send to a translated
+    /// Query.
+    pub fn next_reply_is_proxys(&mut self, tag: u8) -> bool {
+        self.current().is_some_and(|i| {
+            let request = &self.requests[i];
+            request.injected
+                || (request.translated
+                    && matches!(
+                        tag,
+                        backend::tag::PARSE_COMPLETE
+                            | backend::tag::BIND_COMPLETE
+                            | backend::tag::NO_DATA
+                    ))
+        })
     }
 
-    /// True when an injected request still waits for (part of) its reply.
-    pub fn injected_pending(&self) -> bool {
-        self.requests.iter().any(|r| r.injected && !r.reply.done)
+    /// True when an injected or translated request still waits for (part
+    /// of) its reply: its reply messages are then followed whole, to take
+    /// out what the client must not see.
+    pub fn proxy_replies_pending(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| (r.injected || r.translated) && !r.reply.done)
     }
 
     fn block_unit(&mut self, reason: NotReplayable) {
@@ -699,7 +731,10 @@ impl Journal {
         // Prepared statements are not transactional: whatever the unit's
         // fate, the ones it created or closed stay so. They become session
         // state only now, so that a replay of an open unit recreates its own.
-        for request in self.requests[..end].iter().filter(|r| !r.injected) {
+        for request in self.requests[..end]
+            .iter()
+            .filter(|r| !r.injected && !r.translated)
+        {
             let answered = request.reply.bytes > 0 && !request.reply.failed;
             let frame = request.frame.clone().map(|r| &self.arena[r]);
             match request.tag {

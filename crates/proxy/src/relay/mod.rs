@@ -43,8 +43,8 @@ use std::sync::Arc;
 mod autocommit;
 mod idle;
 
-use self::autocommit::inject_implicit_stamp;
 pub use self::autocommit::SyncHold;
+use self::autocommit::{inject_implicit_stamp, translatable, translate_query};
 pub use self::idle::IdleTimer;
 
 use crate::commit_log::CommitLog;
@@ -122,6 +122,9 @@ pub struct RelayState {
     pub park_when_idle: bool,
     /// Where an autocommit batch's Sync is held for its commit stamp.
     pub sync_hold: SyncHold,
+    /// The held Sync is the proxy's own: it ends a client's simple Query
+    /// that went through the extended protocol, and the relay sends it.
+    pub held_sync_is_proxys: bool,
     /// Requests the client may have outstanding at once.
     pub max_pipelined_requests: usize,
     /// Ends the session when it sits idle inside a transaction too long.
@@ -146,6 +149,7 @@ impl RelayState {
             commit_log: None,
             park_when_idle: false,
             sync_hold: SyncHold::Off,
+            held_sync_is_proxys: false,
             max_pipelined_requests: usize::MAX,
             idle_in_transaction: None,
             rules: None,
@@ -195,8 +199,13 @@ where
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
         }
+        state.release_proxys_sync(to_server);
         let released = matches!(state.sync_hold, SyncHold::Ready | SyncHold::Pass);
-        if released && to_server.done_reading && !state.client_terminated {
+        if released
+            && to_server.done_reading
+            && !state.client_terminated
+            && !state.held_sync_is_proxys
+        {
             // The held Sync's batch is answered: read it again to send it.
             to_server.resume_reading();
         }
@@ -207,7 +216,12 @@ where
         if let Poll::Ready(end) = from_client {
             return Poll::Ready(end);
         }
-        let holding_sync = state.sync_hold == SyncHold::Waiting;
+        if state.release_proxys_sync(to_server) {
+            // Written by the next poll.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let holding_sync = state.sync_hold == SyncHold::Waiting || state.held_sync_is_proxys;
         let mut waiting = false;
         if let Some(rules) = state.rules.as_deref_mut() {
             if rules.poll_wait(cx) {
@@ -366,8 +380,10 @@ fn scan_client(
         let mut sync_event = None;
         let mut refused = None;
         let rules = &mut state.rules;
+        let parameters = &state.parameters;
         let mut replacement: Option<(usize, BytesMut)> = None;
         let mut wait = false;
+        let mut translate = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -441,6 +457,16 @@ fn scan_client(
                             None => {}
                         }
                     }
+                    if tag == frontend::tag::QUERY
+                        && rest == 0
+                        && autocommit
+                        && hold == SyncHold::Off
+                        && journal.is_idle()
+                        && translatable(body_of(bytes), parameters).is_some()
+                    {
+                        translate = Some(total);
+                        return ControlFlow::Break(Stop::Before);
+                    }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
                         metrics::inc(&metrics.queries_total);
                     }
@@ -459,6 +485,24 @@ fn scan_client(
             });
         }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
+        if let Some(total) = translate {
+            // An autocommit write sent as a simple Query: it goes through
+            // the extended protocol, and its Sync (the proxy's) waits for
+            // the replies, as for an extended batch.
+            let query = pipe.buf.split_to(total);
+            let mut out = assembled.take().unwrap_or_default();
+            out.extend_from_slice(&relayed);
+            if let Some(sql) = translatable(body_of(&query), &state.parameters) {
+                metrics::inc(&metrics.queries_total);
+                translate_query(sql, &mut out, &mut state.journal);
+            }
+            state.sync_hold = SyncHold::Waiting;
+            state.held_sync_is_proxys = true;
+            pipe.out = out.freeze();
+            pipe.done_reading = true;
+            pipe.unscanned = true;
+            return Ok(());
+        }
         match sync_event {
             Some(SyncHold::Waiting) => {
                 // Hold the Sync; the Flush makes the server answer the batch.
@@ -476,13 +520,8 @@ fn scan_client(
             Some(SyncHold::Ready) => {
                 let out = assembled.get_or_insert_with(BytesMut::new);
                 out.extend_from_slice(&relayed);
-                let journal = &mut state.journal;
-                let still_implicit = state.ledger
-                    && journal.commit_token.is_none()
-                    && journal.tx_status == TransactionStatus::Idle
-                    && !journal.skipping_to_sync();
-                if still_implicit {
-                    inject_implicit_stamp(out, journal);
+                if state.stamps_implicit() {
+                    inject_implicit_stamp(out, &mut state.journal);
                 }
                 state.sync_hold = SyncHold::Pass;
                 continue;
@@ -605,7 +644,7 @@ fn scan_server(
         let parameters = &mut state.parameters;
         let rewrite_pid = (state.backend_pid != state.client_pid).then_some(state.backend_pid);
         let failed_over = state.failed_over_transaction.is_some();
-        let injected_pending = journal.injected_pending();
+        let proxy_pending = journal.proxy_replies_pending();
         let rules = &mut state.rules;
         let (tracking, wants_rows) = match rules.as_deref() {
             Some(r) if r.tracking() => (true, r.results.wants_rows()),
@@ -625,7 +664,7 @@ fn scan_server(
             .scan(
                 &pipe.buf,
                 |tag, _| {
-                    injected_pending
+                    proxy_pending
                         || server_message_needed_whole(tag)
                         || tag == backend::tag::PARAMETER_STATUS
                         || tag == backend::tag::NOTIFICATION_RESPONSE
@@ -648,10 +687,10 @@ fn scan_server(
                         // (e.g. its postmaster died), not the stamp's reply:
                         // it is held like any other, and the stamp stays in
                         // flight for the failover to resolve.
-                        if injected_pending
+                        if proxy_pending
                             && !is_asynchronous(tag)
                             && !is_fatal_error(tag, bytes)
-                            && journal.next_reply_is_injected()
+                            && journal.next_reply_is_proxys(tag)
                         {
                             drop = Some(total);
                             return ControlFlow::Break(Stop::Before);

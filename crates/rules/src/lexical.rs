@@ -1,0 +1,101 @@
+//! What PostgreSQL's own lexer says about a query string, for callers that
+//! must know its shape without parsing it: how many statements it holds and
+//! whether it refers to parameters (`$1`). The proxy uses this to decide
+//! whether a simple Query can run through the extended protocol unchanged.
+//!
+//! The lexer is PostgreSQL's (through `pg_query`), so quotes, dollar quotes,
+//! escape strings, nested comments and identifiers are split exactly as the
+//! server splits them — with `standard_conforming_strings` on, which the
+//! caller must check.
+
+use pg_query::protobuf::Token;
+
+/// The lexical shape of a query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Statements in the string; empty ones (`;;`) and comments do not count.
+    pub statements: usize,
+    /// A `$n` parameter reference appears.
+    pub has_parameters: bool,
+}
+
+/// The shape of `sql`, or `None` when the lexer rejects it (an unterminated
+/// quote or comment, a NUL byte).
+pub fn shape(sql: &str) -> Option<Shape> {
+    let scanned = pg_query::scan(sql).ok()?;
+    let mut shape = Shape {
+        statements: 0,
+        has_parameters: false,
+    };
+    let mut in_statement = false;
+    for token in &scanned.tokens {
+        match Token::try_from(token.token) {
+            Ok(Token::SqlComment | Token::CComment) => continue,
+            Ok(Token::Ascii59) => {
+                in_statement = false;
+                continue;
+            }
+            Ok(Token::Param) => shape.has_parameters = true,
+            _ => {}
+        }
+        if !in_statement {
+            shape.statements += 1;
+            in_statement = true;
+        }
+    }
+    Some(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shape, Shape};
+
+    fn statements(sql: &str) -> usize {
+        shape(sql).expect(sql).statements
+    }
+
+    #[test]
+    fn statements_are_counted_as_the_server_splits_them() {
+        assert_eq!(statements("insert into t values (1)"), 1);
+        assert_eq!(statements("insert into t values (1);"), 1);
+        assert_eq!(statements(";; update t set a = 1 ;; -- done"), 1);
+        assert_eq!(statements("select 1; select 2"), 2);
+        assert_eq!(statements("select 1 -- don't;\n; select 2"), 2);
+        assert_eq!(
+            statements("insert into t values ('a;b', $$c;d$$, E'\\';')"),
+            1
+        );
+        assert_eq!(statements("/* a; /* nested; */ b; */ delete from t"), 1);
+        assert_eq!(statements("select \"x;y\" from t"), 1);
+        assert_eq!(statements("-- only a comment"), 0);
+        assert_eq!(statements(""), 0);
+    }
+
+    #[test]
+    fn parameters_are_seen_outside_quotes_only() {
+        let with = shape("update t set a = $1").expect("lexes");
+        assert_eq!(
+            with,
+            Shape {
+                statements: 1,
+                has_parameters: true
+            }
+        );
+        assert!(
+            !shape("update t set a = '$1'")
+                .expect("lexes")
+                .has_parameters
+        );
+        assert!(
+            !shape("update t set a = $tag$ $1 $tag$")
+                .expect("lexes")
+                .has_parameters
+        );
+    }
+
+    #[test]
+    fn unterminated_text_is_rejected() {
+        assert_eq!(shape("insert into t values ('abc"), None);
+        assert_eq!(shape("select 1 /* open"), None);
+    }
+}
