@@ -149,7 +149,18 @@ const SIMPLE_QUERIES: &[(&str, bool)] = &[
     ("select * into t_copy from t", true),
     ("update t set note = 'x;y' where id = 1;", true),
     ("select id + 0, note || '' from t order by id", false),
-    ("insert into t values (7, 'g'); insert into t values (8, 'h')", false),
+    ("insert into t values (7, 'g'); insert into t values (8, 'h')", true),
+    ("select 1; insert into t values (9, 'i') returning id + 1", true),
+    ("insert into t values (10, 'j'); insert into t values (1, 'dup')", false),
+    ("insert into t values (11, 'k'); insert into", false),
+    ("insert into t values (12, 'l'); select 1/0", false),
+    (
+        "begin; insert into t values (13, 'é'); update t set note = 'm' where id = 13; commit",
+        true,
+    ),
+    ("begin; insert into t values (14, 'n'); insert into t values (x); commit", false),
+    ("rollback", false),
+    ("select count(*) from t", false),
 ];
 
 /// Runs every query of [`SIMPLE_QUERIES`] on `port` from the same table

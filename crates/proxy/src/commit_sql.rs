@@ -143,6 +143,21 @@ mod tests {
     }
 
     #[test]
+    fn transaction_starts_are_recognised() {
+        use super::starts_transaction;
+        for sql in [
+            "begin",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "start transaction read only",
+        ] {
+            assert!(starts_transaction(sql.as_bytes()), "{sql}");
+        }
+        for sql in ["begin; commit", "commit", "start", "select 'begin'"] {
+            assert!(!starts_transaction(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn commits_are_recognised() {
         for sql in [
             "COMMIT",
@@ -246,6 +261,36 @@ pub fn is_data_write(sql: &[u8]) -> bool {
         return words.iter().any(|w| is(w, DML));
     }
     is(first, &[b"SELECT"]) && words.iter().any(|w| is(w, &[b"INTO"]))
+}
+
+/// True when `sql` names a data-writing keyword anywhere (outside quotes
+/// and comments): a statement list that may hold a data write.
+pub fn mentions_data_write(sql: &[u8]) -> bool {
+    loose_words(sql).iter().any(|w| {
+        [
+            &b"INSERT"[..],
+            b"UPDATE",
+            b"DELETE",
+            b"MERGE",
+            b"TRUNCATE",
+            b"INTO",
+        ]
+        .iter()
+        .any(|k| w.eq_ignore_ascii_case(k))
+    })
+}
+
+/// True when `sql` is one statement that opens a transaction block
+/// (`BEGIN …` or `START TRANSACTION …`).
+pub fn starts_transaction(sql: &[u8]) -> bool {
+    let words = loose_words(sql);
+    let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
+    let opens = match keyword(0).as_deref() {
+        Some(b"BEGIN") => true,
+        Some(b"START") => keyword(1).as_deref() == Some(b"TRANSACTION".as_slice()),
+        _ => false,
+    };
+    opens && !has_second_statement(sql)
 }
 
 /// True when `sql` is a COPY statement.

@@ -1,6 +1,7 @@
 //! What PostgreSQL's own lexer says about a query string, for callers that
 //! must know its shape without parsing it: how many statements it holds and
-//! whether it refers to parameters (`$1`). The proxy uses this to decide
+//! whether it refers to parameters (`$1`); and, through the raw parser,
+//! where each statement of a valid string is. The proxy uses this to decide
 //! whether a simple Query can run through the extended protocol unchanged.
 //!
 //! The lexer is PostgreSQL's (through `pg_query`), so quotes, dollar quotes,
@@ -46,29 +47,55 @@ pub fn shape(sql: &str) -> Option<Shape> {
     Some(shape)
 }
 
+/// The byte range of each statement of `sql` (from just after the previous
+/// `;`, comments included, to its last token), or `None` when the string does not parse — the
+/// server would then refuse the whole string before running any of it.
+pub fn statements(sql: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let split = pg_query::split_with_parser(sql).ok()?;
+    let base = sql.as_ptr() as usize;
+    Some(
+        split
+            .iter()
+            .map(|statement| {
+                let start = statement.as_ptr() as usize - base;
+                start..start + statement.len()
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{shape, Shape};
+    use super::{shape, statements, Shape};
 
-    fn statements(sql: &str) -> usize {
+    #[test]
+    fn statements_are_located_by_the_parser() {
+        let sql = "insert into t values (';'); /* x */ update t set a = 1 ;";
+        let ranges = statements(sql).expect("parses");
+        let texts: Vec<&str> = ranges.iter().map(|r| &sql[r.clone()]).collect();
+        assert_eq!(
+            texts,
+            ["insert into t values (';')", " /* x */ update t set a = 1 "]
+        );
+        assert_eq!(statements("select 1; insert into"), None);
+    }
+
+    fn count(sql: &str) -> usize {
         shape(sql).expect(sql).statements
     }
 
     #[test]
     fn statements_are_counted_as_the_server_splits_them() {
-        assert_eq!(statements("insert into t values (1)"), 1);
-        assert_eq!(statements("insert into t values (1);"), 1);
-        assert_eq!(statements(";; update t set a = 1 ;; -- done"), 1);
-        assert_eq!(statements("select 1; select 2"), 2);
-        assert_eq!(statements("select 1 -- don't;\n; select 2"), 2);
-        assert_eq!(
-            statements("insert into t values ('a;b', $$c;d$$, E'\\';')"),
-            1
-        );
-        assert_eq!(statements("/* a; /* nested; */ b; */ delete from t"), 1);
-        assert_eq!(statements("select \"x;y\" from t"), 1);
-        assert_eq!(statements("-- only a comment"), 0);
-        assert_eq!(statements(""), 0);
+        assert_eq!(count("insert into t values (1)"), 1);
+        assert_eq!(count("insert into t values (1);"), 1);
+        assert_eq!(count(";; update t set a = 1 ;; -- done"), 1);
+        assert_eq!(count("select 1; select 2"), 2);
+        assert_eq!(count("select 1 -- don't;\n; select 2"), 2);
+        assert_eq!(count("insert into t values ('a;b', $$c;d$$, E'\\';')"), 1);
+        assert_eq!(count("/* a; /* nested; */ b; */ delete from t"), 1);
+        assert_eq!(count("select \"x;y\" from t"), 1);
+        assert_eq!(count("-- only a comment"), 0);
+        assert_eq!(count(""), 0);
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub async fn resolve(
     };
     for &i in &outstanding {
         let request = &requests[i];
+        if request.translated && request.tag != ftag::EXECUTE {
+            // The client sent a simple Query: no acknowledgements.
+            continue;
+        }
         let frame = journal.frame(request).unwrap_or_default();
         match request.tag {
             ftag::QUERY => {

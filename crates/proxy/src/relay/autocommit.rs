@@ -2,21 +2,16 @@
 //! of an autocommit extended batch, and the stamp that goes in front of its
 //! Sync once the batch is answered.
 //!
-//! A simple Query of one data-writing statement gets the same treatment by
-//! going through the extended protocol instead ([`translate_query`]): the
-//! server runs it the same way and sends the same replies, but its end — a
-//! Sync, the proxy's own here — can wait for the replies and carry the stamp.
-
-use std::collections::HashMap;
+//! A simple Query that writes gets the same treatment by going through the
+//! extended protocol instead (`relay::translate`): its end is then a Sync of
+//! the proxy's own, which the relay holds and sends itself.
 
 use bytes::BytesMut;
 use understudy_protocol::frontend::{
-    encode_bind, encode_close_statement, encode_describe_portal, encode_execute, encode_flush,
-    encode_parse, encode_sync, tag,
+    encode_bind, encode_close_statement, encode_execute, encode_parse, encode_sync, tag,
 };
 
-use super::{Pipe, RelayState};
-use crate::commit_sql;
+use super::{translate, Pipe, RelayState};
 use crate::journal::Journal;
 use crate::ledger;
 
@@ -66,17 +61,22 @@ impl RelayState {
     }
 
     /// Sends the proxy's own Sync of a translated Query once its hold is
-    /// released (stamped when [`Self::stamps_implicit`]), and reads the
-    /// client again. False while there is nothing to send yet, or while
-    /// earlier bytes for the server are still being written.
+    /// released — behind the stamp and the Query's COMMIT, if it has one,
+    /// when [`Self::stamps_implicit`] — and reads the client again. False
+    /// while there is nothing to send yet, or while earlier bytes for the
+    /// server are still being written.
     pub(super) fn release_proxys_sync(&mut self, to_server: &mut Pipe) -> bool {
         let released = matches!(self.sync_hold, SyncHold::Ready | SyncHold::Pass);
         if !self.held_sync_is_proxys || !released || !to_server.out.is_empty() {
             return false;
         }
         let mut out = BytesMut::new();
+        let commit = self.pending_commit.take();
         if self.sync_hold == SyncHold::Ready && self.stamps_implicit() {
             inject_implicit_stamp(&mut out, &mut self.journal);
+            if let Some(commit) = commit {
+                translate::encode_statement(&commit, &mut out, &mut self.journal);
+            }
         }
         let start = out.len();
         encode_sync(&mut out);
@@ -90,51 +90,6 @@ impl RelayState {
         }
         true
     }
-}
-
-/// The statement of a client's simple Query (its body, NUL included) when
-/// the Query can run through the extended protocol unchanged for the
-/// client: one data-writing statement ([`commit_sql::is_data_write`]) with
-/// no `$n` reference, in a session whose text PostgreSQL's lexer reads as
-/// the server does (UTF-8, `standard_conforming_strings` on).
-pub(super) fn translatable<'a>(
-    body: &'a [u8],
-    parameters: &HashMap<String, String>,
-) -> Option<&'a str> {
-    let sql = body.strip_suffix(&[0])?;
-    if !commit_sql::is_data_write(sql) {
-        return None;
-    }
-    let is = |name: &str, value: &str| parameters.get(name).is_some_and(|v| v == value);
-    if !is("client_encoding", "UTF8") || !is("standard_conforming_strings", "on") {
-        return None;
-    }
-    let text = std::str::from_utf8(sql).ok()?;
-    let shape = understudy_rules::lexical::shape(text)?;
-    (shape.statements == 1 && !shape.has_parameters).then_some(text)
-}
-
-/// Appends, in place of a simple Query of `sql`, the same statement through
-/// the unnamed statement and portal (which a simple Query would have
-/// dropped anyway) — Parse, Bind with text results, Describe for its
-/// RowDescription, Execute — and a Flush, so the server answers without
-/// ending the implicit transaction. The journal keeps what the server got.
-pub(super) fn translate_query(sql: &str, out: &mut BytesMut, journal: &mut Journal) {
-    let mut start = out.len();
-    encode_parse("", sql, out);
-    journal.translated_request(&out[start..]);
-    start = out.len();
-    encode_bind("", "", out);
-    journal.translated_request(&out[start..]);
-    start = out.len();
-    encode_describe_portal("", out);
-    journal.translated_request(&out[start..]);
-    start = out.len();
-    encode_execute("", out);
-    journal.translated_request(&out[start..]);
-    start = out.len();
-    encode_flush(out);
-    journal.injected_request(&out[start..]);
 }
 
 /// Name of the prepared statement of an implicit stamp (closed first, so

@@ -42,9 +42,10 @@ use std::sync::Arc;
 
 mod autocommit;
 mod idle;
+pub mod translate;
 
+use self::autocommit::inject_implicit_stamp;
 pub use self::autocommit::SyncHold;
-use self::autocommit::{inject_implicit_stamp, translatable, translate_query};
 pub use self::idle::IdleTimer;
 
 use crate::commit_log::CommitLog;
@@ -125,6 +126,9 @@ pub struct RelayState {
     /// The held Sync is the proxy's own: it ends a client's simple Query
     /// that went through the extended protocol, and the relay sends it.
     pub held_sync_is_proxys: bool,
+    /// The COMMIT of a translated `BEGIN; …; COMMIT` Query, sent behind the
+    /// stamp when the proxy's Sync is released.
+    pub pending_commit: Option<String>,
     /// Requests the client may have outstanding at once.
     pub max_pipelined_requests: usize,
     /// Ends the session when it sits idle inside a transaction too long.
@@ -150,6 +154,7 @@ impl RelayState {
             park_when_idle: false,
             sync_hold: SyncHold::Off,
             held_sync_is_proxys: false,
+            pending_commit: None,
             max_pipelined_requests: usize::MAX,
             idle_in_transaction: None,
             rules: None,
@@ -462,10 +467,11 @@ fn scan_client(
                         && autocommit
                         && hold == SyncHold::Off
                         && journal.is_idle()
-                        && translatable(body_of(bytes), parameters).is_some()
                     {
-                        translate = Some(total);
-                        return ControlFlow::Break(Stop::Before);
+                        if let Some(t) = translate::translation(body_of(bytes), parameters) {
+                            translate = Some((total, t));
+                            return ControlFlow::Break(Stop::Before);
+                        }
                     }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
                         metrics::inc(&metrics.queries_total);
@@ -485,17 +491,16 @@ fn scan_client(
             });
         }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
-        if let Some(total) = translate {
+        if let Some((total, translation)) = translate {
             // An autocommit write sent as a simple Query: it goes through
             // the extended protocol, and its Sync (the proxy's) waits for
             // the replies, as for an extended batch.
-            let query = pipe.buf.split_to(total);
+            let _query = pipe.buf.split_to(total);
             let mut out = assembled.take().unwrap_or_default();
             out.extend_from_slice(&relayed);
-            if let Some(sql) = translatable(body_of(&query), &state.parameters) {
-                metrics::inc(&metrics.queries_total);
-                translate_query(sql, &mut out, &mut state.journal);
-            }
+            metrics::inc(&metrics.queries_total);
+            translate::encode_statements(&translation.statements, &mut out, &mut state.journal);
+            state.pending_commit = translation.commit;
             state.sync_hold = SyncHold::Waiting;
             state.held_sync_is_proxys = true;
             pipe.out = out.freeze();
