@@ -10,9 +10,12 @@
 //!
 //! Towards the server the relay adds only commit stamps: in front of a
 //! COMMIT, and behind an autocommit write whose Sync it holds until the
-//! batch is answered ([`SyncHold`]). Towards the client it cuts out the
-//! stamps' replies, holds back a FATAL error, and rewrites what a move
-//! changed (the pid of notifications, `25P02` of a failed-over transaction).
+//! batch is answered ([`SyncHold`]); an autocommit write sent as a simple
+//! Query goes through the extended protocol for that ([`translate`]).
+//! Towards the client it cuts out the stamps' replies and the
+//! acknowledgements of translated Queries, holds back a FATAL error, and
+//! rewrites what a move changed (the pid of notifications, `25P02` of a
+//! failed-over transaction).
 //!
 //! The loop is written as a hand-made `poll` function rather than
 //! `tokio::select!` over read/write futures: it needs no split of the
