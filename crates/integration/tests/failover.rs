@@ -294,3 +294,84 @@ async fn a_diverged_transaction_never_commits_even_with_its_commit_in_flight() {
         .get(0);
     assert_eq!(rows, 0, "the diverged transaction did not commit");
 }
+
+/// The pid of the primary's backend that runs `sql`, if one does.
+async fn backend_running(h: &Harness, sql: &str) -> Option<i32> {
+    let (admin, connection) = h
+        .pg_config(
+            Target::Direct,
+            understudy_testkit::SUPERUSER,
+            understudy_testkit::PASSWORD,
+        )
+        .connect(NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    admin
+        .query_opt("select pid from pg_stat_activity where query = $1", &[&sql])
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_keeps_crashing_the_server_is_not_replayed_for_ever() {
+    let h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    const SQL: &str = "select pg_sleep(600)";
+    let query = tokio::spawn(async move {
+        let result = client.simple_query(SQL).await;
+        (client, result)
+    });
+    let mut kills = 0;
+    let mut killed = Vec::new();
+    loop {
+        // The statement runs (first, or replayed on the restarted server),
+        // or the session gave up. A killed backend may still be listed
+        // until the postmaster notices.
+        let backend = std::cell::Cell::new(None);
+        let settled = understudy_testkit::wait_until(DEADLINE, || {
+            let (h, query, backend, killed) = (&h, &query, &backend, &killed);
+            async move {
+                let running = backend_running(h, SQL).await;
+                backend.set(running.filter(|pid| !killed.contains(pid)));
+                backend.get().is_some() || query.is_finished()
+            }
+        })
+        .await;
+        assert!(settled, "the statement runs again or the session ends");
+        let Some(pid) = backend.get() else { break };
+        assert!(
+            kills < 4,
+            "the statement was replayed after its fourth loss"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        killed.push(pid);
+        kills += 1;
+    }
+    let (_client, result) = tokio::time::timeout(DEADLINE, query)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.expect_err("the session gives up");
+    // A move can also land on a backend the server's crash restart then
+    // ends, so a kill may cost more than one move: count the moves.
+    let moved = h
+        .proxy
+        .metrics()
+        .sessions_moved_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(moved, 3, "moved three times, then given up ({kills} kills)");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("08006"),
+        "{err}"
+    );
+    let message = err.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains("not replayed again"), "{message}");
+}

@@ -40,6 +40,10 @@ use crate::topology::{self, BackendAddr};
 
 /// Pause between attempts to reach a new primary.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How many times one open transaction (or request in flight) is moved.
+/// A statement that crashes the server would otherwise be replayed, and
+/// crash it again, for ever.
+pub const MAX_MOVES_PER_UNIT: u32 = 3;
 
 use understudy_protocol::backend::sqlstate::{
     IN_FAILED_TRANSACTION, SERIALIZATION_FAILURE, TRANSACTION_RESOLUTION_UNKNOWN,
@@ -71,6 +75,9 @@ pub enum MoveError {
         /// What went wrong.
         why: String,
     },
+    /// The same open transaction lost its backend too many times.
+    #[error("the connection to the server was lost {0} times while running the same transaction, which is not replayed again (a statement in it may be crashing the server)")]
+    MovedTooOften(u32),
     /// The client went away meanwhile.
     #[error("client connection failed during the move: {0}")]
     Client(std::io::Error),
@@ -103,6 +110,16 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
         .journal
         .replayable()
         .map_err(|reason| MoveError::NotReplayable(reason.to_string()))?;
+    if !state.journal.is_idle() {
+        let unit = state.journal.unit_number();
+        state.unit_moves = match state.unit_moves {
+            (moved, count) if moved == unit => (unit, count + 1),
+            _ => (unit, 1),
+        };
+        if state.unit_moves.1 > MAX_MOVES_PER_UNIT {
+            return Err(MoveError::MovedTooOften(state.unit_moves.1));
+        }
+    }
     let started = Instant::now();
     let hold = ctx.hold_timeout();
     let deadline = started + hold;

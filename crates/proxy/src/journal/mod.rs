@@ -223,6 +223,8 @@ pub struct Journal {
     stamp_implicit: bool,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
+    /// Units ended so far: tells one open unit from the next.
+    units_ended: u64,
 }
 
 impl Drop for Journal {
@@ -286,7 +288,14 @@ impl Journal {
             commit_token: None,
             stamp_implicit: false,
             committed: Vec::new(),
+            units_ended: 0,
         }
+    }
+
+    /// A number that stays the same while one unit is open and changes
+    /// when it ends.
+    pub fn unit_number(&self) -> u64 {
+        self.units_ended
     }
 
     /// Largest client message kept whole (larger ones are relayed without
@@ -593,6 +602,7 @@ impl Journal {
         self.commit_token = None;
         self.stamp_implicit = false;
         self.tx_status = status;
+        self.units_ended += 1;
     }
 
     /// Empties the arena and gives its bytes back to the budget.
@@ -778,6 +788,7 @@ impl Journal {
                 .unit_finished(&frames, self.limits.max_session_bytes);
         }
         self.requests.drain(..end);
+        self.units_ended += 1;
         self.cursor = 0;
         self.frame_owner = None;
         // The stamp, if any, belonged to the transaction that just ended.

@@ -138,6 +138,9 @@ pub struct RelayState {
     pub idle_in_transaction: Option<IdleTimer>,
     /// The session's rules, when the proxy has a rules file.
     pub rules: Option<Box<crate::rules::SessionRulesState>>,
+    /// The open unit (by [`Journal::unit_number`]) and how many times it was
+    /// moved to another backend.
+    pub unit_moves: (u64, u32),
 }
 
 impl RelayState {
@@ -161,6 +164,7 @@ impl RelayState {
             max_pipelined_requests: usize::MAX,
             idle_in_transaction: None,
             rules: None,
+            unit_moves: (0, 0),
         }
     }
 }
