@@ -18,8 +18,10 @@ use crate::error::{ClusterError, Result};
 use crate::node::Credentials;
 use crate::run_as::RunAs;
 
-/// Name of the superuser of the embedded cluster.
-pub const SUPERUSER: &str = "understudy";
+/// Name of the superuser of the embedded cluster. Not `understudy`: a role
+/// of that name finds the commit ledger's schema first in its default
+/// `search_path` (`"$user", public`) and would create its tables there.
+pub const SUPERUSER: &str = "postgres";
 /// Length of the generated password.
 const PASSWORD_LEN: usize = 32;
 

@@ -54,7 +54,7 @@ async fn first_up_runs_a_streaming_pair_and_shutdown_stops_it() {
     let creds_meta = std::fs::metadata(work.join("credentials.toml")).expect("credentials");
     assert_eq!(creds_meta.mode() & 0o777, 0o600);
     assert_eq!(creds_meta.uid(), nix::unistd::Uid::effective().as_raw());
-    assert_eq!(cluster.creds.superuser, "understudy");
+    assert_eq!(cluster.creds.superuser, "postgres");
     assert!(cluster.creds.password.len() >= 24);
 
     let status = cluster.status().await;

@@ -178,8 +178,6 @@ async fn simple_replies(h: &Harness, port: u16) -> Vec<(Vec<String>, bool)> {
         .await
         .unwrap();
     let (mut raw, _) = RawConn::login(port, SUPERUSER, PASSWORD).await;
-    // Not "$user": the test role is named like the ledger's schema.
-    raw.simple_query("set search_path = public").await;
     let mut replies = Vec::new();
     let mut stamped = stamps(&admin).await;
     for (sql, _) in SIMPLE_QUERIES {

@@ -19,8 +19,8 @@ use understudy_cluster::{
 
 pub use understudy_cluster;
 
-/// Superuser of every test cluster.
-pub const SUPERUSER: &str = "understudy";
+/// Superuser of every test cluster (named as the embedded cluster's is).
+pub const SUPERUSER: &str = understudy_cluster::workdir::SUPERUSER;
 /// Its password.
 pub const PASSWORD: &str = "understudy-test";
 /// How long `Drop` waits after SIGQUIT before SIGKILL.
