@@ -28,7 +28,6 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let (topology_tx, topology_rx) = topology::channel(Default::default());
     let observed = discovery::spawn(Arc::clone(&config), topology_tx);
     let proxy = understudy_proxy::start(Arc::clone(&config), topology_rx).await?;
-    reload_rules_on_sighup(proxy.rules());
 
     let servers = config.servers.clone();
     let nodes: NodesFn = Arc::new(move || {
@@ -59,31 +58,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         proxy.local_addr()
     );
 
-    let tls = proxy.tls_reloader();
-    until_stopped(|| reload_tls(&tls)).await;
+    let (tls, rules) = (proxy.tls_reloader(), proxy.rules());
+    until_stopped(|| reload(&tls, &rules)).await;
     shut_down(proxy, config.proxy.shutdown_grace()).await;
     Ok(())
-}
-
-/// Reloads the rules file on every SIGHUP; sessions take the new rules up
-/// at their next statement, and a file that does not load leaves the rules
-/// in force (the error is logged).
-pub fn reload_rules_on_sighup(rules: std::sync::Arc<understudy_proxy::rules::Rules>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: rules are not reloaded on signal");
-        return;
-    };
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            match rules.reload() {
-                Ok(count) => tracing::info!(rules = count, "rules reloaded"),
-                Err(e) => {
-                    tracing::error!("rules not reloaded, the previous ones stay in force: {e}")
-                }
-            }
-        }
-    });
 }
 
 /// Runs until SIGINT (Ctrl-C) or SIGTERM, calling `on_reload` at each SIGHUP.
@@ -114,12 +92,24 @@ pub async fn shutdown_signal() {
     until_stopped(|| {}).await
 }
 
-/// Reloads the TLS certificate, logging the outcome.
-pub fn reload_tls(tls: &understudy_proxy::tls::ClientTls) {
+/// What SIGHUP does: reloads the TLS certificate and the rules file,
+/// logging the outcome. A file that does not load leaves the previous
+/// certificate or rules in force; sessions take new rules up at their next
+/// statement.
+pub fn reload(tls: &understudy_proxy::tls::ClientTls, rules: &understudy_proxy::rules::Rules) {
     match tls.reload() {
         Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+        }
+    }
+    if !rules.configured() {
+        return;
+    }
+    match rules.reload() {
+        Ok(count) => tracing::info!(rules = count, "SIGHUP: rules reloaded"),
+        Err(e) => {
+            tracing::error!("SIGHUP: rules not reloaded, the previous ones stay in force: {e}")
         }
     }
 }

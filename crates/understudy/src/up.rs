@@ -16,7 +16,7 @@ use understudy_proxy::{topology, BackendAddr, Topology, TopologyTx};
 
 use crate::admin::{self, AdminState, NodeReport, NodesFn};
 use crate::cli::UpArgs;
-use crate::run::{reload_tls, shut_down, until_stopped};
+use crate::run::{reload, shut_down, until_stopped};
 use crate::runtime_files::{self, Instance};
 use crate::tls_files::TlsFiles;
 use crate::CliError;
@@ -52,7 +52,6 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             return Err(e.into());
         }
     };
-    crate::run::reload_rules_on_sighup(proxy.rules());
     let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
     let admin_addr = match admin::serve(config.admin.listen, admin_state).await {
         Ok(addr) => addr,
@@ -87,8 +86,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     }
     println!("ready: {uri}");
 
-    let tls = proxy.tls_reloader();
-    until_stopped(|| reload_tls(&tls)).await;
+    let (tls, rules) = (proxy.tls_reloader(), proxy.rules());
+    until_stopped(|| reload(&tls, &rules)).await;
     shut_down(proxy, config.proxy.shutdown_grace()).await;
     runtime_files::remove(&dir);
     stop(&orchestrator).await;
