@@ -12,8 +12,12 @@
 //! # Layout
 //! - [`verdict`]: end or move, when a backend is lost.
 //! - [`replay`]: session state restore, unit replay and verification.
+//! - [`commit`]: a COMMIT in flight, resolved through the ledger.
+//! - [`answers`]: the replies to what the client waits for when its unit
+//!   is given up.
 //! - this module: holding, reconnecting, and failing a transaction cleanly.
 
+pub mod answers;
 pub mod commit;
 pub mod replay;
 pub mod verdict;
@@ -23,16 +27,15 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use understudy_protocol::backend::{
-    sqlstate, ErrorFields, ParameterStatus, ReadyForQuery, Severity, TransactionStatus,
+    sqlstate, ErrorFields, ParameterStatus, Severity, TransactionStatus,
 };
-use understudy_protocol::frontend::{encode_query, tag as ftag};
-use understudy_protocol::FrameWriter;
+use understudy_protocol::frontend::encode_query;
 
+use self::answers::{answer_outstanding, Answers};
 use self::commit::CommitOutcome;
 use self::replay::{replay_unit, restore_session, ReplayError};
 use crate::backend::{self, BackendConn, BackendCredential};
 use crate::error::SessionError;
-use crate::journal::request::Expect;
 use crate::journal::Reply;
 use crate::relay::RelayState;
 use crate::session::ProxyContext;
@@ -191,29 +194,23 @@ async fn resolution_unknown<C: AsyncWrite + Unpin>(
             server,
             why: e.to_string(),
         })?;
-    let mut out = BytesMut::new();
-    let mut first = true;
-    for (request, old) in state.journal.requests().iter().zip(old) {
-        if old.done || request.injected || request.expect == Expect::Nothing {
-            continue;
-        }
-        if first || request.tag == ftag::QUERY {
-            ErrorFields::new(
-                Severity::Error,
-                TRANSACTION_RESOLUTION_UNKNOWN,
-                "the connection to the server was lost while this statement may have been committing; whether it took effect is unknown",
-            )
-            .with_hint("Check whether its changes are present before running it again.")
-            .encode_error(&mut out);
-            first = false;
-        }
-        if request.expect == Expect::Ready {
-            ReadyForQuery {
-                status: TransactionStatus::Idle,
-            }
-            .encode(&mut out);
-        }
-    }
+    let unknown = ErrorFields::new(
+        Severity::Error,
+        TRANSACTION_RESOLUTION_UNKNOWN,
+        "the connection to the server was lost while this statement may have been committing; whether it took effect is unknown",
+    )
+    .with_hint("Check whether its changes are present before running it again.");
+    let (out, _) = answer_outstanding(
+        &state.journal,
+        old,
+        &Answers {
+            error: unknown.clone(),
+            later_queries: Some(unknown),
+            closes_complete: false,
+            syncs_fail: true,
+            status: TransactionStatus::Idle,
+        },
+    );
     client.write_all(&out).await.map_err(MoveError::Client)?;
     state.journal.abandon_unit(TransactionStatus::Idle);
     state.backend_pid = backend.key.process_id;
@@ -317,8 +314,6 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
     let commit_outstanding =
         (0..old.len()).any(|i| !old[i].done && state.journal.request_commits(i));
     let explicit = state.journal.tx_status != TransactionStatus::Idle && !commit_outstanding;
-    // A Sync of an autocommit batch would have committed it.
-    let implicit = state.journal.tx_status == TransactionStatus::Idle;
     let status = if explicit {
         TransactionStatus::Failed
     } else {
@@ -348,55 +343,25 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
         wait_ready(conn).await.map_err(rebuild_error)?;
     }
 
-    let mut out = BytesMut::new();
-    let mut first = true;
-    let outstanding: Vec<(u8, Expect)> = state
-        .journal
-        .requests()
-        .iter()
-        .zip(old)
-        .filter(|(r, old)| !old.done && !r.injected && r.expect != Expect::Nothing)
-        .map(|(r, _)| (r.tag, r.expect))
-        .collect();
-    for (tag, expect) in outstanding {
-        match tag {
-            // Closing a statement or portal cannot fail.
-            ftag::CLOSE if first => {
-                FrameWriter::tagged(&mut out, understudy_protocol::backend::tag::CLOSE_COMPLETE)
-                    .finish();
-            }
-            // The transaction's error belongs to what the client runs, or
-            // to the Sync that would have committed an implicit one.
-            ftag::QUERY
-            | ftag::FUNCTION_CALL
-            | ftag::PARSE
-            | ftag::BIND
-            | ftag::DESCRIBE
-            | ftag::EXECUTE
-                if first =>
-            {
-                serialization_failure(why, &mut out);
-                first = false;
-            }
-            ftag::SYNC if first && implicit => {
-                serialization_failure(why, &mut out);
-                first = false;
-            }
-            ftag::QUERY | ftag::FUNCTION_CALL if explicit => {
-                ErrorFields::new(
-                    Severity::Error,
-                    IN_FAILED_TRANSACTION,
-                    "current transaction is aborted, commands ignored until end of transaction block",
-                )
-                .encode_error(&mut out);
-            }
-            _ => {}
-        }
-        if expect == Expect::Ready {
-            ReadyForQuery { status }.encode(&mut out);
-        }
-    }
-    if first && explicit {
+    let aborted = ErrorFields::new(
+        Severity::Error,
+        IN_FAILED_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    );
+    let (out, told) = answer_outstanding(
+        &state.journal,
+        old,
+        &Answers {
+            error: serialization_failure(why),
+            // The transaction block stays aborted until the client ends it.
+            later_queries: explicit.then_some(aborted),
+            closes_complete: true,
+            // A Sync of an autocommit batch would have committed it.
+            syncs_fail: state.journal.tx_status == TransactionStatus::Idle,
+            status,
+        },
+    );
+    if !told && explicit {
         // The client has no request waiting: it hears of the failure from
         // the next command of its transaction.
         state.failed_over_transaction = Some(format!(
@@ -410,16 +375,15 @@ async fn fail_transaction<C: AsyncWrite + Unpin>(
     Ok(backend)
 }
 
-/// Appends the `40001` a client gets for a transaction that could not be
-/// replayed, saying `why`.
-fn serialization_failure(why: &str, out: &mut BytesMut) {
+/// The `40001` a client gets for a transaction that could not be replayed,
+/// saying `why`.
+fn serialization_failure(why: &str) -> ErrorFields {
     ErrorFields::new(
         Severity::Error,
         SERIALIZATION_FAILURE,
         format!("the transaction was interrupted by a failover and could not be replayed: {why}"),
     )
     .with_hint("Retry the transaction.")
-    .encode_error(out);
 }
 
 fn metrics_divergence(ctx: &ProxyContext) {
