@@ -786,8 +786,9 @@ fn scan_server(
         }
         let relayed = pipe.buf.split_to(scanned.relay_upto);
         if let Some(total) = drop {
-            // The reply to the proxy's own stamp: the client never sees it,
-            // except an error, which it gets as a warning (its COMMIT will
+            // The reply to the proxy's own stamp, or an acknowledgement of
+            // a translated Query: the client never sees it, except a stamp's
+            // error, which it gets as a warning (its COMMIT will
             // then report ROLLBACK, as PostgreSQL does for a failed
             // transaction).
             let out = assembled.get_or_insert_with(BytesMut::new);
