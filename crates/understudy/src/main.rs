@@ -31,11 +31,7 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(worker_threads()) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("understudy: cannot start the async runtime: {e}");
@@ -59,6 +55,20 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The async runtime with `workers` worker threads. One worker is the
+/// current-thread scheduler: the same single thread, without the bookkeeping
+/// a multi-threaded scheduler does for work stealing on every task run.
+fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers > 1 {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
 }
 
 /// Environment variable that sets the number of runtime worker threads
