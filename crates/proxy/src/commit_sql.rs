@@ -12,24 +12,24 @@ pub fn is_commit(sql: &[u8]) -> bool {
         Some(words) => words,
         None => return false,
     };
-    let upper: Vec<String> = words
-        .iter()
-        .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
-        .collect();
-    let mut rest: &[String] = &upper;
-    match rest.first().map(String::as_str) {
-        Some("COMMIT") | Some("END") => rest = &rest[1..],
+    let mut rest: &[&[u8]] = &words;
+    match rest.first() {
+        Some(first) if is_one_of(first, &[b"COMMIT", b"END"]) => rest = &rest[1..],
         _ => return false,
     }
-    if matches!(
-        rest.first().map(String::as_str),
-        Some("WORK") | Some("TRANSACTION")
-    ) {
+    if rest
+        .first()
+        .is_some_and(|w| is_one_of(w, &[b"WORK", b"TRANSACTION"]))
+    {
         rest = &rest[1..];
     }
     match rest {
         [] => true,
-        [and, no, chain] => and == "AND" && no == "NO" && chain == "CHAIN",
+        [and, no, chain] => {
+            and.eq_ignore_ascii_case(b"AND")
+                && no.eq_ignore_ascii_case(b"NO")
+                && chain.eq_ignore_ascii_case(b"CHAIN")
+        }
         _ => false,
     }
 }
@@ -194,9 +194,7 @@ mod tests {
 /// True when `sql` has a `COMMIT` or `END` keyword anywhere (outside quotes
 /// and comments): a statement list that may end a transaction.
 pub fn mentions_commit(sql: &[u8]) -> bool {
-    loose_words(sql)
-        .iter()
-        .any(|w| w.eq_ignore_ascii_case(b"COMMIT") || w.eq_ignore_ascii_case(b"END"))
+    loose_words(sql).any(|w| is_one_of(w, &[b"COMMIT", b"END"]))
 }
 
 /// True when `sql` surely only reads: one statement whose first keyword is
@@ -206,13 +204,11 @@ pub fn mentions_commit(sql: &[u8]) -> bool {
 /// `SELECT` cannot be seen here; their replay is caught by the digest check
 /// when the client already received their result.
 pub fn is_read_only(sql: &[u8]) -> bool {
-    let words = loose_words(sql);
-    let Some(first) = words.first() else {
-        return false;
-    };
-    let first = first.to_ascii_uppercase();
-    matches!(first.as_slice(), b"SELECT" | b"SHOW" | b"VALUES" | b"TABLE")
-        && !words.iter().any(|w| w.eq_ignore_ascii_case(b"INTO"))
+    let mut words = loose_words(sql);
+    words
+        .next()
+        .is_some_and(|first| is_one_of(first, &[b"SELECT", b"SHOW", b"VALUES", b"TABLE"]))
+        && !words.any(|w| w.eq_ignore_ascii_case(b"INTO"))
         && !has_second_statement(sql)
 }
 
@@ -220,26 +216,25 @@ pub fn is_read_only(sql: &[u8]) -> bool {
 /// read, or one statement that starts a transaction, rolls one back, or
 /// changes session settings.
 pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
+    const HARMLESS_FIRST: &[&[u8]] = &[
+        b"BEGIN",
+        b"START",
+        b"SET",
+        b"RESET",
+        b"LISTEN",
+        b"UNLISTEN",
+        b"DEALLOCATE",
+        b"DISCARD",
+        b"ROLLBACK",
+        b"ABORT",
+    ];
     if is_read_only(sql) {
         return true;
     }
-    let words = loose_words(sql);
-    let Some(first) = words.first() else {
-        return false;
-    };
-    matches!(
-        first.to_ascii_uppercase().as_slice(),
-        b"BEGIN"
-            | b"START"
-            | b"SET"
-            | b"RESET"
-            | b"LISTEN"
-            | b"UNLISTEN"
-            | b"DEALLOCATE"
-            | b"DISCARD"
-            | b"ROLLBACK"
-            | b"ABORT"
-    ) && !has_second_statement(sql)
+    loose_words(sql)
+        .next()
+        .is_some_and(|first| is_one_of(first, HARMLESS_FIRST))
+        && !has_second_statement(sql)
 }
 
 /// True when `sql` is a statement that writes data and runs the same in the
@@ -296,7 +291,7 @@ pub fn starts_transaction(sql: &[u8]) -> bool {
 /// True when `sql` is a COPY statement.
 pub fn is_copy(sql: &[u8]) -> bool {
     loose_words(sql)
-        .first()
+        .next()
         .is_some_and(|w| w.eq_ignore_ascii_case(b"COPY"))
 }
 
@@ -304,69 +299,88 @@ pub fn is_copy(sql: &[u8]) -> bool {
 /// `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`,
 /// `PREPARE TRANSACTION`), or holds several statements, one of which may.
 pub fn controls_transaction(sql: &[u8]) -> bool {
-    let words = loose_words(sql);
-    let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
-    let first = match keyword(0) {
-        Some(first) => first,
-        None => return false,
+    const CONTROL_FIRST: &[&[u8]] = &[
+        b"BEGIN",
+        b"START",
+        b"COMMIT",
+        b"END",
+        b"ROLLBACK",
+        b"ABORT",
+        b"SAVEPOINT",
+        b"RELEASE",
+    ];
+    const CONTROL_ANYWHERE: &[&[u8]] =
+        &[b"BEGIN", b"START", b"COMMIT", b"END", b"ROLLBACK", b"ABORT"];
+    let mut words = loose_words(sql);
+    let Some(first) = words.next() else {
+        return false;
     };
-    let controls = matches!(
-        first.as_slice(),
-        b"BEGIN"
-            | b"START"
-            | b"COMMIT"
-            | b"END"
-            | b"ROLLBACK"
-            | b"ABORT"
-            | b"SAVEPOINT"
-            | b"RELEASE"
-    ) || (first == b"PREPARE"
-        && keyword(1).as_deref() == Some(b"TRANSACTION".as_slice()));
+    let controls = is_one_of(first, CONTROL_FIRST)
+        || (first.eq_ignore_ascii_case(b"PREPARE")
+            && words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"TRANSACTION")));
     controls
-        || (has_second_statement(sql)
-            && words.iter().any(|w| {
-                let w = w.to_ascii_uppercase();
-                matches!(
-                    w.as_slice(),
-                    b"BEGIN" | b"START" | b"COMMIT" | b"END" | b"ROLLBACK" | b"ABORT"
-                )
-            }))
+        || (has_second_statement(sql) && loose_words(sql).any(|w| is_one_of(w, CONTROL_ANYWHERE)))
 }
 
-/// The words of `sql` outside quotes and comments.
-fn loose_words(sql: &[u8]) -> Vec<&[u8]> {
-    let mut words = Vec::new();
-    let mut i = 0;
-    while i < sql.len() {
-        let c = sql[i];
-        if sql[i..].starts_with(b"--") {
-            while i < sql.len() && sql[i] != b'\n' {
+/// True when `word` is one of `keywords` (upper case), in any case.
+fn is_one_of(word: &[u8], keywords: &[&[u8]]) -> bool {
+    keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// The words of `sql` outside quotes and comments, found as they are asked
+/// for: the checks above run for every transaction and mostly need the
+/// first word only, so nothing is collected or allocated.
+fn loose_words(sql: &[u8]) -> LooseWords<'_> {
+    LooseWords { sql, at: 0 }
+}
+
+/// Iterator of [`loose_words`].
+struct LooseWords<'a> {
+    sql: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for LooseWords<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let sql = self.sql;
+        let mut i = self.at;
+        while i < sql.len() {
+            let c = sql[i];
+            if sql[i..].starts_with(b"--") {
+                while i < sql.len() && sql[i] != b'\n' {
+                    i += 1;
+                }
+            } else if sql[i..].starts_with(b"/*") {
+                match find(&sql[i + 2..], b"*/") {
+                    Some(end) => i += end + 4,
+                    None => break,
+                }
+            } else if c == b'\'' || c == b'"' {
+                i += 1;
+                while i < sql.len() && sql[i] != c {
+                    i += 1;
+                }
+                i += 1;
+            } else if c.is_ascii_alphabetic() || c == b'_' {
+                let start = i;
+                while i < sql.len()
+                    && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
+                {
+                    i += 1;
+                }
+                self.at = i;
+                return Some(&sql[start..i]);
+            } else {
                 i += 1;
             }
-        } else if sql[i..].starts_with(b"/*") {
-            match find(&sql[i + 2..], b"*/") {
-                Some(end) => i += end + 4,
-                None => break,
-            }
-        } else if c == b'\'' || c == b'"' {
-            i += 1;
-            while i < sql.len() && sql[i] != c {
-                i += 1;
-            }
-            i += 1;
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < sql.len()
-                && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
-            {
-                i += 1;
-            }
-            words.push(&sql[start..i]);
-        } else {
-            i += 1;
         }
+        self.at = sql.len();
+        None
     }
-    words
 }
 
 /// True when a `;` is followed by anything but whitespace (several

@@ -31,10 +31,7 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(worker_threads()) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("understudy: cannot start the async runtime: {e}");
@@ -58,6 +55,45 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The async runtime with `workers` worker threads. One worker is the
+/// current-thread scheduler: the same single thread, without the bookkeeping
+/// a multi-threaded scheduler does for work stealing on every task run.
+fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers > 1 {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
+}
+
+/// Environment variable that sets the number of runtime worker threads
+/// (tokio's own name for it, honoured as tokio would).
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// Worker threads of the runtime: `TOKIO_WORKER_THREADS` when set to a
+/// positive number, otherwise half the CPUs (at least one).
+///
+/// A relayed message costs the proxy little besides its `recv` and `send`,
+/// and most of the cost of those is the kernel's loopback and TCP work, which
+/// runs on whichever CPU makes the call. What a second worker adds on a small
+/// machine is wake-ups: a worker that finds a session ready wakes an idle one
+/// to share the work (a futex call on each side and a context switch), per
+/// message, while the clients and the servers want the same CPUs. Half the
+/// CPUs leaves those to them and still spreads sessions on a larger machine.
+fn worker_threads() -> usize {
+    let from_env = std::env::var(WORKER_THREADS_ENV)
+        .ok()
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    from_env.unwrap_or_else(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cpus / 2).max(1)
+    })
 }
 
 fn init_logging() {
