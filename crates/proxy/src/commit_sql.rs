@@ -243,8 +243,8 @@ pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
 /// DDL, `CALL`, `VACUUM` and other utility statements are not (some cannot
 /// run inside a transaction block or a pipeline, and `CALL` may commit).
 pub fn is_data_write(sql: &[u8]) -> bool {
-    let words = loose_words(sql);
-    let Some(first) = words.first() else {
+    let mut words = loose_words(sql);
+    let Some(first) = words.next() else {
         return false;
     };
     let is = |w: &[u8], of: &[&[u8]]| of.iter().any(|k| w.eq_ignore_ascii_case(k));
@@ -253,15 +253,15 @@ pub fn is_data_write(sql: &[u8]) -> bool {
         return true;
     }
     if is(first, &[b"WITH"]) {
-        return words.iter().any(|w| is(w, DML));
+        return words.any(|w| is(w, DML));
     }
-    is(first, &[b"SELECT"]) && words.iter().any(|w| is(w, &[b"INTO"]))
+    is(first, &[b"SELECT"]) && words.any(|w| is(w, &[b"INTO"]))
 }
 
 /// True when `sql` names a data-writing keyword anywhere (outside quotes
 /// and comments): a statement list that may hold a data write.
 pub fn mentions_data_write(sql: &[u8]) -> bool {
-    loose_words(sql).iter().any(|w| {
+    loose_words(sql).any(|w| {
         [
             &b"INSERT"[..],
             b"UPDATE",
@@ -278,11 +278,12 @@ pub fn mentions_data_write(sql: &[u8]) -> bool {
 /// True when `sql` is one statement that opens a transaction block
 /// (`BEGIN …` or `START TRANSACTION …`).
 pub fn starts_transaction(sql: &[u8]) -> bool {
-    let words = loose_words(sql);
-    let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
-    let opens = match keyword(0).as_deref() {
-        Some(b"BEGIN") => true,
-        Some(b"START") => keyword(1).as_deref() == Some(b"TRANSACTION".as_slice()),
+    let mut words = loose_words(sql);
+    let opens = match words.next() {
+        Some(w) if w.eq_ignore_ascii_case(b"BEGIN") => true,
+        Some(w) if w.eq_ignore_ascii_case(b"START") => words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"TRANSACTION")),
         _ => false,
     };
     opens && !has_second_statement(sql)
