@@ -32,6 +32,10 @@ pub struct Topology {
     /// A planned switchover is under way: sessions stop at their next
     /// transaction boundary and wait for the new primary.
     pub draining: bool,
+    /// The primary has replayed everything the previous one wrote (a switchover
+    /// after that server's clean shutdown): every commit the proxy acknowledged
+    /// is there, so the commit log has nothing to re-apply on it.
+    pub lossless: bool,
 }
 
 /// Sending side of the topology channel.

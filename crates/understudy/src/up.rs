@@ -105,6 +105,7 @@ fn topology_of(view: &ClusterView) -> Topology {
             port: p.port,
         }),
         draining: view.phase == Phase::Draining,
+        lossless: view.lossless,
     }
 }
 

@@ -216,6 +216,7 @@ fn topology_of(view: &ClusterView) -> Topology {
             port: p.port,
         }),
         draining: view.phase == Phase::Draining,
+        lossless: view.lossless,
     }
 }
 
