@@ -87,6 +87,7 @@ impl Harness {
         let (topology, rx) = topology::channel(Topology {
             draining: false,
             lossless: false,
+            successor: None,
             primary: Some(BackendAddr {
                 name: cluster.primary().name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),
@@ -471,6 +472,7 @@ impl Harness {
         self.topology.send_replace(Topology {
             draining: false,
             lossless: false,
+            successor: None,
             primary: Some(BackendAddr {
                 name: standby.name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),

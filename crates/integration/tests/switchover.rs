@@ -3,8 +3,10 @@
 //! writing through the proxy without pause (autocommit statements on the extended
 //! protocol, and explicit transactions). The switchover moves every session to the
 //! new primary with no client error, no acknowledged row missing and none written
-//! twice, and each client's pause — the longest time from a statement sent to its
-//! answer — is reported next to the orchestrator's phases.
+//! twice; the sessions' backends on the new primary were opened while it was still
+//! the standby (not while the clients waited for it); and each client's pause — the
+//! longest time from a statement sent to its answer — is reported next to the
+//! orchestrator's phases.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +43,11 @@ fn topology_of(view: &ClusterView) -> Topology {
         }),
         draining: view.phase == Phase::Draining,
         lossless: view.lossless,
+        successor: view.successor.as_ref().map(|s| BackendAddr {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            port: s.port,
+        }),
     }
 }
 
@@ -202,7 +209,10 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
             let _ = view
                 .wait_for(|v| v.primary.is_some() && v.primary != old && v.phase == Phase::Serving)
                 .await;
-            epoch.elapsed().as_micros() as u64
+            (
+                epoch.elapsed().as_micros() as u64,
+                std::time::SystemTime::now(),
+            )
         })
     };
 
@@ -224,7 +234,7 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
         worker.await.expect("no client failed");
     }
 
-    let published = published.await.expect("publication seen");
+    let (published, published_at) = published.await.expect("publication seen");
     let pauses: Vec<u64> = records.iter().map(|r| r.longest_ms()).collect();
     // For each client's longest statement: ms from sending it to the publication of
     // the new primary, and from there to its answer.
@@ -268,6 +278,19 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
             "client {id}: acknowledged {acknowledged}, found {count} rows up to {max}"
         );
     }
+    let opened_before: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+             WHERE backend_type = 'client backend' AND backend_start < $1",
+            &[&published_at],
+        )
+        .await
+        .expect("backends")
+        .get(0);
+    assert!(
+        opened_before >= CLIENTS as i64,
+        "only {opened_before} backends on the new primary were opened before its publication"
+    );
     for (id, pause) in pauses.iter().enumerate() {
         assert!(
             Duration::from_millis(*pause) < PAUSE_BOUND,

@@ -36,6 +36,9 @@ pub struct Topology {
     /// after that server's clean shutdown): every commit the proxy acknowledged
     /// is there, so the commit log has nothing to re-apply on it.
     pub lossless: bool,
+    /// While a switchover drains: the server that will be promoted. Parked
+    /// sessions open their next backend there in advance.
+    pub successor: Option<BackendAddr>,
 }
 
 /// Sending side of the topology channel.

@@ -109,8 +109,10 @@ pub(super) async fn run(
         &old,
         format!("moving sessions to {new}"),
     );
+    let successor = Some(Endpoint::of(&cluster.standby));
     inner.publish(ClusterView {
         phase: Phase::Draining,
+        successor: successor.clone(),
         ..view.clone()
     });
     let drain_start = Instant::now();
@@ -121,7 +123,10 @@ pub(super) async fn run(
     let drain_ms = millis(drain_start.elapsed());
     timeline.step(Step::Drained, &old, "every session is parked");
     let paused_from = Instant::now();
-    inner.publish(ClusterView::holding(view.generation, Phase::Draining));
+    inner.publish(ClusterView {
+        successor,
+        ..ClusterView::holding(view.generation, Phase::Draining)
+    });
 
     let stop_start = Instant::now();
     let abort = |reason: String| ClusterError::SwitchoverAborted {

@@ -80,6 +80,9 @@ pub struct ClusterView {
     /// `primary` has replayed everything its predecessor wrote, up to that node's clean
     /// shutdown (a switchover): no commit acknowledged before can be missing there.
     pub lossless: bool,
+    /// While a switchover drains: the node that will be promoted (sessions may connect
+    /// to it in advance; it becomes writable when promoted).
+    pub successor: Option<Endpoint>,
 }
 
 impl ClusterView {
@@ -90,6 +93,7 @@ impl ClusterView {
             generation,
             phase: Phase::Serving,
             lossless: false,
+            successor: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl ClusterView {
             generation,
             phase,
             lossless: false,
+            successor: None,
         }
     }
 }
