@@ -229,12 +229,43 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
     })
     .await;
     assert!(moved, "every client writes after the switchover");
+    let (published, published_at) = published.await.expect("publication seen");
+    let new_primary = orchestrator.roles().primary;
+    assert_eq!(new_primary.name(), report.new_primary);
+    let direct = new_primary
+        .connect(&creds, "postgres")
+        .await
+        .expect("connect to the new primary");
+    let opened_before: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+             WHERE backend_type = 'client backend' AND backend_start < $1",
+            &[&published_at],
+        )
+        .await
+        .expect("backends")
+        .get(0);
+    let backends: Vec<String> = direct
+        .query(
+            "SELECT format('%s %s %s %s', pid, backend_start, state, left(query, 30)) \
+             FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .expect("backends")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        opened_before >= CLIENTS as i64,
+        "only {opened_before} backends on the new primary were opened before its publication \
+         at {published_at:?}: {backends:#?}"
+    );
     stop.store(true, Ordering::Release);
     for worker in workers {
         worker.await.expect("no client failed");
     }
 
-    let (published, published_at) = published.await.expect("publication seen");
     let pauses: Vec<u64> = records.iter().map(|r| r.longest_ms()).collect();
     // For each client's longest statement: ms from sending it to the publication of
     // the new primary, and from there to its answer.
@@ -256,12 +287,6 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
         report.drain_ms,
         report.total_ms,
     );
-    let new_primary = orchestrator.roles().primary;
-    assert_eq!(new_primary.name(), report.new_primary);
-    let direct = new_primary
-        .connect(&creds, "postgres")
-        .await
-        .expect("connect to the new primary");
     for (id, record) in records.iter().enumerate() {
         let acknowledged = record.acknowledged.load(Ordering::Acquire) as i64;
         let row = direct
@@ -278,19 +303,6 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
             "client {id}: acknowledged {acknowledged}, found {count} rows up to {max}"
         );
     }
-    let opened_before: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-             WHERE backend_type = 'client backend' AND backend_start < $1",
-            &[&published_at],
-        )
-        .await
-        .expect("backends")
-        .get(0);
-    assert!(
-        opened_before >= CLIENTS as i64,
-        "only {opened_before} backends on the new primary were opened before its publication"
-    );
     for (id, pause) in pauses.iter().enumerate() {
         assert!(
             Duration::from_millis(*pause) < PAUSE_BOUND,
