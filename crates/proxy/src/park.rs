@@ -35,7 +35,7 @@ pub struct Successor<'a> {
 
 enum State<'a> {
     Opening(Opening<'a>),
-    Open(BackendConn),
+    Open(Box<BackendConn>),
     Failed,
 }
 
@@ -48,7 +48,7 @@ impl Successor<'_> {
         }
         let opened = match self.state {
             State::Opening(opening) => opening.await,
-            State::Open(backend) => return Some(backend),
+            State::Open(backend) => return Some(*backend),
             State::Failed => return None,
         };
         opened
@@ -98,7 +98,7 @@ pub async fn park<'a>(
         };
         if let (Some(opened), Some(successor)) = (opened, successor.as_mut()) {
             successor.state = match opened {
-                Ok(backend) => State::Open(backend),
+                Ok(backend) => State::Open(Box::new(backend)),
                 Err(e) => {
                     tracing::debug!(server = %successor.addr, error = %e, "cannot open a backend in advance");
                     State::Failed
