@@ -25,6 +25,7 @@ async fn switchover_swaps_roles_without_losing_data_and_the_old_primary_follows(
 
     let view = fx.handle.view();
     let old_name = old.name().to_string();
+    let new_name = new.name().to_string();
     let report = fx
         .handle
         .switchover(async move {
@@ -32,6 +33,8 @@ async fn switchover_swaps_roles_without_losing_data_and_the_old_primary_follows(
             let seen = view.borrow().clone();
             assert_eq!(seen.phase, Phase::Draining);
             assert_eq!(seen.primary.map(|p| p.name), Some(old_name));
+            // Sessions learn where they will go, to open their backends there meanwhile.
+            assert_eq!(seen.successor.map(|s| s.name), Some(new_name));
         })
         .await
         .expect("switchover");
@@ -49,6 +52,11 @@ async fn switchover_swaps_roles_without_losing_data_and_the_old_primary_follows(
     assert_eq!(view.generation, 2);
     assert_eq!(view.phase, Phase::Serving);
     assert_eq!(view.primary.map(|p| p.name), Some(new.name().to_string()));
+    assert!(
+        view.lossless,
+        "the standby replayed the shutdown checkpoint"
+    );
+    assert_eq!(view.successor, None);
 
     // Everything written before is on the new primary at once: no waiting here.
     let client = new.connect(&fx.creds, "postgres").await.expect("connect");

@@ -86,6 +86,8 @@ impl Harness {
         let config = Arc::new(config);
         let (topology, rx) = topology::channel(Topology {
             draining: false,
+            lossless: false,
+            successor: None,
             primary: Some(BackendAddr {
                 name: cluster.primary().name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),
@@ -469,6 +471,8 @@ impl Harness {
         let standby = self.cluster.standby(0);
         self.topology.send_replace(Topology {
             draining: false,
+            lossless: false,
+            successor: None,
             primary: Some(BackendAddr {
                 name: standby.name().to_owned(),
                 host: Ipv4Addr::LOCALHOST.to_string(),

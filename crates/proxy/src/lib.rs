@@ -45,6 +45,7 @@ pub mod journal;
 pub mod ledger;
 pub mod listener;
 pub mod metrics;
+pub mod park;
 pub mod relay;
 pub mod rules;
 pub mod secrets;

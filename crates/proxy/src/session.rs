@@ -27,6 +27,7 @@ use crate::error::{SessionError, Side};
 use crate::failover::{self, verdict::Verdict, Identity};
 use crate::journal::Limits;
 use crate::metrics::{self, ProxyMetrics};
+use crate::park::{park, Opening, Parked};
 use crate::relay::{self, IdleTimer, Pipe, RelayEnd, RelayState};
 use crate::secrets::SecretStore;
 use crate::stream::Stream;
@@ -161,6 +162,22 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
     state.rules = Some(rules);
     let mut topology = ctx.topology.clone();
     let mut shutdown = ctx.shutdown.clone();
+    // A parked session's next backend, opened on the successor while it waits.
+    let open_on_successor = |next: BackendAddr| -> Opening<'_> {
+        let identity = &identity;
+        Box::pin(async move {
+            backend::connect(
+                &next,
+                &identity.params,
+                &identity.credential,
+                &ctx.server_tls,
+                ctx.config.backend.connect_timeout(),
+                ctx.config.proxy.max_message_len(),
+            )
+            .await
+        })
+    };
+    let mut successor = None;
     loop {
         let parking = state.park_when_idle;
         let step = tokio::select! {
@@ -206,14 +223,19 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
                 tracing::info!(%peer, "session ended: idle in transaction for {after} ms");
                 break;
             }
-            Step::Ended(RelayEnd::Parked) => match park(&mut topology, &addr, &ctx.drain).await {
-                Parked::Resume => {
-                    state.park_when_idle = false;
-                    to_server.resume_reading();
-                    continue;
+            Step::Ended(RelayEnd::Parked) => {
+                match park(&mut topology, &addr, &ctx.drain, open_on_successor).await {
+                    Parked::Resume => {
+                        state.park_when_idle = false;
+                        to_server.resume_reading();
+                        continue;
+                    }
+                    Parked::Move(opened) => {
+                        successor = opened;
+                        RelayEnd::Failed(SessionError::Closed(Side::Server))
+                    }
                 }
-                Parked::Move => RelayEnd::Failed(SessionError::Closed(Side::Server)),
-            },
+            }
             Step::Ended(end) => end,
             Step::Topology(TopologyEvent::Drain) => {
                 state.park_when_idle = true;
@@ -252,7 +274,15 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
             break;
         }
         to_server.discard_output();
-        match failover::move_session(&mut client.stream, &mut state, &identity, &addr, ctx).await {
+        let moving = failover::move_session(
+            &mut client.stream,
+            &mut state,
+            &identity,
+            &addr,
+            successor.take(),
+            ctx,
+        );
+        match moving.await {
             Ok((moved, tail)) => {
                 metrics::inc(&m.sessions_moved_total);
                 cancel.retarget(CancelTarget {
@@ -417,38 +447,6 @@ async fn topology_event(
         }
         if topology.changed().await.is_err() {
             return std::future::pending().await;
-        }
-    }
-}
-
-/// What a parked session does next.
-enum Parked {
-    /// The switchover did not happen; go on with the same backend.
-    Resume,
-    /// A new primary is published; move there.
-    Move,
-}
-
-/// Waits, parked at a transaction boundary, until the switchover ends.
-async fn park(
-    topology: &mut TopologyRx,
-    current: &BackendAddr,
-    drain: &crate::drain::Drain,
-) -> Parked {
-    let _parked = drain.park();
-    loop {
-        {
-            let now = topology.borrow_and_update();
-            match &now.primary {
-                Some(primary) if primary.host != current.host || primary.port != current.port => {
-                    return Parked::Move
-                }
-                Some(_) if !now.draining => return Parked::Resume,
-                _ => {}
-            }
-        }
-        if topology.changed().await.is_err() {
-            return Parked::Resume;
         }
     }
 }

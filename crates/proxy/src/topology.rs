@@ -32,6 +32,13 @@ pub struct Topology {
     /// A planned switchover is under way: sessions stop at their next
     /// transaction boundary and wait for the new primary.
     pub draining: bool,
+    /// The primary has replayed everything the previous one wrote (a switchover
+    /// after that server's clean shutdown): every commit the proxy acknowledged
+    /// is there, so the commit log has nothing to re-apply on it.
+    pub lossless: bool,
+    /// While a switchover drains: the server that will be promoted. Parked
+    /// sessions open their next backend there in advance.
+    pub successor: Option<BackendAddr>,
 }
 
 /// Sending side of the topology channel.

@@ -104,6 +104,8 @@ pub fn spawn(config: Arc<Config>, topology: TopologyTx) -> Arc<Observed> {
             }
             let next = Topology {
                 draining: false,
+                lossless: false,
+                successor: None,
                 primary: primary.map(|s| BackendAddr {
                     name: s.name.clone(),
                     host: s.host.clone(),

@@ -104,6 +104,12 @@ fn topology_of(view: &ClusterView) -> Topology {
             port: p.port,
         }),
         draining: view.phase == Phase::Draining,
+        lossless: view.lossless,
+        successor: view.successor.as_ref().map(|s| BackendAddr {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            port: s.port,
+        }),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Promoting the standby: `pg_ctl promote`, then waiting (polling every few ms, finer
-//! than `pg_ctl promote -w`'s 100 ms, on a connection opened while pg_ctl runs) until it
-//! really accepts writes; and, once the new primary is published, creating on it the
+//! Promoting the standby: `pg_ctl promote` (or `pg_promote()` on a connection the
+//! caller kept open, which spares starting a program), then waiting (polling every few
+//! ms, finer than the 100 ms steps of `pg_ctl promote -w` and `pg_promote(true)`) until
+//! it really accepts writes; and, once the new primary is published, creating on it the
 //! physical replication slot the next standby will use. Every step may be repeated: a
 //! node that is already promoted is only checked.
 
@@ -17,7 +18,7 @@ use crate::status::{self, Role};
 /// How long a promoted node may take to accept writes.
 const WRITABLE_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between checks.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(2);
 /// Bound on one connection attempt while waiting.
 const CONNECT: Duration = Duration::from_secs(2);
 
@@ -41,6 +42,36 @@ pub(super) async fn promote(node: &mut Node, creds: &Credentials) -> Result<Stri
             };
             if role != Some(Role::Primary) {
                 return Err(e);
+            }
+            "already promoted, accepts writes"
+        }
+    };
+    wait_writable(node, creds, &mut client).await?;
+    Ok(done.to_string())
+}
+
+/// Promotes `node` with `pg_promote()` on `client`, a connection to it opened earlier,
+/// and waits until it accepts writes on that connection (a new one if it breaks).
+/// Returns a description of what was done for the event log.
+pub(super) async fn promote_on(node: &Node, creds: &Credentials, client: Client) -> Result<String> {
+    let requested = client
+        .simple_query("SELECT pg_catalog.pg_promote(false)")
+        .await;
+    let mut client = Some(client);
+    let done = match requested {
+        Ok(_) => "pg_promote, accepts writes",
+        Err(e) => {
+            // PostgreSQL refuses a server that is not in recovery: promoted already.
+            // Anything else is a real failure.
+            let role = match &client {
+                Some(c) => status::node_role(c).await.ok(),
+                None => None,
+            };
+            if role != Some(Role::Primary) {
+                return Err(ClusterError::sql(format!(
+                    "promoting node {} with pg_promote()",
+                    node.name()
+                ))(e));
             }
             "already promoted, accepts writes"
         }

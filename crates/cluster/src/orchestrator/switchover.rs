@@ -3,6 +3,13 @@
 //! primary is shut down cleanly (its WAL, up to the shutdown checkpoint, goes to the
 //! standby on the way), the standby is promoted once it has replayed that checkpoint,
 //! the new primary is published, and the old primary follows it as a standby.
+//!
+//! Sessions wait from the moment they are parked until the publication, so nothing that
+//! can be done before is done in that time: the primary's dirty pages are flushed by a
+//! checkpoint while sessions still run, the connection to the standby that watches its
+//! replay and promotes it is opened before the drain, the primary's end is watched by
+//! pid, and a primary known to hold nothing the standby lacks is published as lossless
+//! (the proxy then has no commit to re-apply).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+use tokio_postgres::Client;
 
 use super::events::{millis, Step, Timeline};
 use super::rebuild::{self, streams};
@@ -26,7 +34,9 @@ const CATCH_UP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the switchover waits for the old primary to stream from the new one.
 const RESTORE_WAIT: Duration = Duration::from_secs(120);
 /// Pause between replay checks.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(2);
+/// Bound on one connection attempt to the standby.
+const CONNECT: Duration = Duration::from_secs(2);
 
 /// What a switchover did and how long each part took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +95,13 @@ pub(super) async fn run(
     if let Err(e) = checkpoint(&inner.creds, &cluster.primary).await {
         tracing::warn!(error = %e, "checkpoint before the switchover failed");
     }
+    // Watches the standby's replay and promotes it; opened now, not while sessions wait.
+    let mut observer = Some(
+        cluster
+            .standby
+            .connect_within(&inner.creds, "postgres", CONNECT)
+            .await?,
+    );
 
     let mut timeline = Timeline::new(&inner.events, start);
     timeline.step(
@@ -92,8 +109,10 @@ pub(super) async fn run(
         &old,
         format!("moving sessions to {new}"),
     );
+    let successor = Some(Endpoint::of(&cluster.standby));
     inner.publish(ClusterView {
         phase: Phase::Draining,
+        successor: successor.clone(),
         ..view.clone()
     });
     let drain_start = Instant::now();
@@ -104,7 +123,10 @@ pub(super) async fn run(
     let drain_ms = millis(drain_start.elapsed());
     timeline.step(Step::Drained, &old, "every session is parked");
     let paused_from = Instant::now();
-    inner.publish(ClusterView::holding(view.generation, Phase::Draining));
+    inner.publish(ClusterView {
+        successor,
+        ..ClusterView::holding(view.generation, Phase::Draining)
+    });
 
     let stop_start = Instant::now();
     let abort = |reason: String| ClusterError::SwitchoverAborted {
@@ -127,6 +149,7 @@ pub(super) async fn run(
     let stop_ms = millis(stop_start.elapsed());
     let control = cluster.primary.control_data().await;
     let catch_up_start = Instant::now();
+    let mut caught_up = false;
     match control {
         Ok(control) if control.is_clean_shutdown() => {
             timeline.step(
@@ -137,14 +160,20 @@ pub(super) async fn run(
                     lsn(control.checkpoint_lsn)
                 ),
             );
-            if let Err(reason) =
-                wait_replayed(&inner.creds, &cluster.standby, control.checkpoint_lsn).await
+            if let Err(reason) = wait_replayed(
+                &inner.creds,
+                &cluster.standby,
+                &mut observer,
+                control.checkpoint_lsn,
+            )
+            .await
             {
                 timeline.step(Step::SwitchoverAborted, &old, reason.clone());
                 restart_old_primary(inner, &mut cluster.primary, view.generation).await;
                 return Err(abort(reason));
             }
             timeline.step(Step::CaughtUp, &new, "replayed the shutdown checkpoint");
+            caught_up = true;
         }
         other => {
             // The primary died on the way down: what it wrote last may be missing on the
@@ -159,7 +188,11 @@ pub(super) async fn run(
     let catch_up_ms = millis(catch_up_start.elapsed());
 
     let promote_start = Instant::now();
-    let promoted = match promote::promote(&mut cluster.standby, &inner.creds).await {
+    let promotion = match observer.take() {
+        Some(client) => promote::promote_on(&cluster.standby, &inner.creds, client).await,
+        None => promote::promote(&mut cluster.standby, &inner.creds).await,
+    };
+    let promoted = match promotion {
         Ok(detail) => detail,
         Err(e) => {
             let role = role_of(&inner.creds, &cluster.standby).await;
@@ -186,10 +219,12 @@ pub(super) async fn run(
         timeline.step(Step::StateNotSaved, &new, e.to_string());
     }
     let generation = view.generation + 1;
-    inner.publish(ClusterView::serving(
-        Endpoint::of(&cluster.primary),
-        generation,
-    ));
+    let endpoint = Endpoint::of(&cluster.primary);
+    inner.publish(if caught_up {
+        ClusterView::handed_over(endpoint, generation)
+    } else {
+        ClusterView::serving(endpoint, generation)
+    });
     let paused_ms = millis(paused_from.elapsed());
     let total_ms = millis(start.elapsed());
     timeline.step(
@@ -251,21 +286,25 @@ async fn checkpoint(creds: &Credentials, node: &Node) -> Result<()> {
 }
 
 /// Polls until `standby` has replayed past `checkpoint` (the start of the old primary's
-/// shutdown checkpoint record: replaying it means replaying everything before it).
+/// shutdown checkpoint record: replaying it means replaying everything before it), on
+/// `client` (opened again if missing; left missing if it fails).
 async fn wait_replayed(
     creds: &Credentials,
     standby: &Node,
+    client: &mut Option<Client>,
     checkpoint: u64,
 ) -> std::result::Result<(), String> {
     let deadline = Instant::now() + CATCH_UP_DEADLINE;
-    let client = standby
-        .connect_within(creds, "postgres", Duration::from_secs(2))
-        .await
-        .map_err(|e| e.to_string())?;
     loop {
-        let replayed = status::replay_lsn(&client)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = match client.take() {
+            Some(c) => c,
+            None => standby
+                .connect_within(creds, "postgres", CONNECT)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let replayed = status::replay_lsn(&c).await.map_err(|e| e.to_string())?;
+        *client = Some(c);
         if replayed.is_some_and(|replayed| replayed > checkpoint) {
             return Ok(());
         }

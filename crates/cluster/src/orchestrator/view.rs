@@ -77,6 +77,12 @@ pub struct ClusterView {
     pub generation: u64,
     /// What the cluster is doing.
     pub phase: Phase,
+    /// `primary` has replayed everything its predecessor wrote, up to that node's clean
+    /// shutdown (a switchover): no commit acknowledged before can be missing there.
+    pub lossless: bool,
+    /// While a switchover drains: the node that will be promoted (sessions may connect
+    /// to it in advance; it becomes writable when promoted).
+    pub successor: Option<Endpoint>,
 }
 
 impl ClusterView {
@@ -86,6 +92,17 @@ impl ClusterView {
             primary: Some(primary),
             generation,
             phase: Phase::Serving,
+            lossless: false,
+            successor: None,
+        }
+    }
+
+    /// A primary that serves, in `generation`, and that has replayed everything its
+    /// predecessor wrote (see [`ClusterView::lossless`]).
+    pub fn handed_over(primary: Endpoint, generation: u64) -> ClusterView {
+        ClusterView {
+            lossless: true,
+            ..ClusterView::serving(primary, generation)
         }
     }
 
@@ -95,6 +112,8 @@ impl ClusterView {
             primary: None,
             generation,
             phase,
+            lossless: false,
+            successor: None,
         }
     }
 }

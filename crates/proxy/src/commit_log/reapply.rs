@@ -2,7 +2,9 @@
 //! in commit order, each as the role and with the session state it ran
 //! with, skipped when its ledger token shows it is there already. A
 //! re-applied transaction whose replies differ from the original's is
-//! reported (log and metric), never silently dropped.
+//! reported (log and metric), never silently dropped. A primary published as
+//! lossless (a switchover: it replayed everything its predecessor wrote) has
+//! every entry already; the log is cleared without a round trip.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
     let entries = log.drain();
     *gate = Some(key);
     if entries.is_empty() {
+        return;
+    }
+    if published_lossless(ctx, primary) {
+        tracing::debug!(primary = %primary, count = entries.len(), "the new primary replayed every commit of the old one; nothing to re-apply");
         return;
     }
     tracing::info!(primary = %primary, count = entries.len(), "re-applying commits the new primary may not have");
@@ -84,6 +90,17 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
     }
     log.reapplied.fetch_add(applied, Ordering::Relaxed);
     tracing::info!(primary = %primary, applied, "commits re-applied");
+}
+
+/// True when the topology names `primary` as the primary and says it has
+/// replayed everything its predecessor wrote.
+fn published_lossless(ctx: &ProxyContext, primary: &BackendAddr) -> bool {
+    let topology = ctx.topology.borrow();
+    topology.lossless
+        && topology
+            .primary
+            .as_ref()
+            .is_some_and(|p| p.host == primary.host && p.port == primary.port)
 }
 
 async fn open(

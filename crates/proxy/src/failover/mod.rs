@@ -1,7 +1,8 @@
 //! Moving a session to another server when its backend is lost.
 //!
 //! The client is held (it sees a slow server, not an error) while the
-//! session waits for a primary, opens a backend there as the same role with
+//! session waits for a primary, opens a backend there (or takes the one a
+//! session parked for a switchover opened in advance) as the same role with
 //! the same startup parameters, restores the session state, replays the
 //! open unit and verifies every reply the client already has. The client
 //! then continues where it was. When the open transaction cannot be
@@ -37,6 +38,7 @@ use self::replay::{replay_unit, restore_session, ReplayError};
 use crate::backend::{self, BackendConn, BackendCredential};
 use crate::error::SessionError;
 use crate::journal::Reply;
+use crate::park::Successor;
 use crate::relay::RelayState;
 use crate::session::ProxyContext;
 use crate::topology::{self, BackendAddr};
@@ -97,7 +99,8 @@ impl MoveError {
     }
 }
 
-/// Opens a backend on the current primary and rebuilds the session there.
+/// Opens a backend on the current primary (or takes the one a parked session
+/// opened there in advance, `successor`) and rebuilds the session there.
 /// `client` receives what the move itself has to tell it (a changed
 /// ParameterStatus, or the failure of a transaction that could not be
 /// replayed). On success returns the new backend and the bytes to write to
@@ -107,6 +110,7 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
     state: &mut RelayState,
     identity: &Identity,
     lost: &BackendAddr,
+    successor: Option<Successor<'_>>,
     ctx: &ProxyContext,
 ) -> Result<(BackendConn, Bytes), MoveError> {
     state
@@ -130,10 +134,18 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
     // replay attempt is checked against.
     let old = state.journal.restart_replies();
     let outcome_unknown = state.journal.outcome_unknown(&old);
+    let mut successor = successor;
     loop {
-        let mut backend = connect_before(deadline, identity, lost, ctx)
-            .await
-            .ok_or(MoveError::NoPrimary(hold.as_millis()))?;
+        let opened = match successor.take() {
+            Some(successor) => opened_on_primary(successor, ctx).await,
+            None => None,
+        };
+        let mut backend = match opened {
+            Some(backend) => backend,
+            None => connect_before(deadline, identity, lost, ctx)
+                .await
+                .ok_or(MoveError::NoPrimary(hold.as_millis()))?,
+        };
         let server = backend.addr.to_string();
         // Commits the new primary may have lost go first, before any
         // session continues.
@@ -215,6 +227,12 @@ async fn resolution_unknown<C: AsyncWrite + Unpin>(
     state.journal.abandon_unit(TransactionStatus::Idle);
     state.backend_pid = backend.key.process_id;
     Ok((backend, Bytes::new()))
+}
+
+/// The backend opened in advance, when it is on the published primary.
+async fn opened_on_primary(successor: Successor<'_>, ctx: &ProxyContext) -> Option<BackendConn> {
+    let primary = ctx.topology.borrow().primary.clone()?;
+    successor.into_backend_for(&primary).await
 }
 
 /// Connects to the primary the topology names, retrying until `deadline`.
