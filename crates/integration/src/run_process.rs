@@ -1,6 +1,6 @@
 //! [`RunProcess`]: the `understudy run` binary as a child process, for tests
 //! that need what only a process has: signals (SIGTERM, SIGHUP), its log
-//! output, its exit status.
+//! output, its exit status, its memory and descriptors, its metrics.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::{free_port, understudy_binary};
@@ -96,6 +96,45 @@ impl RunProcess {
     /// True while the process has not exited.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the proxy process is alive");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// Open file descriptors (sockets included).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the proxy process is alive")
+            .count()
+    }
+
+    /// The value of metric `name` on the admin endpoint.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .expect("connect to the admin endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read the response");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} in {response}"))
     }
 }
 

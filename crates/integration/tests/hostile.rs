@@ -39,24 +39,17 @@
 //! violation only in its log (COMMERROR) and closes; understudy also tells
 //! the client why. On an oversized authentication message PostgreSQL fails
 //! the authentication (28P01); understudy names the protocol violation.
-//! Set `HOSTILE_PROXY_LOG=<file>` to keep the proxy's debug log.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use rand::{Rng, RngCore};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_postgres::{Client, SimpleQueryMessage};
+use understudy_integration::run_process::{servers_config, RunProcess};
 use understudy_integration::understudy_testkit::{wait_until, TestCluster, PASSWORD, SUPERUSER};
-use understudy_integration::{
-    connect_with, data_row_text, free_port, sqlstate, understudy_binary, RawConn,
-};
+use understudy_integration::{connect_with, data_row_text, sqlstate, RawConn};
 use understudy_protocol::backend::{tag, Authentication, ErrorFields};
 use understudy_protocol::frontend::encode_query;
 use understudy_protocol::startup::CancelRequest;
@@ -72,126 +65,15 @@ const VICTIM_ROWS: i64 = 3;
 /// An injection payload.
 const DROP_VICTIM: &str = "x'; DROP TABLE victim; --";
 
-/// The `understudy run` process; killed (by pid) when dropped.
-struct Proxy {
-    child: Child,
-    pid: i32,
-    port: u16,
-    admin_port: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-    }
-}
-
-impl Proxy {
-    async fn start(cluster: &TestCluster, dir: &std::path::Path) -> Proxy {
-        let port = free_port();
-        let admin_port = free_port();
-        let config = dir.join("understudy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:{port}\"\nstartup_timeout_ms = {timeout}\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-                 [auth]\nauth_user = \"{SUPERUSER}\"\nauth_password = \"{PASSWORD}\"\n\
-                 [[servers]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = {pg}\n",
-                timeout = STARTUP_TIMEOUT.as_millis(),
-                admin = admin_port,
-                pg = cluster.primary().port(),
-            ),
-        )
-        .expect("write the configuration");
-        let mut command = Command::new(understudy_binary());
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        // HOSTILE_PROXY_LOG=<file> keeps the proxy's debug log, to look into a failure.
-        if let Some(path) = std::env::var_os("HOSTILE_PROXY_LOG") {
-            let log = std::fs::File::create(&path).expect("create the proxy log");
-            command.stderr(log).env("UNDERSTUDY_LOG", "debug");
-        }
-        let mut child = command.spawn().expect("start understudy");
-        let pid = child.id().expect("a running child") as i32;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(DEADLINE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ready:") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        assert!(ready, "understudy run printed its ready line");
-        // Keep reading stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Proxy {
-            child,
-            pid,
-            port,
-            admin_port,
-        }
-    }
-
-    /// Resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("the proxy process is alive");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
-    }
-
-    /// Open file descriptors (sockets included).
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .expect("the proxy process is alive")
-            .count()
-    }
-
-    /// The value of metric `name` on the admin endpoint.
-    async fn metric(&self, name: &str) -> u64 {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
-            .await
-            .expect("connect to the admin endpoint");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("send the request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .expect("read the response");
-        response
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} in {response}"))
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(
-            self.child.try_wait().expect("query the child").is_none(),
-            "the proxy process {} exited",
-            self.pid
-        );
-    }
-
-    fn pg_config(&self, user: &str, password: &str, database: &str) -> tokio_postgres::Config {
-        pg_config(self.port, user, password, database)
-    }
+/// Starts the suite's `understudy run` in front of `cluster`'s primary,
+/// with a short startup timeout.
+async fn start_proxy(cluster: &TestCluster) -> RunProcess {
+    let config = format!(
+        "[proxy]\nstartup_timeout_ms = {timeout}\n{servers}",
+        timeout = STARTUP_TIMEOUT.as_millis(),
+        servers = servers_config(cluster),
+    );
+    RunProcess::start(&config, "info").await
 }
 
 fn pg_config(port: u16, user: &str, password: &str, database: &str) -> tokio_postgres::Config {
@@ -209,7 +91,7 @@ fn pg_config(port: u16, user: &str, password: &str, database: &str) -> tokio_pos
 /// Everything the cases share.
 struct Suite {
     cluster: TestCluster,
-    proxy: Proxy,
+    proxy: RunProcess,
     /// The well-behaved session, through the proxy.
     good: Client,
     /// A direct connection for observing the server.
@@ -318,11 +200,15 @@ async fn hostile_clients_never_harm_the_proxy_or_other_sessions() {
         )
         .await
         .expect("create the victim table");
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let proxy = Proxy::start(&cluster, dir.path()).await;
-    let good = connect_with(&proxy.pg_config(SUPERUSER, PASSWORD, "postgres"))
-        .await
-        .expect("the good session connects through the proxy");
+    let proxy = start_proxy(&cluster).await;
+    let good = connect_with(&pg_config(
+        proxy.proxy_port,
+        SUPERUSER,
+        PASSWORD,
+        "postgres",
+    ))
+    .await
+    .expect("the good session connects through the proxy");
     let mut suite = Suite {
         cluster,
         proxy,
@@ -332,11 +218,11 @@ async fn hostile_clients_never_harm_the_proxy_or_other_sessions() {
     // Warm up: a few sessions, so the baseline includes what every session
     // allocates once (the secret lookup's control connection, the ledger).
     for n in 0..3 {
-        let mut conn = suite.login(suite.proxy.port).await;
+        let mut conn = suite.login(suite.proxy.proxy_port).await;
         conn.simple_query("select 1").await;
         suite.good_query(n).await;
     }
-    let pid = suite.proxy.pid;
+    let pid = suite.proxy.pid();
     let rss_before = suite.proxy.rss_kib();
 
     random_bytes_as_the_first_packet(&suite).await;
@@ -355,8 +241,12 @@ async fn hostile_clients_never_harm_the_proxy_or_other_sessions() {
     client_that_stops_reading_a_large_result(&suite).await;
     sql_injection_in_startup_parameters(&suite).await;
 
-    suite.proxy.assert_alive();
-    assert_eq!(suite.proxy.pid, pid, "the proxy was never restarted");
+    assert!(
+        suite.proxy.alive(),
+        "the proxy exited: {}",
+        suite.proxy.output()
+    );
+    assert_eq!(suite.proxy.pid(), pid, "the proxy was never restarted");
     suite.good_query(-1).await;
     // No hostile input passed for a lost server, and only the good session
     // is left.
@@ -394,7 +284,7 @@ async fn random_bytes_as_the_first_packet(s: &Suite) {
                     break;
                 }
             }
-            let mut proxy = RawConn::connect(s.proxy.port).await;
+            let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
             let _ = proxy.try_send(&bytes).await;
             let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
             assert!(fields.message.contains("startup packet length"), "{fields}");
@@ -434,7 +324,7 @@ async fn random_bytes_after_login(s: &Suite) {
                     break (bytes[0], i64::from(len));
                 }
             };
-            for port in [s.proxy.port, s.pg_port()] {
+            for port in [s.proxy.proxy_port, s.pg_port()] {
                 let mut conn = s.login(port).await;
                 let _ = conn.try_send(&bytes).await;
                 match postgres_length_limit(tag) {
@@ -444,7 +334,7 @@ async fn random_bytes_after_login(s: &Suite) {
                         assert!(fields.message.contains(&expected), "{fields}");
                     }
                     Some(limit) if len < 4 || len > limit => {
-                        if port == s.proxy.port {
+                        if port == s.proxy.proxy_port {
                             expect_fatal_then_close(&mut conn, "08P01").await;
                         } else {
                             expect_silent_close(&mut conn).await;
@@ -468,7 +358,7 @@ async fn length_prefix_of_2_pow_31_minus_1(s: &Suite) {
         // As the length of a startup packet.
         let mut packet = header(None, i32::MAX);
         packet.extend_from_slice(&PROTOCOL_VERSION_3_0.to_be_bytes());
-        let mut proxy = RawConn::connect(s.proxy.port).await;
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         proxy.send(&packet).await;
         expect_fatal_then_close(&mut proxy, "08P01").await;
         let mut direct = RawConn::connect(s.pg_port()).await;
@@ -478,7 +368,7 @@ async fn length_prefix_of_2_pow_31_minus_1(s: &Suite) {
         // As the length of a Query after login.
         let mut message = header(Some(b'Q'), i32::MAX);
         message.extend_from_slice(b"select 1");
-        let mut proxy = s.login(s.proxy.port).await;
+        let mut proxy = s.login(s.proxy.proxy_port).await;
         proxy.send(&message).await;
         let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
         assert!(fields.message.contains("exceeds the limit"), "{fields}");
@@ -491,7 +381,7 @@ async fn length_prefix_of_2_pow_31_minus_1(s: &Suite) {
 
 async fn length_below_the_minimum(s: &Suite) {
     s.alongside_good_session(async {
-        let mut proxy = RawConn::connect(s.proxy.port).await;
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         proxy.send(&header(None, 3)).await;
         expect_fatal_then_close(&mut proxy, "08P01").await;
         let mut direct = RawConn::connect(s.pg_port()).await;
@@ -499,7 +389,7 @@ async fn length_below_the_minimum(s: &Suite) {
         expect_silent_close(&mut direct).await;
 
         for len in [3, 0, -1] {
-            let mut proxy = s.login(s.proxy.port).await;
+            let mut proxy = s.login(s.proxy.proxy_port).await;
             proxy.send(&header(Some(b'Q'), len)).await;
             let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
             assert!(fields.message.contains("at least 4"), "{fields}");
@@ -518,7 +408,7 @@ async fn length_below_the_minimum(s: &Suite) {
 async fn length_over_the_server_limit_of_its_type(s: &Suite) {
     s.alongside_good_session(async {
         let sync = tagged(b'S', &[0u8; 19_996]);
-        let mut proxy = s.login(s.proxy.port).await;
+        let mut proxy = s.login(s.proxy.proxy_port).await;
         let _ = proxy.try_send(&sync).await;
         let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
         assert!(
@@ -537,7 +427,7 @@ async fn length_over_the_server_limit_of_its_type(s: &Suite) {
 async fn huge_password_message_during_authentication(s: &Suite) {
     s.alongside_good_session(async {
         let mut codes = Vec::new();
-        for port in [s.proxy.port, s.pg_port()] {
+        for port in [s.proxy.proxy_port, s.pg_port()] {
             let mut conn = RawConn::connect(port).await;
             conn.send_startup(
                 PROTOCOL_VERSION_3_0,
@@ -550,7 +440,7 @@ async fn huge_password_message_during_authentication(s: &Suite) {
             conn.send(&message).await;
             let fields = conn.expect_error().await;
             assert!(fields.is_fatal() && conn.closed().await, "{fields}");
-            if port == s.proxy.port {
+            if port == s.proxy.proxy_port {
                 assert!(
                     fields.message.contains("exceeds the limit of 65535"),
                     "{fields}"
@@ -573,7 +463,7 @@ async fn truncated_startup_then_silence(s: &Suite) {
             SUPERUSER.to_owned(),
         )])
         .encode(&mut packet);
-        let mut proxy = RawConn::connect(s.proxy.port).await;
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         let started = Instant::now();
         proxy.send(&packet[..packet.len() / 2]).await;
         let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
@@ -585,7 +475,7 @@ async fn truncated_startup_then_silence(s: &Suite) {
         );
 
         // Silence after the startup packet, while authenticating.
-        let mut proxy = RawConn::connect(s.proxy.port).await;
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         let started = Instant::now();
         proxy.send(&packet).await;
         let request = proxy.expect_frame(tag::AUTHENTICATION).await;
@@ -603,7 +493,7 @@ async fn truncated_startup_then_silence(s: &Suite) {
 /// startup timeout no longer applies), and answers once the rest arrives.
 async fn truncated_query_then_silence(s: &Suite) {
     s.alongside_good_session(async {
-        let mut proxy = s.login(s.proxy.port).await;
+        let mut proxy = s.login(s.proxy.proxy_port).await;
         let mut query = BytesMut::new();
         encode_query("select 40 + 2", &mut query);
         proxy.send(&query[..7]).await;
@@ -631,7 +521,7 @@ async fn truncated_query_then_silence(s: &Suite) {
 
 async fn unknown_message_type_before_authentication(s: &Suite) {
     s.alongside_good_session(async {
-        for port in [s.proxy.port, s.pg_port()] {
+        for port in [s.proxy.proxy_port, s.pg_port()] {
             let mut conn = RawConn::connect(port).await;
             conn.send_startup(
                 PROTOCOL_VERSION_3_0,
@@ -653,7 +543,7 @@ async fn unknown_message_type_after_authentication(s: &Suite) {
         let mut header_only = header(Some(b'@'), 1000);
         header_only.extend_from_slice(b"hello");
         for message in [&tagged(b'@', b"hello")[..], &header_only[..]] {
-            for port in [s.proxy.port, s.pg_port()] {
+            for port in [s.proxy.proxy_port, s.pg_port()] {
                 let mut conn = s.login(port).await;
                 conn.send(message).await;
                 let fields = expect_fatal_then_close(&mut conn, "08P01").await;
@@ -673,7 +563,7 @@ async fn startup_packet_with_ten_thousand_parameters(s: &Suite) {
         params.extend((0..10_000).map(|i| (format!("p{i}"), "v".to_owned())));
         let mut packet = BytesMut::new();
         understudy_protocol::startup::StartupMessage::new(params).encode(&mut packet);
-        let mut proxy = RawConn::connect(s.proxy.port).await;
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         let _ = proxy.try_send(&packet).await;
         let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
         assert!(fields.message.contains("startup packet length"), "{fields}");
@@ -734,7 +624,7 @@ async fn cancel_request_with_a_random_key(s: &Suite) {
             }
             .encode(&mut guess);
             for packet in [out, guess] {
-                let mut conn = RawConn::connect(s.proxy.port).await;
+                let mut conn = RawConn::connect(s.proxy.proxy_port).await;
                 conn.send(&packet).await;
                 expect_silent_close(&mut conn).await;
             }
@@ -769,7 +659,7 @@ async fn thousands_of_connections_opened_and_closed(s: &Suite) {
             .for_each_concurrent(32, |i| {
                 let startup = startup.clone();
                 async move {
-                    let mut conn = RawConn::connect(s.proxy.port).await;
+                    let mut conn = RawConn::connect(s.proxy.proxy_port).await;
                     match i % 3 {
                         0 => {}
                         1 => {
@@ -798,7 +688,7 @@ async fn thousands_of_connections_opened_and_closed(s: &Suite) {
 /// held in ClientWrite by backpressure and the proxy does not buffer it.
 async fn client_that_stops_reading_a_large_result(s: &Suite) {
     let rss_before = s.proxy.rss_kib();
-    let (mut stalled, key) = RawConn::login(s.proxy.port, SUPERUSER, PASSWORD).await;
+    let (mut stalled, key) = RawConn::login(s.proxy.proxy_port, SUPERUSER, PASSWORD).await;
     let backend_pid = key.process_id;
     let mut query = BytesMut::new();
     // About 1 GB of rows.
@@ -851,7 +741,7 @@ async fn client_that_stops_reading_a_large_result(s: &Suite) {
 /// nothing ran.
 async fn sql_injection_in_startup_parameters(s: &Suite) {
     s.alongside_good_session(async {
-        for port in [s.proxy.port, s.pg_port()] {
+        for port in [s.proxy.proxy_port, s.pg_port()] {
             let refused = refusal(&pg_config(port, DROP_VICTIM, PASSWORD, "postgres")).await;
             assert_eq!(sqlstate(&refused), "28P01", "{refused:?}");
             let message = refused.as_db_error().map(|e| e.message().to_owned());

@@ -16,15 +16,19 @@
 //!
 //! # Layout
 //! - [`request`]: which server message completes the reply to a request.
+//! - `reply`: a request of the unit and the digest of its reply.
+//! - `limits`: what the journal may hold, and why a session cannot move.
+//! - [`budget`]: the byte budget all sessions' journals share.
 //! - [`session`]: the session state a new backend must be given again.
-//! - this module: the unit, reply matching, digests and limits.
+//! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
+mod limits;
+mod reply;
 pub mod request;
 pub mod session;
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use understudy_protocol::backend::{self, TransactionStatus};
@@ -33,137 +37,10 @@ use understudy_protocol::scan::{body_of, Piece};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use self::budget::JournalBudget;
+pub use self::limits::{Limits, NotReplayable};
+pub use self::reply::{Reply, Request};
 use self::request::{CommandKind, Expect};
 use self::session::SessionState;
-
-/// Why a session cannot be moved to another server right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotReplayable {
-    /// The open unit holds more than the per-session journal limit.
-    UnitTooLarge,
-    /// All sessions' journals together hold `journal.max_total_bytes`.
-    TotalTooLarge,
-    /// A client message was larger than the journal keeps.
-    MessageTooLarge,
-    /// The session state holds more than the per-session journal limit.
-    SessionStateTooLarge,
-    /// A statement mixed session-state changes with other work.
-    MixedSessionStatement,
-    /// The server sent a reply that matches no request.
-    Desynchronised,
-}
-
-impl std::fmt::Display for NotReplayable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NotReplayable::UnitTooLarge => "the open transaction is larger than the journal limit",
-            NotReplayable::TotalTooLarge => {
-                "the journals of all sessions together are at their limit"
-            }
-            NotReplayable::MessageTooLarge => "a message was larger than the journal keeps",
-            NotReplayable::SessionStateTooLarge => {
-                "the session state is larger than the journal limit"
-            }
-            NotReplayable::MixedSessionStatement => {
-                "one statement both changed session settings and did other work"
-            }
-            NotReplayable::Desynchronised => "the server's replies did not match the requests",
-        })
-    }
-}
-
-/// The digest of a reply: how many bytes, and their hash.
-#[derive(Clone)]
-pub struct Reply {
-    /// Bytes of the reply's messages seen so far.
-    pub bytes: u64,
-    hash: Xxh3,
-    /// The reply is complete.
-    pub done: bool,
-    /// The reply contained an ErrorResponse.
-    pub failed: bool,
-    /// Session-changing commands completed in this reply.
-    pub session_commands: u32,
-    /// Other commands completed in this reply (transaction control excluded).
-    pub other_commands: u32,
-    /// A `DISCARD` completed in this reply.
-    pub discarded: bool,
-    /// The last command completed was a `ROLLBACK`.
-    pub rolled_back: bool,
-    /// A `COMMIT` completed (and committed) in this reply.
-    pub committed: bool,
-}
-
-impl Default for Reply {
-    fn default() -> Self {
-        Reply {
-            bytes: 0,
-            hash: Xxh3::new(),
-            done: false,
-            failed: false,
-            session_commands: 0,
-            other_commands: 0,
-            discarded: false,
-            rolled_back: false,
-            committed: false,
-        }
-    }
-}
-
-impl Reply {
-    /// The hash of the bytes seen so far.
-    pub fn digest(&self) -> u64 {
-        self.hash.digest()
-    }
-
-    fn absorb(&mut self, bytes: &[u8]) {
-        self.bytes += bytes.len() as u64;
-        self.hash.update(bytes);
-    }
-}
-
-/// One client message of the unit, and the server's reply to it.
-#[derive(Clone)]
-pub struct Request {
-    /// The message type.
-    pub tag: u8,
-    /// What completes its reply.
-    pub expect: Expect,
-    /// Where the whole message is in the unit's arena; `None` when it was
-    /// too large to keep.
-    frame: Option<Range<usize>>,
-    /// The reply so far.
-    pub reply: Reply,
-    /// Sent by the proxy itself (the commit stamp); its reply is not the
-    /// client's.
-    pub injected: bool,
-    /// Sent by the proxy in place of a client's simple Query (its Parse,
-    /// Bind, Describe and Execute): the reply is the client's, except the
-    /// acknowledgements the simple protocol does not send (ParseComplete,
-    /// BindComplete, NoData).
-    pub translated: bool,
-}
-
-/// Per-session journal limits, and the budget shared by all sessions.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Bytes of client messages kept for the open unit.
-    pub max_unit_bytes: usize,
-    /// Bytes of session state (settings, prepared statements).
-    pub max_session_bytes: usize,
-    /// Bytes of open units kept by all sessions together.
-    pub budget: Arc<JournalBudget>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_unit_bytes: 16 << 20,
-            max_session_bytes: 4 << 20,
-            budget: Arc::default(),
-        }
-    }
-}
 
 /// True for server messages the journal must see whole (their body
 /// matters); everything else may be followed piece by piece.

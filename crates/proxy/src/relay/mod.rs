@@ -1,7 +1,8 @@
 //! The hot path: relaying bytes between a client and its backend.
 //!
 //! One future drives both directions of a session. Each direction is a
-//! [`Pipe`]: bytes are read into a buffer, the [`Scanner`] finds frame
+//! [`Pipe`]: bytes are read into a buffer, the
+//! [`Scanner`](understudy_protocol::scan::Scanner) finds frame
 //! boundaries and shows the session the few messages it follows
 //! (`ReadyForQuery`, `Terminate`, …), and the scanned bytes are written to
 //! the other side unchanged, without being copied. A direction reads again
@@ -22,16 +23,22 @@
 //! sockets, builds no futures per message, and costs the same syscalls as a
 //! bare byte copy (read, write, nothing else) — on a small machine the cost
 //! of a proxy is exactly its wake-ups and syscalls per message.
+//!
+//! # Layout
+//! - `pipe`: one direction's buffers, and the read/write pump.
+//! - `commits`: which prepared statements are COMMITs.
+//! - `autocommit`: the held Sync of an autocommit write and its stamp.
+//! - [`translate`]: a simple Query run through the extended protocol.
+//! - `idle`: the idle-in-transaction timer.
+//! - this module: the poll loop and the scans of both directions.
 
 use std::future::poll_fn;
 use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use bytes::{Buf, Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use bytes::BytesMut;
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::io::poll_read_buf;
 
 use understudy_protocol::backend::sqlstate::{
     IN_FAILED_TRANSACTION, PROGRAM_LIMIT_EXCEEDED, SERIALIZATION_FAILURE,
@@ -39,60 +46,31 @@ use understudy_protocol::backend::sqlstate::{
 use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
 use understudy_protocol::frontend::{self, encode_flush, encode_query};
-use understudy_protocol::scan::{body_of, Piece, Scanner, Stop};
+use understudy_protocol::scan::{body_of, Piece, Stop};
 
 use std::sync::Arc;
 
 mod autocommit;
+mod commits;
 mod idle;
+mod pipe;
 pub mod translate;
+
+pub use self::commits::CommitStatements;
+pub use self::pipe::Pipe;
+use self::pipe::{pump, take_server_frame};
 
 use self::autocommit::inject_implicit_stamp;
 pub use self::autocommit::SyncHold;
 pub use self::idle::IdleTimer;
 
 use crate::commit_log::CommitLog;
-use crate::commit_sql::is_commit;
 use crate::error::{SessionError, Side};
 use crate::failover::Identity;
 use crate::journal::{is_asynchronous, server_message_needed_whole, Journal, Limits};
 use crate::ledger;
 use crate::metrics::{self, ProxyMetrics};
 use crate::rules::client::ClientAction;
-
-/// Free space kept available for each read.
-const READ_RESERVE: usize = 16 * 1024;
-
-/// One direction of a session: the bytes read from one side and not yet
-/// written to the other.
-pub struct Pipe {
-    /// Bytes read and not yet scanned completely (a partial frame).
-    buf: BytesMut,
-    /// Scanned bytes being written to the other side.
-    out: Bytes,
-    /// The writer has bytes that may still sit in a write buffer.
-    needs_flush: bool,
-    /// Nothing more is read from this side (the client sent Terminate).
-    done_reading: bool,
-    /// `buf` holds bytes that were never scanned (read before the relay
-    /// started, or from a new backend during a move).
-    unscanned: bool,
-    scanner: Scanner,
-}
-
-impl Pipe {
-    /// A pipe that starts with bytes already read during startup.
-    pub fn new(already_read: BytesMut, max_message_len: usize) -> Self {
-        Pipe {
-            buf: already_read,
-            out: Bytes::new(),
-            needs_flush: false,
-            done_reading: false,
-            unscanned: true,
-            scanner: Scanner::new(max_message_len),
-        }
-    }
-}
 
 /// What the relay tracks about the session while it runs.
 pub struct RelayState {
@@ -294,75 +272,6 @@ fn parks_now(state: &RelayState, to_server: &mut Pipe) -> bool {
     }
     to_server.done_reading = true;
     true
-}
-
-/// Moves bytes from `from` to `to` until both would block. Returns `Ready`
-/// only when the session must end.
-fn pump<R, W>(
-    cx: &mut Context<'_>,
-    from: &mut R,
-    to: &mut W,
-    pipe: &mut Pipe,
-    from_side: Side,
-    mut scan: impl FnMut(&mut Pipe, usize) -> Result<(), SessionError>,
-) -> Poll<RelayEnd>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let to_side = match from_side {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
-    };
-    let failed = |side, source| Poll::Ready(RelayEnd::Failed(SessionError::Io { side, source }));
-    loop {
-        while !pipe.out.is_empty() {
-            match Pin::new(&mut *to).poll_write(cx, &pipe.out) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(RelayEnd::Failed(SessionError::Closed(to_side)))
-                }
-                Poll::Ready(Ok(n)) => pipe.out.advance(n),
-                Poll::Ready(Err(e)) => return failed(to_side, e),
-                Poll::Pending => return Poll::Pending,
-            }
-            if pipe.out.is_empty() {
-                // Release the shared buffer so the next read can reuse it.
-                pipe.out = Bytes::new();
-                pipe.needs_flush = true;
-            }
-        }
-        if pipe.needs_flush {
-            match Pin::new(&mut *to).poll_flush(cx) {
-                Poll::Ready(Ok(())) => pipe.needs_flush = false,
-                Poll::Ready(Err(e)) => return failed(to_side, e),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if pipe.done_reading {
-            return Poll::Pending;
-        }
-        if std::mem::take(&mut pipe.unscanned) && !pipe.buf.is_empty() {
-            if let Err(e) = scan(pipe, 0) {
-                return Poll::Ready(RelayEnd::Failed(e));
-            }
-            continue;
-        }
-        if pipe.buf.capacity() - pipe.buf.len() < READ_RESERVE / 4 {
-            pipe.buf.reserve(READ_RESERVE);
-        }
-        match poll_read_buf(Pin::new(&mut *from), cx, &mut pipe.buf) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready(RelayEnd::Failed(SessionError::Closed(from_side)))
-            }
-            Poll::Ready(Ok(n)) => {
-                if let Err(e) = scan(pipe, n) {
-                    return Poll::Ready(RelayEnd::Failed(e));
-                }
-            }
-            Poll::Ready(Err(e)) => return failed(from_side, e),
-            Poll::Pending => return Poll::Pending,
-        }
-    }
 }
 
 /// Scans bytes from the client: journals each message, counts requests,
@@ -619,28 +528,6 @@ fn scan_client(
     }
 }
 
-/// Takes the whole server message of `total` bytes at the front of
-/// `pipe.buf` out of the relayed stream: `relayed` (what came before it)
-/// goes to `out`, the journal follows the message as the server sent it,
-/// and the caller decides what, if anything, the client gets instead.
-fn take_server_frame(
-    pipe: &mut Pipe,
-    total: usize,
-    relayed: &[u8],
-    out: &mut BytesMut,
-    journal: &mut Journal,
-) -> BytesMut {
-    let frame = pipe.buf.split_to(total);
-    out.extend_from_slice(relayed);
-    journal.server_piece(Piece::Start {
-        tag: frame[0],
-        total,
-        bytes: &frame,
-        rest: 0,
-    });
-    frame
-}
-
 /// Scans bytes from the server: follows replies and the transaction
 /// status, holds back a FATAL error, and rewrites the pid of the session's
 /// own notifications after a move.
@@ -891,88 +778,4 @@ fn scan_server(
 fn is_fatal_error(tag: u8, bytes: &[u8]) -> bool {
     tag == backend::tag::ERROR_RESPONSE
         && ErrorFields::parse(body_of(bytes)).is_ok_and(|fields| fields.is_fatal())
-}
-
-/// Which of the client's prepared statements are COMMITs, to recognise a
-/// COMMIT sent through the extended protocol.
-#[derive(Default)]
-pub struct CommitStatements {
-    named: HashSet<Vec<u8>>,
-    unnamed: bool,
-}
-
-impl CommitStatements {
-    /// Follows Parse messages, and tells whether a client message starts the
-    /// execution of a COMMIT: a Query, a Parse of the unnamed statement, or
-    /// a Bind of a named statement.
-    fn starts_commit(&mut self, tag: u8, body: &[u8]) -> bool {
-        let mut fields = body.split(|&b| b == 0);
-        match tag {
-            frontend::tag::QUERY => is_commit(fields.next().unwrap_or_default()),
-            frontend::tag::PARSE => {
-                let name = fields.next().unwrap_or_default();
-                let commit = is_commit(fields.next().unwrap_or_default());
-                if name.is_empty() {
-                    self.unnamed = commit;
-                    commit
-                } else {
-                    if commit {
-                        self.named.insert(name.to_vec());
-                    } else {
-                        self.named.remove(name);
-                    }
-                    false
-                }
-            }
-            frontend::tag::BIND => {
-                let _portal = fields.next();
-                let statement = fields.next().unwrap_or_default();
-                !statement.is_empty() && self.named.contains(statement)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The bytes a pipe still has to write to the other side, and what it read
-/// but did not scan yet (for a session that changes backends).
-impl Pipe {
-    /// Writes the pipe's pending output to `to` (used before a move: the
-    /// client must receive everything the old server already sent).
-    pub async fn drain_to<W: AsyncWrite + Unpin>(&mut self, to: &mut W) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        if !self.out.is_empty() {
-            to.write_all(&self.out).await?;
-            to.flush().await?;
-        }
-        self.out = Bytes::new();
-        self.needs_flush = false;
-        Ok(())
-    }
-
-    /// Forgets everything relayed from or to a backend that is gone, and
-    /// starts over with `already_read` from the new backend, after `first`
-    /// (bytes to write before anything else).
-    pub fn restart(&mut self, first: Bytes, already_read: BytesMut) {
-        self.out = first;
-        self.buf = already_read;
-        self.needs_flush = false;
-        self.done_reading = false;
-        self.unscanned = true;
-        let max = self.scanner.max_len();
-        self.scanner = Scanner::new(max);
-    }
-
-    /// Reads and scans again after the session was parked.
-    pub fn resume_reading(&mut self) {
-        self.done_reading = false;
-        self.unscanned = true;
-    }
-
-    /// Drops output not yet written (requests to a backend that is gone:
-    /// the journal resends them).
-    pub fn discard_output(&mut self) {
-        self.out = Bytes::new();
-        self.needs_flush = false;
-    }
 }

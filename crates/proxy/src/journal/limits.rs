@@ -1,0 +1,64 @@
+//! What the journal may hold ([`Limits`]) and why a session cannot be
+//! moved when it holds more, or cannot follow the conversation
+//! ([`NotReplayable`]).
+
+use std::sync::Arc;
+
+use super::JournalBudget;
+
+/// Why a session cannot be moved to another server right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReplayable {
+    /// The open unit holds more than the per-session journal limit.
+    UnitTooLarge,
+    /// All sessions' journals together hold `journal.max_total_bytes`.
+    TotalTooLarge,
+    /// A client message was larger than the journal keeps.
+    MessageTooLarge,
+    /// The session state holds more than the per-session journal limit.
+    SessionStateTooLarge,
+    /// A statement mixed session-state changes with other work.
+    MixedSessionStatement,
+    /// The server sent a reply that matches no request.
+    Desynchronised,
+}
+
+impl std::fmt::Display for NotReplayable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotReplayable::UnitTooLarge => "the open transaction is larger than the journal limit",
+            NotReplayable::TotalTooLarge => {
+                "the journals of all sessions together are at their limit"
+            }
+            NotReplayable::MessageTooLarge => "a message was larger than the journal keeps",
+            NotReplayable::SessionStateTooLarge => {
+                "the session state is larger than the journal limit"
+            }
+            NotReplayable::MixedSessionStatement => {
+                "one statement both changed session settings and did other work"
+            }
+            NotReplayable::Desynchronised => "the server's replies did not match the requests",
+        })
+    }
+}
+
+/// Per-session journal limits, and the budget shared by all sessions.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of client messages kept for the open unit.
+    pub max_unit_bytes: usize,
+    /// Bytes of session state (settings, prepared statements).
+    pub max_session_bytes: usize,
+    /// Bytes of open units kept by all sessions together.
+    pub budget: Arc<JournalBudget>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_unit_bytes: 16 << 20,
+            max_session_bytes: 4 << 20,
+            budget: Arc::default(),
+        }
+    }
+}
