@@ -96,7 +96,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
 }
 
 /// What sessions see of the orchestrator's view.
-fn topology_of(view: &ClusterView) -> Topology {
+pub(crate) fn topology_of(view: &ClusterView) -> Topology {
     Topology {
         primary: view.primary.as_ref().map(|p| BackendAddr {
             name: p.name.clone(),

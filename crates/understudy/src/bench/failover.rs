@@ -21,11 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use understudy_cluster::{
-    free_port, ClusterView, Credentials, EmbeddedCluster, HealthSettings, Orchestrator,
-    OrchestratorHandle, Phase, Redundancy, RunAs, Signal,
+    free_port, Credentials, EmbeddedCluster, HealthSettings, Orchestrator, OrchestratorHandle,
+    Phase, Redundancy, RunAs, Signal,
 };
 use understudy_config::{Config, Secret, Server};
-use understudy_proxy::{topology, BackendAddr, Topology};
+use understudy_proxy::topology;
 
 use super::error::BenchError;
 use super::pgbench::{Load, Pgbench};
@@ -34,6 +34,7 @@ use super::tools::{self, Tools};
 use super::{cluster_dir, validate, WorkDir};
 use crate::cli::BenchArgs;
 use crate::run::shutdown_signal;
+use crate::up::topology_of;
 use crate::CliError;
 
 mod logs;
@@ -205,24 +206,6 @@ async fn measure(
         },
         targets: vec![understudy, pgbouncer?],
     })
-}
-
-/// What sessions see of the orchestrator's view (as in `understudy up`).
-fn topology_of(view: &ClusterView) -> Topology {
-    Topology {
-        primary: view.primary.as_ref().map(|p| BackendAddr {
-            name: p.name.clone(),
-            host: p.host.clone(),
-            port: p.port,
-        }),
-        draining: view.phase == Phase::Draining,
-        lossless: view.lossless,
-        successor: view.successor.as_ref().map(|s| BackendAddr {
-            name: s.name.clone(),
-            host: s.host.clone(),
-            port: s.port,
-        }),
-    }
 }
 
 /// What every run shares.
