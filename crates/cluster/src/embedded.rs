@@ -181,8 +181,7 @@ impl EmbeddedCluster {
         let primary = self.primary.stop(StopMode::Fast).await;
         let standby = self.standby.stop(StopMode::Fast).await;
         self.stopped = true;
-        // Empty once both servers are down; kept (and harmless) otherwise.
-        let _ = std::fs::remove_dir(&self.socket_dir);
+        remove_socket_dir(&self.socket_dir, primary.is_ok() && standby.is_ok());
         primary.and(standby)
     }
 
@@ -230,11 +229,28 @@ impl Drop for EmbeddedCluster {
     /// (fast shutdown, SIGKILL after a grace period) before the lock is released.
     fn drop(&mut self) {
         if !self.stopped {
+            let mut all_stopped = true;
             for node in [&self.primary, &self.standby] {
-                process::stop_dir_blocking(node.data_dir(), StopMode::Fast.signal(), DROP_GRACE);
+                all_stopped &= process::stop_dir_blocking(
+                    node.data_dir(),
+                    StopMode::Fast.signal(),
+                    DROP_GRACE,
+                );
             }
-            let _ = std::fs::remove_dir(&self.socket_dir);
+            remove_socket_dir(&self.socket_dir, all_stopped);
         }
+    }
+}
+
+/// Removes the nodes' socket directory once their servers are down. A
+/// server that was killed (`kill -9`) leaves its socket and lock file
+/// behind; with every server of the cluster stopped they are stale and go
+/// too. Otherwise only an empty directory is removed.
+fn remove_socket_dir(socket_dir: &Path, all_stopped: bool) {
+    if all_stopped {
+        let _ = std::fs::remove_dir_all(socket_dir);
+    } else {
+        let _ = std::fs::remove_dir(socket_dir);
     }
 }
 
