@@ -486,13 +486,7 @@ fn scan_client(
             out.extend_from_slice(&frame);
             continue;
         }
-        pipe.out = match assembled.take() {
-            Some(mut out) => {
-                out.extend_from_slice(&relayed);
-                out.freeze()
-            }
-            None => relayed.freeze(),
-        };
+        pipe.out = joined(assembled.take(), relayed);
         if state.journal.outstanding() > state.max_pipelined_requests {
             return Err(SessionError::Refused(
                 ErrorFields::new(
@@ -525,6 +519,19 @@ fn scan_client(
             pipe.done_reading = true;
         }
         return Ok(());
+    }
+}
+
+/// What a scan passes on: the bytes it assembled (only when it inserted or
+/// replaced a message) followed by the scanned bytes, which are otherwise
+/// passed on without a copy.
+fn joined(assembled: Option<BytesMut>, relayed: BytesMut) -> bytes::Bytes {
+    match assembled {
+        Some(mut out) => {
+            out.extend_from_slice(&relayed);
+            out.freeze()
+        }
+        None => relayed.freeze(),
     }
 }
 
@@ -741,13 +748,7 @@ fn scan_server(
             out.extend_from_slice(&replacement);
             continue;
         }
-        pipe.out = match assembled.take() {
-            Some(mut out) => {
-                out.extend_from_slice(&relayed);
-                out.freeze()
-            }
-            None => relayed.freeze(),
-        };
+        pipe.out = joined(assembled.take(), relayed);
         if fatal.is_some() {
             state.server_fatal = fatal;
             pipe.done_reading = true;
