@@ -325,6 +325,34 @@ pub fn controls_transaction(sql: &[u8]) -> bool {
         || (has_second_statement(sql) && loose_words(sql).any(|w| is_one_of(w, CONTROL_ANYWHERE)))
 }
 
+/// How a statement run outside a transaction block bears on the Sync that
+/// ends its batch (see `Journal::batch_may_write`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutocommitKind {
+    /// The Sync must never be held: a COPY (it needs the client's data
+    /// before it is answered) or a statement that controls the transaction.
+    NeverHold,
+    /// Running it again changes no data (see [`is_harmless_to_repeat`]).
+    Harmless,
+    /// It may write data.
+    MayWrite,
+}
+
+impl AutocommitKind {
+    /// Classifies `sql`. The journal keeps the answer with each prepared
+    /// statement, so that a batch that executes one pays a lookup, not a scan
+    /// of its text.
+    pub fn of(sql: &[u8]) -> AutocommitKind {
+        if is_copy(sql) || controls_transaction(sql) {
+            AutocommitKind::NeverHold
+        } else if is_harmless_to_repeat(sql) {
+            AutocommitKind::Harmless
+        } else {
+            AutocommitKind::MayWrite
+        }
+    }
+}
+
 /// True when `word` is one of `keywords` (upper case), in any case.
 fn is_one_of(word: &[u8], keywords: &[&[u8]]) -> bool {
     keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
@@ -437,6 +465,34 @@ mod read_only_tests {
             "",
         ] {
             assert!(!is_read_only(sql.as_bytes()), "{sql:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod autocommit_kind_tests {
+    use super::AutocommitKind;
+
+    #[test]
+    fn copy_and_transaction_control_are_never_held_reads_are_harmless_writes_may_write() {
+        for (sql, kind) in [
+            ("COPY t FROM STDIN", AutocommitKind::NeverHold),
+            ("begin", AutocommitKind::NeverHold),
+            ("COMMIT", AutocommitKind::NeverHold),
+            ("select 1; commit", AutocommitKind::NeverHold),
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+                AutocommitKind::Harmless,
+            ),
+            ("SET search_path = app", AutocommitKind::Harmless),
+            ("UPDATE t SET a = 1", AutocommitKind::MayWrite),
+            ("SELECT * INTO t2 FROM t", AutocommitKind::MayWrite),
+            (
+                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                AutocommitKind::MayWrite,
+            ),
+        ] {
+            assert_eq!(AutocommitKind::of(sql.as_bytes()), kind, "{sql}");
         }
     }
 }

@@ -41,6 +41,15 @@ pub use self::limits::{Limits, NotReplayable};
 pub use self::reply::{Reply, Request};
 use self::request::{CommandKind, Expect};
 use self::session::SessionState;
+use crate::commit_sql::AutocommitKind;
+
+/// The statement an Execute runs.
+enum Executed<'a> {
+    /// Parsed in the open unit: its SQL text.
+    ParsedInUnit(&'a [u8]),
+    /// A statement the session prepared earlier: its name.
+    Prepared(&'a [u8]),
+}
 
 /// True for server messages the journal must see whole (their body
 /// matters); everything else may be followed piece by piece.
@@ -244,6 +253,25 @@ impl Journal {
     /// The SQL text run by the Execute at index `i`: the statement of the
     /// latest Bind before it, from a Parse in the unit or the session.
     fn executed_text(&self, i: usize) -> Option<&[u8]> {
+        match self.executed_statement(i)? {
+            Executed::ParsedInUnit(text) => Some(text),
+            Executed::Prepared(name) => self.session.prepared_text(name),
+        }
+    }
+
+    /// How the Execute at index `i` bears on an autocommit batch: worked out
+    /// from the text of a statement parsed in the unit, looked up for one
+    /// the session prepared earlier.
+    fn executed_kind(&self, i: usize) -> Option<AutocommitKind> {
+        match self.executed_statement(i)? {
+            Executed::ParsedInUnit(text) => Some(AutocommitKind::of(text)),
+            Executed::Prepared(name) => self.session.prepared_kind(name),
+        }
+    }
+
+    /// The statement the Execute at index `i` runs: that of the latest Bind
+    /// before it.
+    fn executed_statement(&self, i: usize) -> Option<Executed<'_>> {
         let bind = self.requests[..i]
             .iter()
             .rev()
@@ -256,8 +284,8 @@ impl Journal {
             (r.tag == frontend::tag::PARSE && cstr_at(frame, 5)? == statement).then_some(frame)
         });
         match parsed {
-            Some(frame) => cstr_at(frame, 5 + statement.len() + 1),
-            None => self.session.prepared_text(statement),
+            Some(frame) => cstr_at(frame, 5 + statement.len() + 1).map(Executed::ParsedInUnit),
+            None => Some(Executed::Prepared(statement)),
         }
     }
 
@@ -409,13 +437,12 @@ impl Journal {
             match request.tag {
                 frontend::tag::SYNC => break,
                 frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
-                frontend::tag::EXECUTE => match self.executed_text(i) {
+                frontend::tag::EXECUTE => match self.executed_kind(i) {
                     // COPY FROM STDIN needs the client's data before it can
                     // be answered: its Sync cannot wait for the answer.
-                    Some(text) if crate::commit_sql::is_copy(text) => return false,
-                    Some(text) if crate::commit_sql::controls_transaction(text) => return false,
-                    Some(text) => may_write |= !crate::commit_sql::is_harmless_to_repeat(text),
-                    None => may_write = true,
+                    Some(AutocommitKind::NeverHold) => return false,
+                    Some(AutocommitKind::Harmless) => {}
+                    Some(AutocommitKind::MayWrite) | None => may_write = true,
                 },
                 _ => {}
             }

@@ -8,11 +8,17 @@ use understudy_protocol::frontend::tag;
 
 use super::request::Expect;
 use super::{NotReplayable, Reply};
+use crate::commit_sql::AutocommitKind;
 
 /// One thing to give a new backend again.
 enum Entry {
-    /// A named prepared statement: its name and the Parse message.
-    Prepared { name: Vec<u8>, frame: BytesMut },
+    /// A named prepared statement: its name, the Parse message, and how
+    /// its execution bears on an autocommit batch.
+    Prepared {
+        name: Vec<u8>,
+        frame: BytesMut,
+        kind: AutocommitKind,
+    },
     /// Client messages that changed settings; ends with a message that gets
     /// ReadyForQuery (a Query or a Sync).
     Script(BytesMut),
@@ -125,7 +131,7 @@ impl SessionState {
         self.entries
             .iter()
             .map(|e| match e {
-                Entry::Prepared { name, frame } => name.len() + frame.len(),
+                Entry::Prepared { name, frame, .. } => name.len() + frame.len(),
                 Entry::Script(frames) => frames.len(),
             })
             .sum()
@@ -134,11 +140,20 @@ impl SessionState {
     /// The SQL text of a named prepared statement of the session.
     pub fn prepared_text(&self, wanted: &[u8]) -> Option<&[u8]> {
         self.entries.iter().find_map(|e| match e {
-            Entry::Prepared { name, frame } if name == wanted => {
+            Entry::Prepared { name, frame, .. } if name == wanted => {
                 let body = frame.get(5..)?;
                 let rest = &body[wanted.len() + 1..];
                 first_cstr(rest)
             }
+            _ => None,
+        })
+    }
+
+    /// How running a named prepared statement of the session bears on an
+    /// autocommit batch (worked out once, when it was prepared).
+    pub fn prepared_kind(&self, wanted: &[u8]) -> Option<AutocommitKind> {
+        self.entries.iter().find_map(|e| match e {
+            Entry::Prepared { name, kind, .. } if name == wanted => Some(*kind),
             _ => None,
         })
     }
@@ -168,9 +183,12 @@ impl SessionState {
         }
         self.forget_prepared(name);
         self.changed();
+        let body = frame.get(5 + name.len() + 1..).unwrap_or_default();
+        let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, AutocommitKind::of);
         self.entries.push(Entry::Prepared {
             name: name.to_vec(),
             frame: BytesMut::from(frame),
+            kind,
         });
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);

@@ -186,8 +186,7 @@ impl SessionRulesState {
         metrics: &ProxyMetrics,
     ) -> Option<ClientAction> {
         self.refresh();
-        let held = self.held.borrow().clone();
-        if !held.is_empty() {
+        if let Some(held) = self.held_now() {
             if let Some(analysis) = self.session.set().analyse(m.text) {
                 let tables: Vec<understudy_rules::TableName> = analysis.tables().cloned().collect();
                 if held.holding(&tables).is_some() {
@@ -255,11 +254,18 @@ impl SessionRulesState {
     /// Holds a Bind of a prepared statement that touches a held table
     /// (prepared before the hold began), or refuses it when its wait timed
     /// out.
-    fn hold_bind(&mut self, statement: &[u8], body: &[u8]) -> Option<ClientAction> {
-        let held = self.held.borrow().clone();
-        if held.is_empty() {
-            return None;
+    /// The tables held for maintenance now, `None` when none is. While the
+    /// set does not change this costs one atomic load: it is asked for every
+    /// Bind.
+    fn held_now(&mut self) -> Option<Arc<super::holds::HeldSet>> {
+        if self.held.has_changed().unwrap_or(false) {
+            self.held_latest = Arc::clone(&self.held.borrow_and_update());
         }
+        (!self.held_latest.is_empty()).then(|| Arc::clone(&self.held_latest))
+    }
+
+    fn hold_bind(&mut self, statement: &[u8], body: &[u8]) -> Option<ClientAction> {
+        let held = self.held_now()?;
         let text = self.prepared.get(statement)?.clone();
         let analysis = self.session.set().analyse(&text)?;
         let tables: Vec<understudy_rules::TableName> = analysis.tables().cloned().collect();

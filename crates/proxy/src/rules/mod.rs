@@ -82,12 +82,15 @@ impl Rules {
         let mut results = results::ResultTracker::default();
         results.set_fallback(session.fallback_mask());
         let tracking = session.masks();
+        let mut held = holds.subscribe();
+        let held_latest = Arc::clone(&held.borrow_and_update());
         Box::new(SessionRulesState {
             session,
             client,
             rx,
             results,
-            held: holds.subscribe(),
+            held_latest,
+            held,
             metrics,
             waiting: None,
             refused_after_wait: None,
@@ -117,6 +120,8 @@ pub struct SessionRulesState {
     /// Which result the server's rows belong to, and their masks.
     pub results: results::ResultTracker,
     held: watch::Receiver<Arc<holds::HeldSet>>,
+    /// The held set as last seen on `held`.
+    held_latest: Arc<holds::HeldSet>,
     metrics: Arc<crate::metrics::ProxyMetrics>,
     /// What the session waits for before reading its client again.
     waiting: Option<Pin<Box<dyn Future<Output = holds::WaitOutcome> + Send>>>,
