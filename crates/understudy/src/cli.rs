@@ -137,6 +137,11 @@ pub struct BenchArgs {
     /// pgbench scale factor for initialisation (-s).
     #[arg(long, default_value_t = 10)]
     pub scale: u32,
+    /// Rounds of the throughput comparison. Each round runs every target once,
+    /// understudy and PgBouncer in turn first; the report gives each round's
+    /// ratios and their median.
+    #[arg(long, default_value_t = 3, conflicts_with = "failover")]
+    pub rounds: u32,
     /// Also measure select-only through a second understudy with this rules
     /// file, in the same run, and report the TPS ratio rules on / off.
     #[arg(long, conflicts_with = "failover")]

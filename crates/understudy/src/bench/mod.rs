@@ -92,6 +92,13 @@ fn validate(args: &BenchArgs, seconds: u32) -> Result<Load, BenchError> {
     positive("clients", args.clients)?;
     positive("threads", args.threads)?;
     positive("scale", args.scale)?;
+    positive("rounds", args.rounds)?;
+    if args.rounds > MAX_ROUNDS {
+        return Err(BenchError::InvalidArgument {
+            flag: "rounds",
+            reason: format!("at most {MAX_ROUNDS}"),
+        });
+    }
     if args.threads > args.clients {
         return Err(BenchError::InvalidArgument {
             flag: "threads",
@@ -115,6 +122,9 @@ fn validate(args: &BenchArgs, seconds: u32) -> Result<Load, BenchError> {
         threads: args.threads,
     })
 }
+
+/// Maximum `--rounds`.
+const MAX_ROUNDS: u32 = 20;
 
 /// Builds the cluster, runs the benchmark on it and shuts it down.
 async fn bench(
@@ -200,33 +210,42 @@ async fn bench_on(
         understudy: understudy.port(),
         pgbouncer: pgbouncer.port(),
     };
-    let measured = measure(&pgbench, load, &dir.join("logs"), ports, with_rules).await;
+    let measured = measure(
+        &pgbench,
+        load,
+        args.rounds,
+        &dir.join("logs"),
+        ports,
+        with_rules,
+    )
+    .await;
     understudy.stop().await;
     pgbouncer.stop().await;
-    let (select_only, tpcb_like, run_order, rules_run) = measured?;
-    let rules = match (rules_file, rules_run) {
-        (Some(file), Some(run)) => Some(RulesReport::new(
+    let measured = measured?;
+    let rules = match (rules_file, measured.rules) {
+        (Some(file), Some((without, with))) => Some(RulesReport::new(
             file.display().to_string(),
-            &select_only.understudy,
-            &run,
+            &without,
+            &with,
         )),
         _ => None,
     };
 
     Ok(Report {
-        select_only: WorkloadReport::new(&select_only),
-        tpcb_like: WorkloadReport::new(&tpcb_like),
+        select_only: WorkloadReport::new(&measured.select_only),
+        tpcb_like: WorkloadReport::new(&measured.tpcb_like),
         rules,
         settings: Settings {
             seconds: load.seconds,
             clients: args.clients,
             threads: args.threads,
             scale: args.scale,
+            rounds: args.rounds,
             pgbench_version: tools.pgbench_version.clone(),
             pgbouncer_version: tools.pgbouncer_version.clone(),
             postgres_version,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            run_order,
+            run_order: measured.order,
         },
     })
 }
@@ -248,21 +267,27 @@ struct RulesProxy<'a> {
     file: &'a Path,
 }
 
-/// The results of [`measure`]: both workloads, the order of the runs, and
-/// select-only through understudy with rules (when asked).
-type Measured = (
-    WorkloadResults,
-    WorkloadResults,
-    Vec<String>,
-    Option<RunResult>,
-);
+/// What [`measure`] measured.
+struct Measured {
+    /// Select-only, one entry per round.
+    select_only: Vec<WorkloadResults>,
+    /// tpcb-like, one entry per round.
+    tpcb_like: Vec<WorkloadResults>,
+    /// The runs in the order they went, as `workload/target#round`.
+    order: Vec<String>,
+    /// Select-only through understudy without and with the rules file (first
+    /// round), when asked.
+    rules: Option<(RunResult, RunResult)>,
+}
 
-/// Warms up, then runs each workload against direct, understudy and PgBouncer, in that
-/// order (select-only also through understudy with rules, right after understudy).
-/// Returns the results of both workloads and the order the runs went in.
+/// Warms up, then runs `rounds` rounds of select-only and then `rounds` rounds of
+/// tpcb-like. A round runs direct first, then understudy and PgBouncer, which take turns
+/// at going first so that neither always inherits the other's leftovers (select-only of
+/// the first round also runs through understudy with rules, right after understudy).
 async fn measure(
     pgbench: &Pgbench,
     load: Load,
+    rounds: u32,
     log_dir: &Path,
     ports: Ports,
     with_rules: Option<RulesProxy<'_>>,
@@ -294,33 +319,43 @@ async fn measure(
         log_dir,
         order: &mut order,
     };
-    let direct = runs
-        .one(Workload::SelectOnly, "direct", ports.direct)
-        .await?;
-    let understudy = runs
-        .one(Workload::SelectOnly, "understudy", ports.understudy)
-        .await?;
-    let rules = match with_rules {
-        Some(r) => {
-            let proxy = UnderstudyProcess::start(r.exe, r.dir, r.cluster, Some(r.file)).await?;
-            let run = runs
-                .one(Workload::SelectOnly, "understudy+rules", proxy.port())
-                .await;
-            proxy.stop().await;
-            Some(run?)
+    let mut rules = None;
+    let mut select_only = Vec::new();
+    for round in 1..=rounds {
+        let w = Workload::SelectOnly;
+        let direct = runs.one(w, "direct", ports.direct, round).await?;
+        let understudy_first = round % 2 == 1;
+        let mut pgbouncer = None;
+        if !understudy_first {
+            pgbouncer = Some(runs.one(w, "pgbouncer", ports.pgbouncer, round).await?);
         }
-        None => None,
-    };
-    let pgbouncer = runs
-        .one(Workload::SelectOnly, "pgbouncer", ports.pgbouncer)
-        .await?;
-    let select_only = WorkloadResults {
-        direct,
-        understudy,
-        pgbouncer,
-    };
-    let tpcb_like = runs.workload(Workload::TpcbLike, ports).await?;
-    Ok((select_only, tpcb_like, order, rules))
+        let understudy = runs.one(w, "understudy", ports.understudy, round).await?;
+        if let (Some(r), 1) = (with_rules, round) {
+            let proxy = UnderstudyProcess::start(r.exe, r.dir, r.cluster, Some(r.file)).await?;
+            let run = runs.one(w, "understudy+rules", proxy.port(), round).await;
+            proxy.stop().await;
+            rules = Some((understudy.clone(), run?));
+        }
+        let pgbouncer = match pgbouncer {
+            Some(run) => run,
+            None => runs.one(w, "pgbouncer", ports.pgbouncer, round).await?,
+        };
+        select_only.push(WorkloadResults {
+            direct,
+            understudy,
+            pgbouncer,
+        });
+    }
+    let mut tpcb_like = Vec::new();
+    for round in 1..=rounds {
+        tpcb_like.push(runs.workload(Workload::TpcbLike, ports, round).await?);
+    }
+    Ok(Measured {
+        select_only,
+        tpcb_like,
+        order,
+        rules,
+    })
 }
 
 /// The measured runs, recording their order.
@@ -332,16 +367,38 @@ struct Runs<'a> {
 }
 
 impl Runs<'_> {
-    /// `workload` against the three targets.
+    /// Round `round` of `workload`: direct, then understudy and PgBouncer, understudy
+    /// first in odd rounds.
     async fn workload(
         &mut self,
         workload: Workload,
         ports: Ports,
+        round: u32,
     ) -> Result<WorkloadResults, BenchError> {
+        let direct = self.one(workload, "direct", ports.direct, round).await?;
+        let (understudy, pgbouncer) = if round % 2 == 1 {
+            let u = self
+                .one(workload, "understudy", ports.understudy, round)
+                .await?;
+            (
+                u,
+                self.one(workload, "pgbouncer", ports.pgbouncer, round)
+                    .await?,
+            )
+        } else {
+            let b = self
+                .one(workload, "pgbouncer", ports.pgbouncer, round)
+                .await?;
+            (
+                self.one(workload, "understudy", ports.understudy, round)
+                    .await?,
+                b,
+            )
+        };
         Ok(WorkloadResults {
-            direct: self.one(workload, "direct", ports.direct).await?,
-            understudy: self.one(workload, "understudy", ports.understudy).await?,
-            pgbouncer: self.one(workload, "pgbouncer", ports.pgbouncer).await?,
+            direct,
+            understudy,
+            pgbouncer,
         })
     }
 
@@ -350,15 +407,17 @@ impl Runs<'_> {
         workload: Workload,
         target: &str,
         port: u16,
+        round: u32,
     ) -> Result<RunResult, BenchError> {
         let name = workload.name();
         tracing::info!(
             workload = name,
             target,
+            round,
             seconds = self.load.seconds,
             "running pgbench"
         );
-        let prefix = self.log_dir.join(format!("{name}-{target}"));
+        let prefix = self.log_dir.join(format!("{name}-{target}-{round}"));
         let result = self
             .pgbench
             .run(workload, self.load, target, port, &prefix)
@@ -371,7 +430,7 @@ impl Runs<'_> {
             p99_ms = result.latency.p99_ms,
             "done"
         );
-        self.order.push(format!("{name}/{target}"));
+        self.order.push(format!("{name}/{target}#{round}"));
         Ok(result)
     }
 }

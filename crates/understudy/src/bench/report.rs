@@ -1,5 +1,7 @@
 //! The benchmark report: `report.json` (figures and settings) and `report.md` (a table
-//! per workload with the same-run ratios), written to the output directory.
+//! per workload with the same-run ratios), written to the output directory. With several
+//! rounds, each figure is the median over the rounds, and each ratio the median of the
+//! ratios measured within one round.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use serde::Serialize;
 use super::error::BenchError;
 use super::pgbench::RunResult;
 
-/// The three targets' results for one workload.
+/// The three targets' results for one workload in one round.
 #[derive(Debug, Clone)]
 pub struct WorkloadResults {
     /// pgbench straight to the primary.
@@ -28,9 +30,11 @@ pub struct LatencyMs {
     pub p99: f64,
 }
 
-/// One workload in `report.json`.
+/// One workload in `report.json`: medians over the rounds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkloadReport {
+    /// Rounds measured.
+    pub rounds: usize,
     /// TPS straight to the primary.
     pub direct_tps: f64,
     /// TPS through understudy.
@@ -49,44 +53,71 @@ pub struct WorkloadReport {
     pub understudy_vs_pgbouncer: Option<f64>,
     /// PgBouncer TPS / direct TPS.
     pub pgbouncer_vs_direct: Option<f64>,
-    /// Transactions processed straight to the primary.
+    /// understudy TPS / PgBouncer TPS in each round, in order.
+    pub understudy_vs_pgbouncer_by_round: Vec<Option<f64>>,
+    /// Transactions processed straight to the primary (all rounds).
     pub direct_transactions: u64,
-    /// Transactions processed through understudy.
+    /// Transactions processed through understudy (all rounds).
     pub understudy_transactions: u64,
-    /// Transactions processed through PgBouncer.
+    /// Transactions processed through PgBouncer (all rounds).
     pub pgbouncer_transactions: u64,
-    /// Failed transactions straight to the primary.
+    /// Failed transactions straight to the primary (all rounds).
     pub direct_failed_transactions: u64,
-    /// Failed transactions through understudy.
+    /// Failed transactions through understudy (all rounds).
     pub understudy_failed_transactions: u64,
-    /// Failed transactions through PgBouncer.
+    /// Failed transactions through PgBouncer (all rounds).
     pub pgbouncer_failed_transactions: u64,
 }
 
 impl WorkloadReport {
-    /// Rounds and relates the raw results.
-    pub fn new(results: &WorkloadResults) -> WorkloadReport {
-        let latency = |r: &RunResult| LatencyMs {
-            p50: round(r.latency.p50_ms, 3),
-            p99: round(r.latency.p99_ms, 3),
+    /// Takes the medians of the rounds' results and relates them.
+    pub fn new(rounds: &[WorkloadResults]) -> WorkloadReport {
+        let direct: Vec<&RunResult> = rounds.iter().map(|r| &r.direct).collect();
+        let understudy: Vec<&RunResult> = rounds.iter().map(|r| &r.understudy).collect();
+        let pgbouncer: Vec<&RunResult> = rounds.iter().map(|r| &r.pgbouncer).collect();
+        let tps = |runs: &[&RunResult]| round(median(runs.iter().map(|r| r.tps)).unwrap_or(0.0), 1);
+        let latency = |runs: &[&RunResult]| LatencyMs {
+            p50: round(
+                median(runs.iter().map(|r| r.latency.p50_ms)).unwrap_or(0.0),
+                3,
+            ),
+            p99: round(
+                median(runs.iter().map(|r| r.latency.p99_ms)).unwrap_or(0.0),
+                3,
+            ),
         };
-        let (d, u, b) = (&results.direct, &results.understudy, &results.pgbouncer);
+        let ratios = |of: fn(&WorkloadResults) -> (f64, f64)| -> Vec<Option<f64>> {
+            rounds
+                .iter()
+                .map(|r| {
+                    let (a, b) = of(r);
+                    ratio(a, b)
+                })
+                .collect()
+        };
+        let median_ratio = |by_round: &[Option<f64>]| {
+            median(by_round.iter().flatten().copied()).map(|r| round(r, 3))
+        };
+        let u_vs_b = ratios(|r| (r.understudy.tps, r.pgbouncer.tps));
+        let sum = |runs: &[&RunResult], of: fn(&RunResult) -> u64| runs.iter().map(|r| of(r)).sum();
         WorkloadReport {
-            direct_tps: round(d.tps, 1),
-            understudy_tps: round(u.tps, 1),
-            pgbouncer_tps: round(b.tps, 1),
-            direct_latency_ms: latency(d),
-            understudy_latency_ms: latency(u),
-            pgbouncer_latency_ms: latency(b),
-            understudy_vs_direct: ratio(u.tps, d.tps),
-            understudy_vs_pgbouncer: ratio(u.tps, b.tps),
-            pgbouncer_vs_direct: ratio(b.tps, d.tps),
-            direct_transactions: d.transactions,
-            understudy_transactions: u.transactions,
-            pgbouncer_transactions: b.transactions,
-            direct_failed_transactions: d.failed,
-            understudy_failed_transactions: u.failed,
-            pgbouncer_failed_transactions: b.failed,
+            rounds: rounds.len(),
+            direct_tps: tps(&direct),
+            understudy_tps: tps(&understudy),
+            pgbouncer_tps: tps(&pgbouncer),
+            direct_latency_ms: latency(&direct),
+            understudy_latency_ms: latency(&understudy),
+            pgbouncer_latency_ms: latency(&pgbouncer),
+            understudy_vs_direct: median_ratio(&ratios(|r| (r.understudy.tps, r.direct.tps))),
+            understudy_vs_pgbouncer: median_ratio(&u_vs_b),
+            pgbouncer_vs_direct: median_ratio(&ratios(|r| (r.pgbouncer.tps, r.direct.tps))),
+            understudy_vs_pgbouncer_by_round: u_vs_b,
+            direct_transactions: sum(&direct, |r| r.transactions),
+            understudy_transactions: sum(&understudy, |r| r.transactions),
+            pgbouncer_transactions: sum(&pgbouncer, |r| r.transactions),
+            direct_failed_transactions: sum(&direct, |r| r.failed),
+            understudy_failed_transactions: sum(&understudy, |r| r.failed),
+            pgbouncer_failed_transactions: sum(&pgbouncer, |r| r.failed),
         }
     }
 
@@ -125,6 +156,8 @@ pub struct Settings {
     pub threads: u32,
     /// pgbench scale factor.
     pub scale: u32,
+    /// Rounds of each workload.
+    pub rounds: u32,
     /// `pgbench --version`.
     pub pgbench_version: String,
     /// `pgbouncer --version`.
@@ -133,7 +166,7 @@ pub struct Settings {
     pub postgres_version: String,
     /// CPUs available to this process.
     pub cpus: usize,
-    /// The measured runs in the order they ran, as `workload/target`.
+    /// The measured runs in the order they ran, as `workload/target#round`.
     pub run_order: Vec<String>,
 }
 
@@ -198,7 +231,8 @@ impl Report {
         let mut md = String::from("# understudy bench\n\n");
         md.push_str(&format!(
             "pgbench {} · PgBouncer {} (session mode) · PostgreSQL {} · {} CPUs\n\n\
-             {} clients, {} threads, {} s per run, scale {}. Order: {}.\n",
+             {} clients, {} threads, {} s per run, scale {}, {} rounds (figures are medians \
+             over the rounds). Order: {}.\n",
             s.pgbench_version,
             s.pgbouncer_version,
             s.postgres_version,
@@ -207,6 +241,7 @@ impl Report {
             s.threads,
             s.seconds,
             s.scale,
+            s.rounds,
             s.run_order.join(", "),
         ));
         for (title, command, workload) in [
@@ -229,6 +264,15 @@ impl Report {
                 show_ratio(workload.understudy_vs_direct),
                 show_ratio(workload.understudy_vs_pgbouncer),
                 show_ratio(workload.pgbouncer_vs_direct),
+            ));
+            let by_round: Vec<String> = workload
+                .understudy_vs_pgbouncer_by_round
+                .iter()
+                .map(|r| show_ratio(*r))
+                .collect();
+            md.push_str(&format!(
+                "understudy / pgbouncer by round: {}\n",
+                by_round.join(", ")
             ));
         }
         if let Some(rules) = &self.rules {
@@ -276,6 +320,19 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| round(a / b, 3))
 }
 
+/// The median of `values` (the mean of the middle two for an even count); `None`
+/// when there are none.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 fn round(value: f64, decimals: i32) -> f64 {
     let factor = 10f64.powi(decimals);
     (value * factor).round() / factor
@@ -314,14 +371,15 @@ mod tests {
             pgbouncer: run(0.0, 3.1, 9.5),
         };
         Report {
-            select_only: WorkloadReport::new(&select),
-            tpcb_like: WorkloadReport::new(&tpcb),
+            select_only: WorkloadReport::new(&[select]),
+            tpcb_like: WorkloadReport::new(&[tpcb]),
             rules: None,
             settings: Settings {
                 seconds: 10,
                 clients: 8,
                 threads: 2,
                 scale: 10,
+                rounds: 1,
                 pgbench_version: "15.18".into(),
                 pgbouncer_version: "1.18.0".into(),
                 postgres_version: "15.18".into(),
@@ -355,6 +413,7 @@ mod tests {
             "clients",
             "threads",
             "scale",
+            "rounds",
             "pgbench_version",
             "pgbouncer_version",
             "cpus",
@@ -373,6 +432,35 @@ mod tests {
         assert!(md.contains("understudy / pgbouncer: n/a"));
         assert!(md.contains("same run"));
         assert_eq!(md.matches("| target | TPS |").count(), 2);
+    }
+
+    #[test]
+    fn rounds_report_medians_and_the_median_of_same_round_ratios() {
+        let round = |u: f64, b: f64| WorkloadResults {
+            direct: run(40000.0, 0.1, 0.4),
+            understudy: run(u, 0.3, 0.9),
+            pgbouncer: run(b, 0.3, 0.9),
+        };
+        // The machine slows down over the run: the ratio of the medians
+        // (20000 / 19000) mixes rounds; the reported ratio is the median of
+        // the rounds' own ratios.
+        let rounds = [
+            round(30000.0, 29000.0),
+            round(20000.0, 19000.0),
+            round(10000.0, 12000.0),
+        ];
+        let report = WorkloadReport::new(&rounds);
+        assert_eq!(report.rounds, 3);
+        assert_eq!(report.understudy_tps, 20000.0);
+        assert_eq!(report.pgbouncer_tps, 19000.0);
+        assert_eq!(
+            report.understudy_vs_pgbouncer_by_round,
+            vec![Some(1.034), Some(1.053), Some(0.833)]
+        );
+        assert_eq!(report.understudy_vs_pgbouncer, Some(1.034));
+        assert_eq!(report.understudy_transactions, 600000);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
     }
 
     #[test]
