@@ -87,6 +87,10 @@ pub struct Journal {
     frame_tag: u8,
     /// After an error in the extended protocol the server skips to Sync.
     skipping_to_sync: bool,
+    /// The client has not sent the Sync that ends the skipping yet: its
+    /// next extended messages are skipped too. Messages sent behind that
+    /// Sync are not, even while the server is still skipping.
+    skipping_new_requests: bool,
     /// Transaction status of the latest ReadyForQuery.
     pub tx_status: TransactionStatus,
     /// Why the unit cannot be replayed, if it cannot.
@@ -159,6 +163,7 @@ impl Journal {
             frame_owner: None,
             frame_tag: 0,
             skipping_to_sync: false,
+            skipping_new_requests: false,
             tx_status: TransactionStatus::Idle,
             unit_blocked: None,
             session: SessionState::default(),
@@ -303,10 +308,11 @@ impl Journal {
             return;
         }
         let mut reply = Reply::default();
-        if expect == Expect::Nothing
-            || (self.skipping_to_sync && expect.is_extended() && tag != frontend::tag::SYNC)
-        {
+        if expect == Expect::Nothing || (self.skipping_new_requests && expect.is_extended()) {
             reply.done = true;
+        }
+        if tag == frontend::tag::SYNC {
+            self.skipping_new_requests = false;
         }
         self.requests.push(Request {
             tag,
@@ -475,6 +481,7 @@ impl Journal {
         self.cursor = 0;
         self.frame_owner = None;
         self.skipping_to_sync = false;
+        self.skipping_new_requests = false;
         self.unit_blocked = None;
         self.commit_token = None;
         self.stamp_implicit = false;
@@ -584,8 +591,12 @@ impl Journal {
                 if expect.is_extended() {
                     reply.done = true;
                     self.skipping_to_sync = true;
+                    // Skipped: what was sent between the error and the next
+                    // Sync, and what the client sends until that Sync.
+                    self.skipping_new_requests = true;
                     for later in &mut self.requests[i + 1..] {
                         if later.tag == frontend::tag::SYNC {
+                            self.skipping_new_requests = false;
                             break;
                         }
                         if later.expect.is_extended() {
@@ -703,6 +714,7 @@ impl Journal {
         self.cursor = 0;
         self.frame_owner = None;
         self.skipping_to_sync = false;
+        self.skipping_new_requests = false;
         old
     }
 }
