@@ -327,7 +327,8 @@ fn default_pg_port() -> u16 {
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// Limit in milliseconds for connecting to a server (TCP connect, startup and
-    /// authentication). Default 5000.
+    /// authentication), and for forwarding a cancel request until the server
+    /// closes the cancel connection. Default 5000.
     pub connect_timeout_ms: u64,
     /// TLS towards the servers: `disable`, `prefer`, `require` or `verify-full`, as
     /// libpq's `sslmode`. Default `prefer`.

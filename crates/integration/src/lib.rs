@@ -395,6 +395,22 @@ impl RawConn {
         }
     }
 
+    /// True when the session's backend has a prepared statement `name`
+    /// (asked with a simple query on this connection).
+    pub async fn has_prepared_statement(&mut self, name: &str) -> bool {
+        let frames = self
+            .simple_query(&format!(
+                "select count(*) from pg_prepared_statements where name = {}",
+                understudy_testkit::quote_literal(name)
+            ))
+            .await;
+        let row = frames
+            .iter()
+            .find(|f| f.tag == tag::DATA_ROW)
+            .expect("a row");
+        data_row_text(&row.body, 0).as_deref() != Some("0")
+    }
+
     /// Reads more bytes; false at end of stream.
     async fn fill(&mut self) -> bool {
         self.buf.reserve(8 * 1024);

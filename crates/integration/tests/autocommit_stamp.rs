@@ -213,3 +213,56 @@ async fn simple_query_writes_are_stamped_and_answered_exactly_as_postgresql_answ
         assert_eq!(got.1, *stamp, "stamped through the proxy: {sql:?}");
     }
 }
+
+/// A driver that reads an error sends its next requests at once: behind the
+/// failed batch's Sync, before that Sync's ReadyForQuery. The server runs
+/// them, so the statement they prepare exists and a read of it is a read:
+/// never stamped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_prepared_behind_a_failed_batch_is_not_stamped() {
+    use bytes::BytesMut;
+    use understudy_protocol::backend::tag;
+    use understudy_protocol::frontend::{
+        encode_bind, encode_execute, encode_flush, encode_parse, encode_sync,
+    };
+
+    let h = Harness::start().await;
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let mut out = BytesMut::new();
+    encode_parse("", "select 1 / g from generate_series(0, 0) g", &mut out);
+    encode_bind("", "", &mut out);
+    encode_execute("", &mut out);
+    encode_flush(&mut out);
+    conn.send(&out).await;
+    conn.expect_frame(tag::PARSE_COMPLETE).await;
+    conn.expect_frame(tag::BIND_COMPLETE).await;
+    assert_eq!(conn.expect_error().await.code, "22012");
+
+    // The server skips to a Sync it has not received yet.
+    let mut out = BytesMut::new();
+    encode_sync(&mut out);
+    encode_parse("two", "select 2", &mut out);
+    encode_sync(&mut out);
+    conn.send(&out).await;
+    conn.expect_frame(tag::READY_FOR_QUERY).await;
+    conn.expect_frame(tag::PARSE_COMPLETE).await;
+    conn.expect_frame(tag::READY_FOR_QUERY).await;
+
+    let mut out = BytesMut::new();
+    encode_bind("", "two", &mut out);
+    encode_execute("", &mut out);
+    encode_sync(&mut out);
+    conn.send(&out).await;
+    for expected in [
+        tag::BIND_COMPLETE,
+        tag::DATA_ROW,
+        tag::COMMAND_COMPLETE,
+        tag::READY_FOR_QUERY,
+    ] {
+        conn.expect_frame(expected).await;
+    }
+    assert!(
+        !conn.has_prepared_statement("understudy_stamp").await,
+        "a batch of reads was stamped"
+    );
+}

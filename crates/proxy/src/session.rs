@@ -152,6 +152,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         .idle_in_transaction_timeout()
         .map(IdleTimer::new);
     state.ledger = ledger;
+    state.cancels = Some(Arc::clone(&cancel.in_flight));
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
     let who = client_info(&identity, peer);
     let database = who.database.clone();
@@ -535,8 +536,11 @@ async fn open(
                 client.flush().await?;
             }
             StartupPacket::Cancel(request) => {
+                // Counted once the session knows of it (`lookup`), so that a
+                // cancel seen in the metrics is also seen by its session.
+                let found = ctx.cancel.lookup(&request);
                 metrics::inc(&ctx.metrics.cancel_requests_total);
-                if let Some(target) = ctx.cancel.lookup(&request) {
+                if let Some((target, _in_flight)) = found {
                     forward_cancel(target, ctx).await;
                 } else {
                     tracing::debug!(%peer, "cancel request with an unknown key ignored");

@@ -96,6 +96,10 @@ pub struct Journal {
     frame_tag: u8,
     /// After an error in the extended protocol the server skips to Sync.
     skipping_to_sync: bool,
+    /// The client has not sent the Sync that ends the skipping yet: its
+    /// next extended messages are skipped too. Messages sent behind that
+    /// Sync are not, even while the server is still skipping.
+    skipping_new_requests: bool,
     /// Transaction status of the latest ReadyForQuery.
     pub tx_status: TransactionStatus,
     /// Why the unit cannot be replayed, if it cannot.
@@ -168,6 +172,7 @@ impl Journal {
             frame_owner: None,
             frame_tag: 0,
             skipping_to_sync: false,
+            skipping_new_requests: false,
             tx_status: TransactionStatus::Idle,
             unit_blocked: None,
             session: SessionState::default(),
@@ -331,10 +336,11 @@ impl Journal {
             return;
         }
         let mut reply = Reply::default();
-        if expect == Expect::Nothing
-            || (self.skipping_to_sync && expect.is_extended() && tag != frontend::tag::SYNC)
-        {
+        if expect == Expect::Nothing || (self.skipping_new_requests && expect.is_extended()) {
             reply.done = true;
+        }
+        if tag == frontend::tag::SYNC {
+            self.skipping_new_requests = false;
         }
         self.requests.push(Request {
             tag,
@@ -502,6 +508,7 @@ impl Journal {
         self.cursor = 0;
         self.frame_owner = None;
         self.skipping_to_sync = false;
+        self.skipping_new_requests = false;
         self.unit_blocked = None;
         self.commit_token = None;
         self.stamp_implicit = false;
@@ -611,8 +618,12 @@ impl Journal {
                 if expect.is_extended() {
                     reply.done = true;
                     self.skipping_to_sync = true;
+                    // Skipped: what was sent between the error and the next
+                    // Sync, and what the client sends until that Sync.
+                    self.skipping_new_requests = true;
                     for later in &mut self.requests[i + 1..] {
                         if later.tag == frontend::tag::SYNC {
+                            self.skipping_new_requests = false;
                             break;
                         }
                         if later.expect.is_extended() {
@@ -730,6 +741,7 @@ impl Journal {
         self.cursor = 0;
         self.frame_owner = None;
         self.skipping_to_sync = false;
+        self.skipping_new_requests = false;
         old
     }
 }

@@ -388,3 +388,82 @@ fn a_copy_in_is_one_request_however_many_rows_it_sends() {
     assert_eq!(kept, &rows.concat()[..], "every row is kept, in order");
     assert!(j.outstanding() <= 3);
 }
+
+#[test]
+fn requests_sent_behind_the_sync_of_a_failed_batch_are_not_skipped() {
+    // A driver sends its next batch as soon as it reads the error, before
+    // the failed batch's ReadyForQuery: the server runs that batch.
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("sleep", "select pg_sleep(60)"),
+            bind("sleep"),
+            execute(),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'E', b"SERROR\0C57014\0\0"),
+        ],
+    );
+    client(
+        &mut j,
+        &[
+            msg(b'C', b"Ssleep\0"),
+            msg(b'S', b""),
+            parse("pid", "select pg_backend_pid()"),
+            msg(b'D', b"Spid\0"),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            ready(b'I'),
+            msg(b'3', b""),
+            ready(b'I'),
+            msg(b'1', b""),
+            msg(b't', b"\0\0"),
+            msg(b'T', b"desc"),
+            ready(b'I'),
+        ],
+    );
+    assert!(j.is_idle());
+    assert_eq!(
+        j.session.prepared_text(b"pid"),
+        Some(&b"select pg_backend_pid()"[..]),
+        "the Parse behind the failed batch's Sync was answered"
+    );
+    assert_eq!(j.session.prepared_text(b"sleep"), None, "closed");
+    client(&mut j, &[bind("pid"), execute()]);
+    assert!(!j.batch_may_write(), "a read of a known statement");
+}
+
+#[test]
+fn requests_before_the_sync_of_a_failed_batch_are_skipped() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[parse("bad", "select 1/0"), bind("bad"), execute()],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'E', b"SERROR\0C22012\0\0"),
+        ],
+    );
+    // Sent after the error, still before the Sync: the server skips them.
+    client(&mut j, &[parse("later", "select 2"), msg(b'S', b"")]);
+    assert_eq!(j.outstanding(), 1, "only the Sync waits for a reply");
+    server(&mut j, &[ready(b'I')]);
+    assert!(j.is_idle());
+    assert_eq!(j.session.prepared_text(b"later"), None);
+    assert_eq!(j.session.prepared_text(b"bad"), Some(&b"select 1/0"[..]));
+}

@@ -70,6 +70,10 @@ impl RelayState {
         if !self.held_sync_is_proxys || !released || !to_server.out.is_empty() {
             return false;
         }
+        if self.sync_hold == SyncHold::Ready && self.cancel_settling && self.stamps_implicit() {
+            // Sent once the session's cancels in flight end.
+            return false;
+        }
         let mut out = BytesMut::new();
         let commit = self.pending_commit.take();
         if self.sync_hold == SyncHold::Ready && self.stamps_implicit() {

@@ -12,7 +12,9 @@
 //! Towards the server the relay adds only commit stamps: in front of a
 //! COMMIT, and behind an autocommit write whose Sync it holds until the
 //! batch is answered ([`SyncHold`]); an autocommit write sent as a simple
-//! Query goes through the extended protocol for that ([`translate`]).
+//! Query goes through the extended protocol for that ([`translate`]). No
+//! stamp is sent while a cancel of the session is in flight
+//! ([`CancelsInFlight`]): its signal could hit the stamp.
 //! Towards the client it cuts out the stamps' replies and the
 //! acknowledgements of translated Queries, holds back a FATAL error, and
 //! rewrites what a move changed (the pid of notifications, `25P02` of a
@@ -64,6 +66,7 @@ use self::autocommit::inject_implicit_stamp;
 pub use self::autocommit::SyncHold;
 pub use self::idle::IdleTimer;
 
+use crate::cancel::CancelsInFlight;
 use crate::commit_log::CommitLog;
 use crate::error::{SessionError, Side};
 use crate::failover::Identity;
@@ -119,6 +122,15 @@ pub struct RelayState {
     /// The open unit (by [`Journal::unit_number`]) and how many times it was
     /// moved to another backend.
     pub unit_moves: (u64, u32),
+    /// The session's cancels the server has not finished with.
+    pub cancels: Option<Arc<CancelsInFlight>>,
+    /// A cancel is in flight (as of this poll): no stamp is sent, since
+    /// its signal could still reach the backend while the stamp runs and
+    /// roll back a transaction the client's statements completed in.
+    pub(crate) cancel_settling: bool,
+    /// A stamp waits for the cancels in flight to end: the request it goes
+    /// with stays unread until then.
+    pub(crate) stamp_deferred: bool,
 }
 
 impl RelayState {
@@ -143,6 +155,9 @@ impl RelayState {
             idle_in_transaction: None,
             rules: None,
             unit_moves: (0, 0),
+            cancels: None,
+            cancel_settling: false,
+            stamp_deferred: false,
         }
     }
 }
@@ -189,9 +204,22 @@ where
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
         }
+        state.cancel_settling = state.ledger
+            && state
+                .cancels
+                .as_deref()
+                .is_some_and(|cancels| cancels.poll_settling(cx));
+        if state.stamp_deferred && !state.cancel_settling {
+            // The cancels ended: read the request the stamp goes with again.
+            state.stamp_deferred = false;
+            if !state.client_terminated {
+                to_server.resume_reading();
+            }
+        }
         state.release_proxys_sync(to_server);
         let released = matches!(state.sync_hold, SyncHold::Ready | SyncHold::Pass);
         if released
+            && !state.stamp_deferred
             && to_server.done_reading
             && !state.client_terminated
             && !state.held_sync_is_proxys
@@ -211,7 +239,9 @@ where
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let holding_sync = state.sync_hold == SyncHold::Waiting || state.held_sync_is_proxys;
+        let holding_sync = state.sync_hold == SyncHold::Waiting
+            || state.held_sync_is_proxys
+            || state.stamp_deferred;
         let mut waiting = false;
         if let Some(rules) = state.rules.as_deref_mut() {
             if rules.poll_wait(cx) {
@@ -285,6 +315,10 @@ fn scan_client(
     let mut assembled: Option<BytesMut> = None;
     loop {
         let max_kept = state.journal.max_message_len();
+        // While a cancel is in flight, a stamp waits (see `cancel_settling`).
+        let settling = state.cancel_settling;
+        let defer_implicit_stamp =
+            settling && state.sync_hold == SyncHold::Ready && state.stamps_implicit();
         let journal = &mut state.journal;
         let commits = &mut state.commits;
         let stamping = state.ledger
@@ -295,6 +329,7 @@ fn scan_client(
         // A stamp from an earlier batch still in flight does not count: this
         // batch's Sync waits for it to end, then gets its own.
         let autocommit = state.ledger && journal.tx_status == TransactionStatus::Idle;
+        let mut defer = false;
         let mut parked = false;
         let mut terminated = false;
         let mut stamp = false;
@@ -340,6 +375,10 @@ fn scan_client(
                     }
                     if tag == frontend::tag::SYNC && rest == 0 {
                         match hold {
+                            SyncHold::Ready if defer_implicit_stamp => {
+                                defer = true;
+                                return ControlFlow::Break(Stop::Before);
+                            }
                             SyncHold::Ready => {
                                 sync_event = Some(SyncHold::Ready);
                                 return ControlFlow::Break(Stop::Before);
@@ -362,7 +401,11 @@ fn scan_client(
                         }
                     }
                     if rest == 0 && commits.starts_commit(tag, body_of(bytes)) && stamping {
-                        stamp = true;
+                        if settling {
+                            defer = true;
+                        } else {
+                            stamp = true;
+                        }
                         return ControlFlow::Break(Stop::Before);
                     }
                     if let (Some(rules), 0) = (rules.as_deref_mut(), rest) {
@@ -420,6 +463,15 @@ fn scan_client(
             state.sync_hold = SyncHold::Waiting;
             state.held_sync_is_proxys = true;
             pipe.out = out.freeze();
+            pipe.done_reading = true;
+            pipe.unscanned = true;
+            return Ok(());
+        }
+        if defer {
+            // The request a stamp goes with waits, unread, until the
+            // session's cancels in flight end; the relay reads it again then.
+            pipe.out = joined(assembled.take(), relayed);
+            state.stamp_deferred = true;
             pipe.done_reading = true;
             pipe.unscanned = true;
             return Ok(());
