@@ -23,6 +23,9 @@ pub struct Shape {
 /// The shape of `sql`, or `None` when the lexer rejects it (an unterminated
 /// quote or comment, a NUL byte).
 pub fn shape(sql: &str) -> Option<Shape> {
+    if let Some(shape) = plain_shape(sql) {
+        return Some(shape);
+    }
     let scanned = pg_query::scan(sql).ok()?;
     let mut shape = Shape {
         statements: 0,
@@ -45,6 +48,32 @@ pub fn shape(sql: &str) -> Option<Shape> {
         }
     }
     Some(shape)
+}
+
+/// The shape of a string with nothing in it the lexer must be asked about —
+/// no quote, dollar sign, comment, backslash or NUL — so that every `;` ends
+/// a statement and no `$n` can appear; `None` for any other string. Most
+/// application statements look like this, and the proxy asks for the shape
+/// of every autocommit write sent as a simple Query: scanning those with
+/// `pg_query` would cost a call into C and a protobuf decode each.
+fn plain_shape(sql: &str) -> Option<Shape> {
+    let lexer_needed = sql
+        .bytes()
+        .any(|b| matches!(b, b'\'' | b'"' | b'$' | b'\\' | 0))
+        || sql.contains("--")
+        || sql.contains("/*");
+    if lexer_needed {
+        return None;
+    }
+    // PostgreSQL's whitespace; anything else is a token.
+    let blank = |part: &&str| {
+        part.bytes()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'))
+    };
+    Some(Shape {
+        statements: sql.split(';').filter(|part| !blank(part)).count(),
+        has_parameters: false,
+    })
 }
 
 /// The byte range of each statement of `sql` (from just after the previous
@@ -82,6 +111,49 @@ mod tests {
 
     fn count(sql: &str) -> usize {
         shape(sql).expect(sql).statements
+    }
+
+    #[test]
+    fn the_plain_shape_is_what_the_lexer_says() {
+        let lexed = |sql: &str| {
+            let scanned = pg_query::scan(sql).expect(sql);
+            let mut n = 0;
+            let mut inside = false;
+            for token in &scanned.tokens {
+                if pg_query::protobuf::Token::try_from(token.token)
+                    == Ok(pg_query::protobuf::Token::Ascii59)
+                {
+                    inside = false;
+                } else if !inside {
+                    n += 1;
+                    inside = true;
+                }
+            }
+            n
+        };
+        for sql in [
+            "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 42;",
+            "insert into t values (1)",
+            " ;\t\n; update t set a = 1 ;\r\x0c;",
+            "insert into t values (1); insert into t values (2);",
+            "select 1 - -1; delete from t",
+            "",
+        ] {
+            let plain = super::plain_shape(sql).expect(sql);
+            assert_eq!(plain.statements, lexed(sql), "{sql:?}");
+            assert!(!plain.has_parameters);
+        }
+        for sql in [
+            "insert into t values ('a;b')",
+            "select \"x;y\"",
+            "select $$;$$",
+            "insert into t values ($1)",
+            "select 1 -- ;",
+            "select 1 /* ; */",
+            "select E'\\';'",
+        ] {
+            assert_eq!(super::plain_shape(sql), None, "{sql:?}");
+        }
     }
 
     #[test]

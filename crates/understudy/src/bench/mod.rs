@@ -234,6 +234,7 @@ async fn bench_on(
     Ok(Report {
         select_only: WorkloadReport::new(&measured.select_only),
         tpcb_like: WorkloadReport::new(&measured.tpcb_like),
+        autocommit_update: WorkloadReport::new(&measured.autocommit_update),
         rules,
         settings: Settings {
             seconds: load.seconds,
@@ -273,6 +274,8 @@ struct Measured {
     select_only: Vec<WorkloadResults>,
     /// tpcb-like, one entry per round.
     tpcb_like: Vec<WorkloadResults>,
+    /// Autocommit updates as simple Queries, one entry per round.
+    autocommit_update: Vec<WorkloadResults>,
     /// The runs in the order they went, as `workload/target#round`.
     order: Vec<String>,
     /// Select-only through understudy without and with the rules file (first
@@ -280,8 +283,8 @@ struct Measured {
     rules: Option<(RunResult, RunResult)>,
 }
 
-/// Warms up, then runs `rounds` rounds of select-only and then `rounds` rounds of
-/// tpcb-like. A round runs direct first, then understudy and PgBouncer, which take turns
+/// Warms up, then runs `rounds` rounds of select-only, then of tpcb-like, then of
+/// autocommit updates. A round runs direct first, then understudy and PgBouncer, which take turns
 /// at going first so that neither always inherits the other's leftovers (select-only of
 /// the first round also runs through understudy with rules, right after understudy).
 async fn measure(
@@ -350,9 +353,17 @@ async fn measure(
     for round in 1..=rounds {
         tpcb_like.push(runs.workload(Workload::TpcbLike, ports, round).await?);
     }
+    let mut autocommit_update = Vec::new();
+    for round in 1..=rounds {
+        autocommit_update.push(
+            runs.workload(Workload::AutocommitUpdate, ports, round)
+                .await?,
+        );
+    }
     Ok(Measured {
         select_only,
         tpcb_like,
+        autocommit_update,
         order,
         rules,
     })

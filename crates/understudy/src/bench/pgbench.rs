@@ -38,7 +38,17 @@ pub enum Workload {
     SelectOnly,
     /// The builtin `tpcb-like` script (the default) with prepared statements.
     TpcbLike,
+    /// One `UPDATE` per transaction, outside any transaction block, sent as a simple
+    /// Query: what understudy runs through the extended protocol to stamp it
+    /// (docs/decisions/0007), at the price of a second round trip.
+    AutocommitUpdate,
 }
+
+/// The script of [`Workload::AutocommitUpdate`] (rows of scale 1, which every scale
+/// has).
+const AUTOCOMMIT_UPDATE_SCRIPT: &str = "\\set aid random(1, 100000)\n\
+     \\set delta random(-5000, 5000)\n\
+     UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;\n";
 
 impl Workload {
     /// The name used in the report.
@@ -46,15 +56,34 @@ impl Workload {
         match self {
             Workload::SelectOnly => "select_only",
             Workload::TpcbLike => "tpcb_like",
+            Workload::AutocommitUpdate => "autocommit_update",
         }
     }
 
-    /// The pgbench options selecting the workload.
-    pub fn args(self) -> &'static [&'static str] {
+    /// The pgbench command line of the workload, as the report shows it.
+    pub fn command_line(self) -> &'static str {
         match self {
-            Workload::SelectOnly => &["-S", "-M", "prepared"],
-            Workload::TpcbLike => &["-M", "prepared"],
+            Workload::SelectOnly => "pgbench -S -M prepared",
+            Workload::TpcbLike => "pgbench -M prepared",
+            Workload::AutocommitUpdate => "pgbench -M simple -f autocommit_update.sql",
         }
+    }
+
+    /// The pgbench options selecting the workload (a script it needs is written next to
+    /// `log_prefix` first).
+    fn args(self, log_prefix: &Path) -> Result<Vec<std::ffi::OsString>, BenchError> {
+        Ok(match self {
+            Workload::SelectOnly => vec!["-S".into(), "-M".into(), "prepared".into()],
+            Workload::TpcbLike => vec!["-M".into(), "prepared".into()],
+            Workload::AutocommitUpdate => {
+                let mut script = log_prefix.as_os_str().to_owned();
+                script.push(".sql");
+                std::fs::write(&script, AUTOCOMMIT_UPDATE_SCRIPT).map_err(BenchError::io(
+                    format!("writing {}", Path::new(&script).display()),
+                ))?;
+                vec!["-M".into(), "simple".into(), "-f".into(), script]
+            }
+        })
     }
 }
 
@@ -138,7 +167,7 @@ impl Pgbench {
         let what = format!("{} run", workload.name());
         let target = format!("{target} (127.0.0.1:{port})");
         let mut cmd = self.command(port);
-        cmd.args(workload.args())
+        cmd.args(workload.args(log_prefix)?)
             .args(["-T", &load.seconds.to_string()])
             .args(["-c", &load.clients.to_string()])
             .args(["-j", &load.threads.to_string()])

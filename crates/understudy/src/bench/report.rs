@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::error::BenchError;
-use super::pgbench::RunResult;
+use super::pgbench::{RunResult, Workload};
 
 /// The three targets' results for one workload in one round.
 #[derive(Debug, Clone)]
@@ -208,6 +208,8 @@ pub struct Report {
     pub select_only: WorkloadReport,
     /// `pgbench -M prepared` (builtin tpcb-like).
     pub tpcb_like: WorkloadReport,
+    /// `pgbench -M simple` of one autocommit `UPDATE` per transaction.
+    pub autocommit_update: WorkloadReport,
     /// `--rules`: select-only through understudy with the rules file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesReport>,
@@ -244,10 +246,12 @@ impl Report {
             s.rounds,
             s.run_order.join(", "),
         ));
-        for (title, command, workload) in [
-            ("select_only", "pgbench -S -M prepared", &self.select_only),
-            ("tpcb_like", "pgbench -M prepared", &self.tpcb_like),
+        for (workload_kind, workload) in [
+            (Workload::SelectOnly, &self.select_only),
+            (Workload::TpcbLike, &self.tpcb_like),
+            (Workload::AutocommitUpdate, &self.autocommit_update),
         ] {
+            let (title, command) = (workload_kind.name(), workload_kind.command_line());
             md.push_str(&format!(
                 "\n## {title} (`{command}`)\n\n\
                  | target | TPS | p50 (ms) | p99 (ms) | failed |\n\
@@ -372,7 +376,8 @@ mod tests {
         };
         Report {
             select_only: WorkloadReport::new(&[select]),
-            tpcb_like: WorkloadReport::new(&[tpcb]),
+            tpcb_like: WorkloadReport::new(std::slice::from_ref(&tpcb)),
+            autocommit_update: WorkloadReport::new(&[tpcb]),
             rules: None,
             settings: Settings {
                 seconds: 10,
@@ -427,11 +432,12 @@ mod tests {
         let md = report().to_markdown();
         assert!(md.contains("## select_only (`pgbench -S -M prepared`)"));
         assert!(md.contains("## tpcb_like (`pgbench -M prepared`)"));
+        assert!(md.contains("## autocommit_update (`pgbench -M simple -f autocommit_update.sql`)"));
         assert!(md.contains("| understudy | 25000.0 | 0.300 | 0.900 | 0 |"));
         assert!(md.contains("understudy / direct: 0.625"));
         assert!(md.contains("understudy / pgbouncer: n/a"));
         assert!(md.contains("same run"));
-        assert_eq!(md.matches("| target | TPS |").count(), 2);
+        assert_eq!(md.matches("| target | TPS |").count(), 3);
     }
 
     #[test]
