@@ -495,3 +495,78 @@ async fn without_the_ledger_a_commit_in_flight_gets_08007() {
         .get(0);
     assert!(no_ledger, "no ledger schema was created");
 }
+
+/// A COMMIT that took effect on the lost server while the client had
+/// already pipelined its next request behind it: the proxy knows the
+/// transaction committed but has no answer for that request, which only the
+/// lost server could give. The client is told the transaction committed
+/// (`08007` with that message) — not `40001`, which would have it run the
+/// transaction again — and the row exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_committed() {
+    use bytes::BytesMut;
+    use understudy_integration::understudy_testkit::{PASSWORD, SUPERUSER};
+    use understudy_integration::RawConn;
+    use understudy_protocol::backend::{tag, ErrorFields};
+    use understudy_protocol::frontend::{encode_bind, encode_execute, encode_parse, encode_sync};
+
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    synchronous(&h, "remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let (mut conn, _key) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    conn.simple_query("begin").await;
+    conn.simple_query("insert into t values (1)").await;
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let mut batches = BytesMut::new();
+    for sql in ["commit", "select 2"] {
+        encode_parse("", sql, &mut batches);
+        encode_bind("", "", &mut batches);
+        encode_execute("", &mut batches);
+        encode_sync(&mut batches);
+    }
+    conn.send(&batches).await;
+    commit_waits_for_the_standby(&h).await;
+
+    h.fail_over().await;
+
+    let mut errors = Vec::new();
+    let mut completions = Vec::new();
+    let mut readies = 0;
+    while readies < 2 {
+        let frame = tokio::time::timeout(DEADLINE, conn.read_frame())
+            .await
+            .expect("the client is answered")
+            .expect("the session stays open");
+        match frame.tag {
+            tag::ERROR_RESPONSE => errors.push(ErrorFields::parse(&frame.body).unwrap()),
+            tag::COMMAND_COMPLETE => completions.push(frame.body.clone()),
+            tag::READY_FOR_QUERY => readies += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        completions.is_empty(),
+        "no completion is made up: {completions:?}"
+    );
+    let first = errors.first().expect("an error for what was in flight");
+    assert_eq!(first.code, "08007", "{first:?}");
+    assert!(
+        first.message.contains("the transaction committed"),
+        "{first:?}"
+    );
+    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    let frames = conn.simple_query("select 1").await;
+    assert!(
+        frames.iter().any(|f| f.tag == tag::DATA_ROW),
+        "the session goes on"
+    );
+}

@@ -1,7 +1,10 @@
 //! Resolving a COMMIT that was in flight when the backend was lost: the
 //! ledger on the new primary says whether it took effect. If it did, the
 //! client gets the replies a successful COMMIT would have produced; if not,
-//! the transaction is replayed and committed on the new primary.
+//! the transaction is replayed and committed on the new primary. A
+//! transaction that took effect while the results of statements sent with
+//! its COMMIT never arrived cannot be answered: those results are lost, and
+//! the client is told so rather than given made-up ones.
 
 use crate::stream::Stream;
 use bytes::BytesMut;
@@ -21,6 +24,9 @@ pub enum CommitOutcome {
     Replay,
     /// It took effect; these bytes are the client's replies.
     Committed(BytesMut),
+    /// It took effect, but the client still waits for results only the lost
+    /// server had (why, for the client's error).
+    ResultsLost(String),
 }
 
 /// Asks the new primary whether the unit's stamped transaction committed.
@@ -67,8 +73,19 @@ pub async fn resolve(
         .position(|&i| requests[i].expect == Expect::Ready)
         .ok_or_else(|| ReplayError::Diverged("the COMMIT in flight has no end".into()))?;
     if end + 1 != outstanding.len() {
-        return Err(ReplayError::Diverged(
-            "requests were pipelined after a COMMIT that took effect".into(),
+        return Ok(CommitOutcome::ResultsLost(
+            "requests were pipelined behind it".into(),
+        ));
+    }
+    // Acknowledgements, the COMMIT's own completion and ReadyForQuery can be
+    // stood in for; what a statement sent with the COMMIT returned (its rows,
+    // its row count) cannot.
+    let unanswered = outstanding.iter().any(|&i| {
+        matches!(requests[i].tag, ftag::EXECUTE | ftag::QUERY) && !journal.request_commits(i)
+    });
+    if unanswered {
+        return Ok(CommitOutcome::ResultsLost(
+            "statements sent with the COMMIT had not been answered yet".into(),
         ));
     }
     let mut replies = BytesMut::new();

@@ -169,6 +169,26 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                 tracing::info!(server, error = %e, "the new server failed during the move; trying again");
                 continue;
             }
+            Err(ReplayError::ResultsLost(why)) => {
+                tracing::warn!(
+                    server,
+                    "the COMMIT in flight had taken effect, but results the client waits for were lost: {why}"
+                );
+                let lost = ErrorFields::new(
+                    Severity::Error,
+                    TRANSACTION_RESOLUTION_UNKNOWN,
+                    format!(
+                        "the transaction committed, but the connection to the server was lost \
+                         before the results of the statements sent with its COMMIT reached \
+                         understudy ({why})"
+                    ),
+                )
+                .with_hint("Its changes are in the database: do not run it again.");
+                // The session state is already restored on this backend.
+                answer_unknown(client, state, &old, lost).await?;
+                state.backend_pid = backend.key.process_id;
+                return Ok((backend, Bytes::new()));
+            }
             Err(ReplayError::Diverged(why)) => {
                 tracing::warn!(
                     server,
@@ -212,12 +232,25 @@ async fn resolution_unknown<C: AsyncWrite + Unpin>(
         "the connection to the server was lost while this statement may have been committing; whether it took effect is unknown",
     )
     .with_hint("Check whether its changes are present before running it again.");
+    answer_unknown(client, state, old, unknown).await?;
+    state.backend_pid = backend.key.process_id;
+    Ok((backend, Bytes::new()))
+}
+
+/// Answers everything the client still waits for with `error` (`08007`)
+/// and ends the unit: the session is idle, outside any transaction.
+async fn answer_unknown<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    state: &mut RelayState,
+    old: &[Reply],
+    error: ErrorFields,
+) -> Result<(), MoveError> {
     let (out, _) = answer_outstanding(
         &state.journal,
         old,
         &Answers {
-            error: unknown.clone(),
-            later_queries: Some(unknown),
+            error: error.clone(),
+            later_queries: Some(error),
             closes_complete: false,
             syncs_fail: true,
             status: TransactionStatus::Idle,
@@ -225,8 +258,7 @@ async fn resolution_unknown<C: AsyncWrite + Unpin>(
     );
     client.write_all(&out).await.map_err(MoveError::Client)?;
     state.journal.abandon_unit(TransactionStatus::Idle);
-    state.backend_pid = backend.key.process_id;
-    Ok((backend, Bytes::new()))
+    Ok(())
 }
 
 /// The backend opened in advance, when it is on the published primary.
@@ -278,12 +310,14 @@ async fn rebuild(
 ) -> Result<(Bytes, std::collections::HashMap<String, String>), ReplayError> {
     let conn = &mut backend.conn;
     let mut parameters = restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal).await?;
-    if let CommitOutcome::Committed(replies) =
-        commit::resolve(&mut conn.stream, &mut conn.rbuf, &state.journal, old).await?
-    {
-        tracing::info!("the COMMIT in flight had taken effect; answering the client");
-        state.journal.abandon_unit(TransactionStatus::Idle);
-        return Ok((replies.freeze(), parameters));
+    match commit::resolve(&mut conn.stream, &mut conn.rbuf, &state.journal, old).await? {
+        CommitOutcome::Committed(replies) => {
+            tracing::info!("the COMMIT in flight had taken effect; answering the client");
+            state.journal.abandon_unit(TransactionStatus::Idle);
+            return Ok((replies.freeze(), parameters));
+        }
+        CommitOutcome::ResultsLost(why) => return Err(ReplayError::ResultsLost(why)),
+        CommitOutcome::Replay => {}
     }
     let replayed = replay_unit(&mut conn.stream, &mut conn.rbuf, &mut state.journal, old).await?;
     parameters.extend(replayed.parameters);

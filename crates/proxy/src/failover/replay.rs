@@ -33,6 +33,9 @@ pub enum ReplayError {
     /// The replayed unit produced different replies: the transaction sees a
     /// different history on the new server.
     Diverged(String),
+    /// The transaction committed on the lost server, but results the client
+    /// waits for were lost with it (why).
+    ResultsLost(String),
 }
 
 impl std::fmt::Display for ReplayError {
@@ -42,6 +45,12 @@ impl std::fmt::Display for ReplayError {
             ReplayError::Restore(e) => write!(f, "the new server refused the session state: {e}"),
             ReplayError::Protocol(e) => write!(f, "the new server sent an invalid message: {e}"),
             ReplayError::Diverged(why) => write!(f, "{why}"),
+            ReplayError::ResultsLost(why) => {
+                write!(
+                    f,
+                    "the transaction committed, but its results were lost: {why}"
+                )
+            }
         }
     }
 }
