@@ -1,10 +1,12 @@
 //! Exactly-once autocommit writes (docs/decisions/0007): the [`SyncHold`]
 //! of an autocommit extended batch, and the stamp that goes in front of its
-//! Sync once the batch is answered.
+//! Sync. Normally the batch goes with a Flush, the stamp and its Sync in one
+//! write; while a cancel of the session is in flight the Sync is held and
+//! goes with the stamp once the cancels end.
 //!
 //! A simple Query that writes gets the same treatment by going through the
 //! extended protocol instead (`relay::translate`): its end is then a Sync of
-//! the proxy's own, which the relay holds and sends itself.
+//! the proxy's own.
 
 use bytes::BytesMut;
 use understudy_protocol::frontend::{
@@ -15,11 +17,12 @@ use super::{translate, Pipe, RelayState};
 use crate::journal::Journal;
 use crate::ledger;
 
-/// The Sync of an autocommit extended batch that may write is held until
-/// the server has answered the batch (a Flush is sent in its place), then
-/// goes with the commit stamp in front of it: the client has every reply
-/// but the final ReadyForQuery before the transaction can commit, so a
-/// failover in between is resolved exactly by the ledger.
+/// Where the Sync of an autocommit extended batch that may write stands.
+/// Normally it goes at once behind a Flush and the stamp ([`Self::Sent`]).
+/// While a cancel of the session is in flight it is held until the server
+/// has answered the batch and the cancels have ended ([`Self::Waiting`],
+/// [`Self::Ready`]), then goes with the stamp: a failover meanwhile is
+/// resolved exactly by the ledger either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncHold {
     /// No Sync held.
@@ -30,6 +33,9 @@ pub enum SyncHold {
     Ready,
     /// Send the held Sync as it is.
     Pass,
+    /// The batch went with its stamp and Sync: the client is read again once
+    /// the batch's ReadyForQuery is in.
+    Sent,
 }
 
 impl RelayState {
@@ -42,7 +48,7 @@ impl RelayState {
             SyncHold::Waiting if self.journal.outstanding() == 0 => {
                 self.sync_hold = SyncHold::Ready
             }
-            SyncHold::Waiting | SyncHold::Off => return,
+            SyncHold::Waiting | SyncHold::Off | SyncHold::Sent => return,
             SyncHold::Ready | SyncHold::Pass => {}
         }
         // The proxy's own Sync is sent by the relay, not read from the client.

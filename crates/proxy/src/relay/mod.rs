@@ -10,9 +10,9 @@
 //! and passes backpressure through, while the other direction keeps moving.
 //!
 //! Towards the server the relay adds only commit stamps: in front of a
-//! COMMIT, and behind an autocommit write whose Sync it holds until the
-//! batch is answered ([`SyncHold`]); an autocommit write sent as a simple
-//! Query goes through the extended protocol for that ([`translate`]). No
+//! COMMIT, and in front of the Sync of an autocommit write, behind a Flush
+//! ([`SyncHold`]); an autocommit write sent as a simple Query goes through
+//! the extended protocol for that ([`translate`]). No
 //! stamp is sent while a cancel of the session is in flight
 //! ([`CancelsInFlight`]): its signal could hit the stamp.
 //! Towards the client it cuts out the stamps' replies and the
@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use understudy_protocol::backend::sqlstate::PROGRAM_LIMIT_EXCEEDED;
 use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::backend::{ErrorFields, Severity};
-use understudy_protocol::frontend::{self, encode_flush, encode_query};
+use understudy_protocol::frontend::{self, encode_flush, encode_query, encode_sync};
 use understudy_protocol::scan::{body_of, Piece, Stop};
 
 use std::sync::Arc;
@@ -218,6 +218,14 @@ where
             }
         }
         state.release_proxys_sync(to_server);
+        if state.sync_hold == SyncHold::Sent && state.journal.outstanding() == 0 {
+            // The stamped batch is answered, ReadyForQuery included (it may
+            // have left a transaction block open): read the client again.
+            state.sync_hold = SyncHold::Off;
+            if !state.client_terminated && !state.stamp_deferred {
+                to_server.resume_reading();
+            }
+        }
         let released = matches!(state.sync_hold, SyncHold::Ready | SyncHold::Pass);
         if released
             && !state.stamp_deferred
@@ -240,7 +248,7 @@ where
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let holding_sync = state.sync_hold == SyncHold::Waiting
+        let holding_sync = matches!(state.sync_hold, SyncHold::Waiting | SyncHold::Sent)
             || state.held_sync_is_proxys
             || state.stamp_deferred;
         let mut waiting = false;
@@ -335,6 +343,7 @@ fn scan_client(
         let mut terminated = false;
         let mut stamp = false;
         let mut sync_event = None;
+        let mut sync_len = 0;
         let mut refused = None;
         let rules = &mut state.rules;
         let parameters = &state.parameters;
@@ -391,6 +400,7 @@ fn scan_client(
                             }
                             SyncHold::Off if autocommit && journal.batch_may_write() => {
                                 sync_event = Some(SyncHold::Waiting);
+                                sync_len = total;
                                 return ControlFlow::Break(Stop::Before);
                             }
                             SyncHold::Waiting => {
@@ -460,9 +470,30 @@ fn scan_client(
             out.extend_from_slice(&relayed);
             metrics::inc(&metrics.queries_total);
             translate::encode_statements(&translation.statements, &mut out, &mut state.journal);
-            state.pending_commit = translation.commit;
-            state.sync_hold = SyncHold::Waiting;
-            state.held_sync_is_proxys = true;
+            if state.cancel_settling {
+                // No stamp while a cancel is in flight: the proxy's Sync
+                // waits, held, and goes with the stamp once the cancels end.
+                state.pending_commit = translation.commit;
+                state.sync_hold = SyncHold::Waiting;
+                state.held_sync_is_proxys = true;
+                pipe.out = out.freeze();
+                pipe.done_reading = true;
+                pipe.unscanned = true;
+                return Ok(());
+            }
+            if state.stamps_implicit() {
+                inject_implicit_stamp(&mut out, &mut state.journal);
+            }
+            if let Some(commit) = translation.commit {
+                translate::encode_statement(&commit, &mut out, &mut state.journal);
+            }
+            let start = out.len();
+            encode_sync(&mut out);
+            // Its ReadyForQuery ends the client's Query: the Sync stands for it.
+            state
+                .journal
+                .client_message(frontend::tag::SYNC, Some(&out[start..]));
+            state.sync_hold = SyncHold::Sent;
             pipe.out = out.freeze();
             pipe.done_reading = true;
             pipe.unscanned = true;
@@ -478,14 +509,40 @@ fn scan_client(
             return Ok(());
         }
         match sync_event {
-            Some(SyncHold::Waiting) => {
-                // Hold the Sync; the Flush makes the server answer the batch.
+            Some(SyncHold::Waiting) if state.cancel_settling => {
+                // No stamp while a cancel is in flight: the Sync is held
+                // (the Flush makes the server answer the batch meanwhile)
+                // and goes with the stamp once the cancels end.
                 let mut out = assembled.take().unwrap_or_default();
                 out.extend_from_slice(&relayed);
                 let start = out.len();
                 encode_flush(&mut out);
                 state.journal.injected_request(&out[start..]);
                 state.sync_hold = SyncHold::Waiting;
+                pipe.out = out.freeze();
+                pipe.done_reading = true;
+                pipe.unscanned = true;
+                return Ok(());
+            }
+            Some(SyncHold::Waiting) => {
+                // The Flush sends the batch's replies on their way before
+                // the stamp runs; the stamp and the client's Sync follow in
+                // the same write, and the client is read again once the
+                // batch's ReadyForQuery is in.
+                let mut out = assembled.take().unwrap_or_default();
+                out.extend_from_slice(&relayed);
+                let start = out.len();
+                encode_flush(&mut out);
+                state.journal.injected_request(&out[start..]);
+                if state.stamps_implicit() {
+                    inject_implicit_stamp(&mut out, &mut state.journal);
+                }
+                let sync = pipe.buf.split_to(sync_len);
+                state
+                    .journal
+                    .client_message(frontend::tag::SYNC, Some(&sync));
+                out.extend_from_slice(&sync);
+                state.sync_hold = SyncHold::Sent;
                 pipe.out = out.freeze();
                 pipe.done_reading = true;
                 pipe.unscanned = true;
