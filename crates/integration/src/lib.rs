@@ -26,7 +26,9 @@ use tokio_postgres::{Client, NoTls};
 use understudy_auth::{ScramClient, ScramCredential};
 use understudy_config::{Config, Secret, Server};
 use understudy_protocol::backend::{tag, Authentication, BackendKeyData, ErrorFields};
-use understudy_protocol::frontend::{encode_query, encode_sasl_response, SaslInitialResponse};
+use understudy_protocol::frontend::{
+    encode_parse, encode_query, encode_sasl_response, encode_sync, SaslInitialResponse,
+};
 use understudy_protocol::startup::StartupMessage;
 use understudy_protocol::{Frame, DEFAULT_MAX_MESSAGE_LEN};
 use understudy_proxy::{topology, BackendAddr, ProxyHandle, Topology, TopologyTx};
@@ -376,6 +378,21 @@ impl RawConn {
                 self.send(&out).await;
             }
         }
+    }
+
+    /// After an extended batch failed: sends the Sync the server skips to,
+    /// with a Parse of `sql` as statement `name` and its own Sync right
+    /// behind it (as a driver does once it reads the error), and reads both
+    /// answers.
+    pub async fn sync_and_prepare(&mut self, name: &str, sql: &str) {
+        let mut out = BytesMut::new();
+        encode_sync(&mut out);
+        encode_parse(name, sql, &mut out);
+        encode_sync(&mut out);
+        self.send(&out).await;
+        self.expect_frame(tag::READY_FOR_QUERY).await;
+        self.expect_frame(tag::PARSE_COMPLETE).await;
+        self.expect_frame(tag::READY_FOR_QUERY).await;
     }
 
     /// Sends a simple query and returns every message up to and including

@@ -239,14 +239,7 @@ async fn a_read_prepared_behind_a_failed_batch_is_not_stamped() {
     assert_eq!(conn.expect_error().await.code, "22012");
 
     // The server skips to a Sync it has not received yet.
-    let mut out = BytesMut::new();
-    encode_sync(&mut out);
-    encode_parse("two", "select 2", &mut out);
-    encode_sync(&mut out);
-    conn.send(&out).await;
-    conn.expect_frame(tag::READY_FOR_QUERY).await;
-    conn.expect_frame(tag::PARSE_COMPLETE).await;
-    conn.expect_frame(tag::READY_FOR_QUERY).await;
+    conn.sync_and_prepare("two", "select 2").await;
 
     let mut out = BytesMut::new();
     encode_bind("", "two", &mut out);

@@ -240,14 +240,8 @@ async fn a_read_prepared_behind_a_cancelled_statement_is_not_stamped() {
 
     // The server skips to a Sync it has not received yet: the Sync goes
     // with the next requests, which the server then runs.
-    let mut out = BytesMut::new();
-    encode_sync(&mut out);
-    encode_parse("pid", "select pg_backend_pid()", &mut out);
-    encode_sync(&mut out);
-    conn.send(&out).await;
-    conn.expect_frame(tag::READY_FOR_QUERY).await;
-    conn.expect_frame(tag::PARSE_COMPLETE).await;
-    conn.expect_frame(tag::READY_FOR_QUERY).await;
+    conn.sync_and_prepare("pid", "select pg_backend_pid()")
+        .await;
 
     let mut out = BytesMut::new();
     encode_bind("", "pid", &mut out);
