@@ -21,9 +21,12 @@
 //!   for unknown roles.
 //! - [`scram_client`] — [`ScramClient`]: authenticates to a server with a password or
 //!   with passthrough keys.
+//! - `key_cache` — the keys [`ScramClient`] derives from a password, remembered per
+//!   password, salt and iteration count (a failover reconnects every session at once).
 //! - [`md5`] — the md5 method: stored secret, salted response, verification.
 
 pub mod error;
+mod key_cache;
 pub mod md5;
 pub mod scram_client;
 mod scram_common;

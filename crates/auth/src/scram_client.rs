@@ -138,11 +138,13 @@ impl ScramClient {
 
         let (client_key, server_key) = match &self.credential {
             ScramCredential::Password(password) => {
-                let salted_password = hi(normalize_password(password), &salt, iterations);
-                (
-                    client_key(&salted_password),
-                    hmac(&salted_password, b"Server Key"),
-                )
+                crate::key_cache::keys_for(normalize_password(password), &salt, iterations, || {
+                    let salted_password = hi(normalize_password(password), &salt, iterations);
+                    (
+                        client_key(&salted_password),
+                        hmac(&salted_password, b"Server Key"),
+                    )
+                })
             }
             ScramCredential::Keys {
                 client_key,
