@@ -463,8 +463,8 @@ fn scan_client(
         let relayed = pipe.buf.split_to(scanned.relay_upto);
         if let Some((total, translation)) = translate {
             // An autocommit write sent as a simple Query: it goes through
-            // the extended protocol, and its Sync (the proxy's) waits for
-            // the replies, as for an extended batch.
+            // the extended protocol, with a Sync of the proxy's own behind
+            // the stamp, as for an extended batch.
             let _query = pipe.buf.split_to(total);
             let mut out = assembled.take().unwrap_or_default();
             out.extend_from_slice(&relayed);
@@ -509,40 +509,31 @@ fn scan_client(
             return Ok(());
         }
         match sync_event {
-            Some(SyncHold::Waiting) if state.cancel_settling => {
-                // No stamp while a cancel is in flight: the Sync is held
-                // (the Flush makes the server answer the batch meanwhile)
-                // and goes with the stamp once the cancels end.
-                let mut out = assembled.take().unwrap_or_default();
-                out.extend_from_slice(&relayed);
-                let start = out.len();
-                encode_flush(&mut out);
-                state.journal.injected_request(&out[start..]);
-                state.sync_hold = SyncHold::Waiting;
-                pipe.out = out.freeze();
-                pipe.done_reading = true;
-                pipe.unscanned = true;
-                return Ok(());
-            }
             Some(SyncHold::Waiting) => {
                 // The Flush sends the batch's replies on their way before
-                // the stamp runs; the stamp and the client's Sync follow in
-                // the same write, and the client is read again once the
-                // batch's ReadyForQuery is in.
+                // anything commits. Normally the stamp and the client's Sync
+                // follow in the same write, and the client is read again once
+                // the batch's ReadyForQuery is in. While a cancel is in
+                // flight there is no stamp: the Sync is held and goes with
+                // the stamp once the cancels end.
                 let mut out = assembled.take().unwrap_or_default();
                 out.extend_from_slice(&relayed);
                 let start = out.len();
                 encode_flush(&mut out);
                 state.journal.injected_request(&out[start..]);
-                if state.stamps_implicit() {
-                    inject_implicit_stamp(&mut out, &mut state.journal);
+                if state.cancel_settling {
+                    state.sync_hold = SyncHold::Waiting;
+                } else {
+                    if state.stamps_implicit() {
+                        inject_implicit_stamp(&mut out, &mut state.journal);
+                    }
+                    let sync = pipe.buf.split_to(sync_len);
+                    state
+                        .journal
+                        .client_message(frontend::tag::SYNC, Some(&sync));
+                    out.extend_from_slice(&sync);
+                    state.sync_hold = SyncHold::Sent;
                 }
-                let sync = pipe.buf.split_to(sync_len);
-                state
-                    .journal
-                    .client_message(frontend::tag::SYNC, Some(&sync));
-                out.extend_from_slice(&sync);
-                state.sync_hold = SyncHold::Sent;
                 pipe.out = out.freeze();
                 pipe.done_reading = true;
                 pipe.unscanned = true;
