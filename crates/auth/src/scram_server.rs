@@ -91,11 +91,16 @@ impl ScramServer {
 
     /// An exchange for `user` with whatever secret is stored for it: a SCRAM secret or a
     /// plaintext password authenticate, an md5 secret cannot be used for SCRAM and gets
-    /// a mock exchange (as in PostgreSQL).
+    /// a mock exchange (as in PostgreSQL). A plaintext password is checked against its
+    /// remembered verifier ([`ScramSecret::for_known_password`]).
     pub fn from_secret(secret: &Secret, user: &str) -> Self {
         match secret {
             Secret::Scram(secret) => Self::with_nonce(secret.clone(), false, generate_nonce()),
-            Secret::Plain(password) => Self::from_password(password),
+            Secret::Plain(password) => Self::with_nonce(
+                ScramSecret::for_known_password(password),
+                false,
+                generate_nonce(),
+            ),
             Secret::Md5(_) => Self::mock(user),
         }
     }

@@ -87,6 +87,22 @@ impl ScramSecret {
         }
     }
 
+    /// The verifier a role whose plaintext password the proxy knows is checked
+    /// against: derived once per password, with a salt drawn then, and
+    /// remembered (PostgreSQL too keeps one salt per role). The first call
+    /// for a password costs a derivation (4096 HMACs): callers on an async
+    /// runtime should make it off the runtime's threads unless
+    /// [`ScramSecret::remembered_for`] has it.
+    pub fn for_known_password(password: &str) -> Self {
+        crate::key_cache::verifier(password)
+    }
+
+    /// The verifier [`ScramSecret::for_known_password`] derived for
+    /// `password`, if it did already; never derives.
+    pub fn remembered_for(password: &str) -> Option<Self> {
+        crate::key_cache::remembered_verifier(password)
+    }
+
     /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 parts).
     pub fn parse(s: &str) -> Result<ScramSecret, AuthError> {
         let invalid = |what: &str| AuthError::InvalidSecret(what.to_owned());

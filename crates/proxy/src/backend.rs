@@ -15,6 +15,7 @@ use understudy_protocol::startup::StartupMessage;
 
 use crate::conn::FramedConn;
 use crate::error::{SessionError, Side};
+use crate::offload::off_runtime;
 use crate::stream::Stream;
 use crate::tls::ServerTls;
 use crate::topology::BackendAddr;
@@ -202,12 +203,22 @@ async fn authenticate(
                 scram = Some(client);
             }
             Authentication::SaslContinue { data } => {
-                let Some(client) = scram.as_mut() else {
+                let Some(mut client) = scram.take() else {
                     return Err(cannot_login(user, "the server sent a SASL challenge before SASL started"));
                 };
-                let reply = client
-                    .server_first(&data)
-                    .map_err(|e| cannot_login(user, &e.to_string()))?;
+                let (client, reply) = if matches!(credential, BackendCredential::Password(_)) {
+                    // Derives keys from the password, unless it did for this salt already.
+                    off_runtime("deriving SCRAM keys from the role's password", move || {
+                        let reply = client.server_first(&data);
+                        (client, reply)
+                    })
+                    .await?
+                } else {
+                    let reply = client.server_first(&data);
+                    (client, reply)
+                };
+                let reply = reply.map_err(|e| cannot_login(user, &e.to_string()))?;
+                scram = Some(client);
                 encode_sasl_response(&reply, conn.out());
             }
             Authentication::SaslFinal { data } => {

@@ -3,7 +3,7 @@
 //! is what the proxy may then prove to the server on the client's behalf.
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use understudy_auth::{md5_verify, ScramServer, Secret};
+use understudy_auth::{md5_verify, ScramSecret, ScramServer, Secret};
 use understudy_config::AuthMethod;
 use understudy_protocol::backend::{sqlstate, Authentication, ErrorFields, Severity};
 use understudy_protocol::frontend::{self, parse_password, SaslInitialResponse};
@@ -12,6 +12,7 @@ use understudy_protocol::ProtocolError;
 use crate::backend::BackendCredential;
 use crate::conn::FramedConn;
 use crate::error::{SessionError, Side};
+use crate::offload::off_runtime;
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
@@ -63,6 +64,20 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<Secret>,
 ) -> Result<BackendCredential, SessionError> {
     let mut server = match &secret {
+        Some(Secret::Plain(password)) => {
+            let verifier = match ScramSecret::remembered_for(password) {
+                Some(verifier) => verifier,
+                None => {
+                    let password = password.clone();
+                    off_runtime(
+                        "deriving the SCRAM verifier of a [[users]] password",
+                        move || ScramSecret::for_known_password(&password),
+                    )
+                    .await?
+                }
+            };
+            ScramServer::new(Some(verifier))
+        }
         Some(secret) => ScramServer::from_secret(secret, user),
         None => ScramServer::mock(user),
     };

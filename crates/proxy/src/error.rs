@@ -69,6 +69,14 @@ pub enum SessionError {
     /// A deadline passed.
     #[error("timed out while {0}")]
     Timeout(&'static str),
+    /// A login step sent to the blocking pool did not finish there.
+    #[error("{what} did not finish: {reason}")]
+    Offloaded {
+        /// The step.
+        what: &'static str,
+        /// Why (the runtime is shutting down).
+        reason: String,
+    },
 }
 
 impl SessionError {

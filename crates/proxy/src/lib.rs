@@ -10,6 +10,7 @@
 //! - [`session`]: startup, authentication, opening the backend, then the relay.
 //! - [`client_auth`]: SCRAM-SHA-256 / md5 / trust towards clients.
 //! - [`secrets`]: role secrets from `[[users]]` or from the server (passthrough).
+//! - `offload`: login steps that cost CPU (SCRAM key derivation), run off the runtime thread.
 //! - [`backend`]: opening and authenticating a backend connection.
 //! - [`relay`]: the byte relay between client and backend (the hot path).
 //! - [`journal`]: what a session did, to rebuild it on another server.
@@ -45,6 +46,7 @@ pub mod journal;
 pub mod ledger;
 pub mod listener;
 pub mod metrics;
+mod offload;
 pub mod park;
 pub mod relay;
 pub mod rules;

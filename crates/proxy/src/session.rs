@@ -757,6 +757,11 @@ async fn end_with_error(
             sqlstate::UNABLE_TO_CONNECT,
             format!("understudy could not open a session on the server: {e}"),
         )),
+        SessionError::Offloaded { .. } => Some(ErrorFields::new(
+            Severity::Fatal,
+            sqlstate::INTERNAL_ERROR,
+            format!("understudy could not finish the login: {e}"),
+        )),
         _ => None,
     };
     if let Some(fields) = fields {
