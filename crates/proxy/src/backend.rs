@@ -74,6 +74,13 @@ impl BackendConn {
         }
         parameters
     }
+
+    /// Ends the backend as a client would: Terminate, then the socket is
+    /// closed (the server then logs nothing, as for any client that leaves).
+    pub async fn close(mut self) {
+        understudy_protocol::frontend::encode_terminate(self.conn.out());
+        let _ = self.conn.flush().await;
+    }
 }
 
 /// Connects to `addr` and starts a session as `user` with the client's

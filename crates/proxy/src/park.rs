@@ -44,6 +44,7 @@ impl Successor<'_> {
     /// still being opened); None when it is for another server or failed.
     pub async fn into_backend_for(self, primary: &BackendAddr) -> Option<BackendConn> {
         if !same_server(&self.addr, primary) {
+            self.close().await;
             return None;
         }
         let opened = match self.state {
@@ -56,6 +57,14 @@ impl Successor<'_> {
                 tracing::debug!(server = %self.addr, error = %e, "no backend opened in advance")
             })
             .ok()
+    }
+
+    /// Ends a backend opened in advance and not used. One still being opened
+    /// is dropped: its server logs a connection that ended during startup.
+    async fn close(self) {
+        if let State::Open(backend) = self.state {
+            backend.close().await;
+        }
     }
 }
 
@@ -83,14 +92,14 @@ pub async fn park<'a>(
             }
             match &now.primary {
                 Some(primary) if !same_server(primary, current) => return Parked::Move(successor),
-                Some(_) if !now.draining => return Parked::Resume,
+                Some(_) if !now.draining => break,
                 _ => {}
             }
         }
         let opened = tokio::select! {
             changed = topology.changed() => {
                 if changed.is_err() {
-                    return Parked::Resume;
+                    break;
                 }
                 None
             }
@@ -106,6 +115,11 @@ pub async fn park<'a>(
             };
         }
     }
+    // The switchover did not happen: the successor's backend is not needed.
+    if let Some(successor) = successor {
+        successor.close().await;
+    }
+    Parked::Resume
 }
 
 /// Drives the opening of the successor's backend; pending forever when
