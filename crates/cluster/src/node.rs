@@ -1,7 +1,8 @@
 //! One PostgreSQL instance: creating it (`initdb` for a primary, `pg_basebackup` with a
 //! replication slot for a standby), starting and stopping it as the PostgreSQL user,
 //! signalling its postmaster, promoting it, connecting to it over loopback TCP, and
-//! making a former primary follow its successor (`rejoin`).
+//! making a former primary follow its successor (`rejoin`), reading its control file
+//! (`control_file`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -16,6 +17,7 @@ use crate::process;
 use crate::run_as::RunAs;
 
 mod connect;
+pub mod control_file;
 mod ops;
 mod rejoin;
 mod spec;

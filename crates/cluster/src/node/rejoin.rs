@@ -137,6 +137,12 @@ impl Node {
         Ok(())
     }
 
+    /// The control file as it is now, read without spawning `pg_controldata` (see
+    /// [`super::control_file`]); None when it cannot be read or was caught mid-write.
+    pub fn read_control_file(&self) -> Option<super::control_file::ControlFile> {
+        super::control_file::read(&self.spec.data_dir)
+    }
+
     /// The control file of this (stopped) node, read with `pg_controldata`.
     pub async fn control_data(&self) -> Result<ControlData> {
         let program = self.bins.program("pg_controldata");

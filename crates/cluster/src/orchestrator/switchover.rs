@@ -7,9 +7,10 @@
 //! Sessions wait from the moment they are parked until the publication, so nothing that
 //! can be done before is done in that time: the primary's dirty pages are flushed by a
 //! checkpoint while sessions still run, the connection to the standby that watches its
-//! replay and promotes it is opened before the drain, the primary's end is watched by
-//! pid, and a primary known to hold nothing the standby lacks is published as lossless
-//! (the proxy then has no commit to re-apply).
+//! replay and promotes it is opened before the drain, the primary's control file is
+//! polled for its shutdown checkpoint (the standby is promoted once it has replayed it,
+//! while the old postmaster is still exiting), and a primary known to hold nothing the
+//! standby lacks is published as lossless (the proxy then has no commit to re-apply).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::rebuild::{self, streams};
 use super::view::{ClusterView, Endpoint, Phase};
 use super::{promote, Inner, Redundancy};
 use crate::error::{ClusterError, Result};
-use crate::node::{Credentials, Node, StopMode};
+use crate::node::{ControlData, Credentials, Node, StopMode};
 use crate::status::{self, format_lsn as lsn};
 
 /// How long the clean shutdown of the old primary may take before it is killed.
@@ -49,7 +50,8 @@ pub struct SwitchoverReport {
     pub generation: u64,
     /// From publishing [`Phase::Draining`] until `drained` resolved.
     pub drain_ms: u64,
-    /// The clean shutdown of the old primary.
+    /// The old primary's clean shutdown, until its shutdown checkpoint was written (or,
+    /// when its control file could not tell, until it exited).
     pub stop_ms: u64,
     /// Until the standby had replayed the old primary's shutdown checkpoint.
     pub catch_up_ms: u64,
@@ -133,21 +135,30 @@ pub(super) async fn run(
         primary: old.clone(),
         reason,
     };
-    if let Err(e) = cluster
-        .primary
-        .stop_promptly(StopMode::Fast, STOP_TIMEOUT)
-        .await
-    {
-        // Processes survive SIGKILL: the node cannot be stopped, so it stays the primary.
-        timeline.step(Step::SwitchoverAborted, &old, e.to_string());
-        inner.publish(ClusterView::serving(
-            Endpoint::of(&cluster.primary),
-            view.generation,
-        ));
-        return Err(abort(e.to_string()));
-    }
+    let control = match shutdown_checkpoint(&cluster.primary).await {
+        Some(checkpoint_lsn) => Ok(ControlData {
+            state: "shut down".to_owned(),
+            checkpoint_lsn,
+        }),
+        None => {
+            if let Err(e) = cluster
+                .primary
+                .stop_promptly(StopMode::Fast, STOP_TIMEOUT)
+                .await
+            {
+                // Processes survive SIGKILL: the node cannot be stopped, so it stays the
+                // primary.
+                timeline.step(Step::SwitchoverAborted, &old, e.to_string());
+                inner.publish(ClusterView::serving(
+                    Endpoint::of(&cluster.primary),
+                    view.generation,
+                ));
+                return Err(abort(e.to_string()));
+            }
+            cluster.primary.control_data().await
+        }
+    };
     let stop_ms = millis(stop_start.elapsed());
-    let control = cluster.primary.control_data().await;
     let catch_up_start = Instant::now();
     let mut caught_up = false;
     match control {
@@ -233,6 +244,15 @@ pub(super) async fn run(
         format!("generation {generation}; sessions paused for {paused_ms} ms"),
     );
     inner.metrics.switchover_done();
+    // The old primary may still be exiting (its WAL senders wait for the last
+    // acknowledgement): it must be gone before it is rebuilt.
+    if let Err(e) = cluster
+        .standby
+        .stop_promptly(StopMode::Fast, STOP_TIMEOUT)
+        .await
+    {
+        tracing::error!(error = %e, "the old primary does not stop after the switchover");
+    }
     rebuild::spawn(inner, cluster.standby.clone(), cluster.primary.clone());
     drop(guard);
 
@@ -285,6 +305,30 @@ async fn checkpoint(creds: &Credentials, node: &Node) -> Result<()> {
         )))
 }
 
+/// Begins the fast shutdown of `primary` and waits until its control file shows the
+/// shutdown checkpoint written, the last record a primary writes: by then it has no
+/// backend left and accepts no connection, so nothing can be written there any more,
+/// and the standby can be promoted once it has replayed that record. That is tens of
+/// milliseconds before the postmaster exits (its WAL senders wait for the standby's
+/// acknowledgement, then every process exits), time the parked sessions would wait.
+/// Returns where the checkpoint starts; None when the control file does not tell
+/// (unreadable, or the postmaster gone without a clean shutdown), and the caller then
+/// waits for the exit and asks `pg_controldata`.
+async fn shutdown_checkpoint(primary: &Node) -> Option<u64> {
+    primary.kill(StopMode::Fast.signal()).ok()?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let control = primary.read_control_file();
+        if let Some(checkpoint) = control.and_then(|c| c.shutdown_checkpoint()) {
+            return Some(checkpoint);
+        }
+        if primary.postmaster_pid().is_none() || Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Polls until `standby` has replayed past `checkpoint` (the start of the old primary's
 /// shutdown checkpoint record: replaying it means replaying everything before it), on
 /// `client` (opened again if missing; left missing if it fails).
@@ -324,6 +368,10 @@ async fn wait_replayed(
 /// After an abandoned switchover: starts the old primary again and publishes it. If it
 /// does not start, it is published anyway, and the monitor fails over to the standby.
 async fn restart_old_primary(inner: &Inner, primary: &mut Node, generation: u64) {
+    // It may still be exiting after its shutdown checkpoint.
+    if let Err(e) = primary.stop_promptly(StopMode::Fast, STOP_TIMEOUT).await {
+        tracing::error!(error = %e, "the old primary does not stop after an abandoned switchover");
+    }
     if let Err(e) = primary.start().await {
         tracing::error!(error = %e, "the old primary does not start again after an abandoned switchover");
     }
