@@ -21,6 +21,13 @@ const WRITABLE_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(2);
 /// Bound on one connection attempt while waiting.
 const CONNECT: Duration = Duration::from_secs(2);
+/// How long a promotion may look stalled before it is asked for again. Asked to promote
+/// while it still streams from the old primary (a switchover promotes before the old
+/// primary has exited, a hung primary keeps its connections), PostgreSQL's startup
+/// process drops the stream and then, if its stream last failed less than
+/// `wal_retrieve_retry_interval` ago, sleeps that long (5 s by default) before it
+/// replays the rest and promotes. Another request wakes it.
+const REQUEST_AGAIN: Duration = Duration::from_millis(20);
 
 /// Promotes `node` and waits until it accepts writes; returns a description of what
 /// was done for the event log.
@@ -87,10 +94,20 @@ async fn wait_writable(
     client: &mut Option<Client>,
 ) -> Result<()> {
     let deadline = Instant::now() + WRITABLE_DEADLINE;
+    let mut requested = Instant::now();
     loop {
         let last_error = match writable(node, creds, client).await {
             Ok(true) => return Ok(()),
-            Ok(false) => "still in recovery".to_string(),
+            Ok(false) => {
+                if requested.elapsed() >= REQUEST_AGAIN {
+                    if let Some(c) = client.as_ref() {
+                        // Refused once the server is out of recovery: promoted then.
+                        let _ = c.simple_query("SELECT pg_catalog.pg_promote(false)").await;
+                    }
+                    requested = Instant::now();
+                }
+                "still in recovery".to_string()
+            }
             Err(e) => {
                 *client = None;
                 e
