@@ -78,7 +78,7 @@ fn crc_matches(bytes: &[u8]) -> bool {
 mod tests {
     use super::{parse, DB_SHUTDOWNED};
 
-    /// A control file of `len` bytes with the CRC at `crc_at`.
+    /// An 8 kB control file with the CRC at `crc_at`.
     fn file(version: u32, state: u32, checkpoint: u64, crc_at: usize) -> Vec<u8> {
         let mut bytes = vec![0u8; 8192];
         bytes[..8].copy_from_slice(&0x1234_5678_9abc_def0u64.to_ne_bytes());

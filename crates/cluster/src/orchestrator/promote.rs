@@ -22,11 +22,10 @@ const POLL: Duration = Duration::from_millis(2);
 /// Bound on one connection attempt while waiting.
 const CONNECT: Duration = Duration::from_secs(2);
 /// How long a promotion may look stalled before it is asked for again. Asked to promote
-/// while it still streams from the old primary (a switchover promotes before the old
-/// primary has exited, a hung primary keeps its connections), PostgreSQL's startup
-/// process drops the stream and then, if its stream last failed less than
-/// `wal_retrieve_retry_interval` ago, sleeps that long (5 s by default) before it
-/// replays the rest and promotes. Another request wakes it.
+/// just as its stream from the old primary ends (a switchover promotes while the old
+/// primary is still exiting), PostgreSQL's startup process can go to sleep waiting for
+/// WAL for `wal_retrieve_retry_interval` (5 s by default) before it acts on the request;
+/// its log then shows "waiting for WAL to become available". Another request wakes it.
 const REQUEST_AGAIN: Duration = Duration::from_millis(20);
 
 /// Promotes `node` and waits until it accepts writes; returns a description of what
