@@ -6,9 +6,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_the_standby_never_received_are_on_the_new_primary() {
-    let mut h = Harness::start_with(1, |_| {}).await;
+/// A session through the proxy that committed one transaction the standby
+/// received and then 20 it never will: the primary's WAL sender is frozen.
+/// Returns the session's client and the WAL sender's pid.
+async fn commits_only_the_primary_has(h: &Harness) -> (tokio_postgres::Client, i32) {
     h.cluster
         .connect()
         .await
@@ -44,7 +45,13 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
             .unwrap();
         client.batch_execute("commit").await.unwrap();
     }
+    (client, sender)
+}
 
+/// Kills the primary and its frozen WAL sender, promotes the standby, and
+/// checks through `client` (whose session moves) and directly that all 21
+/// transactions are there, once each.
+async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, sender: i32) {
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
     h.promote_standby().await;
@@ -66,6 +73,25 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
         .unwrap()
         .get(0);
     assert_eq!(direct, 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_the_standby_never_received_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h).await;
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// A new view that names the same primary (a switchover that begins and is
+/// abandoned) must not spend the commit log on the server that made those
+/// commits: it is still needed when that server is lost later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_naming_the_same_primary_keeps_the_commit_log() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h).await;
+    h.topology.send_modify(|t| t.draining = true);
+    h.topology.send_modify(|t| t.draining = false);
+    fail_over_and_count(&mut h, &client, sender).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

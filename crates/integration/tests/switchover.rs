@@ -287,6 +287,11 @@ async fn switchover_under_load_moves_every_client_without_error_or_lost_row() {
         report.drain_ms,
         report.total_ms,
     );
+    // Lossless: the proxy's commit log had nothing to re-apply, and was not
+    // re-applied to the old primary when the switchover began either.
+    let log = proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
+    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
     for (id, record) in records.iter().enumerate() {
         let acknowledged = record.acknowledged.load(Ordering::Acquire) as i64;
         let row = direct

@@ -289,11 +289,16 @@ async fn accept_loop(
 }
 
 /// Re-applies the commit log whenever a new primary is published, whether
-/// or not a session moves.
+/// or not a session moves. The primary at start is where the log's commits
+/// are made: a later view naming it again (a switchover beginning, a
+/// failover abandoned) re-applies nothing there.
 fn spawn_reapply_on_new_primary(ctx: Arc<ProxyContext>) {
     tokio::spawn(async move {
         let mut topology = ctx.topology.clone();
-        topology.mark_unchanged();
+        let first = topology.borrow_and_update().primary.clone();
+        if let Some(first) = first {
+            crate::commit_log::reapply::commits_made_on(&ctx, &first).await;
+        }
         while topology.changed().await.is_ok() {
             let primary = topology.borrow_and_update().primary.clone();
             if let Some(primary) = primary {

@@ -24,6 +24,15 @@ use crate::ledger;
 use crate::session::ProxyContext;
 use crate::topology::BackendAddr;
 
+/// Records that commits are made on `primary` (the one at start): the log
+/// is not re-applied there.
+pub async fn commits_made_on(ctx: &ProxyContext, primary: &BackendAddr) {
+    let mut gate = ctx.commit_log.reapply_gate.lock().await;
+    if gate.is_none() {
+        *gate = Some((primary.host.clone(), primary.port));
+    }
+}
+
 /// Re-applies the log on `primary`, once per new primary; concurrent
 /// callers wait until it is done.
 pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
