@@ -293,12 +293,12 @@ async fn accept_loop(
 /// are made: a later view naming it again (a switchover beginning, a
 /// failover abandoned) re-applies nothing there.
 fn spawn_reapply_on_new_primary(ctx: Arc<ProxyContext>) {
+    let mut topology = ctx.topology.clone();
+    let first = topology.borrow_and_update().primary.clone();
+    if let Some(first) = first {
+        crate::commit_log::reapply::commits_made_on(&ctx, &first);
+    }
     tokio::spawn(async move {
-        let mut topology = ctx.topology.clone();
-        let first = topology.borrow_and_update().primary.clone();
-        if let Some(first) = first {
-            crate::commit_log::reapply::commits_made_on(&ctx, &first).await;
-        }
         while topology.changed().await.is_ok() {
             let primary = topology.borrow_and_update().primary.clone();
             if let Some(primary) = primary {

@@ -24,12 +24,12 @@ use crate::ledger;
 use crate::session::ProxyContext;
 use crate::topology::BackendAddr;
 
-/// Records that commits are made on `primary` (the one at start): the log
-/// is not re-applied there.
-pub async fn commits_made_on(ctx: &ProxyContext, primary: &BackendAddr) {
-    let mut gate = ctx.commit_log.reapply_gate.lock().await;
-    if gate.is_none() {
-        *gate = Some((primary.host.clone(), primary.port));
+/// Records that commits are made on `primary`, the one the proxy starts
+/// with: the log is not re-applied there. Called at start, before any
+/// session could hold the gate.
+pub fn commits_made_on(ctx: &ProxyContext, primary: &BackendAddr) {
+    if let Ok(mut gate) = ctx.commit_log.reapply_gate.try_lock() {
+        gate.get_or_insert_with(|| (primary.host.clone(), primary.port));
     }
 }
 
