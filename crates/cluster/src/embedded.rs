@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::binaries::PgBinaries;
 use crate::error::{ClusterError, Result};
+use crate::node::shared_memory::SharedMemoryPages;
 use crate::node::{Credentials, Node, NodeSpec, StopMode};
 use crate::process;
 use crate::run_as::RunAs;
@@ -189,6 +190,50 @@ impl EmbeddedCluster {
     /// answer is `down`.
     pub async fn status(&self) -> Vec<NodeStatus> {
         status::collect(&[&self.primary, &self.standby], &self.creds, STATUS_TIMEOUT).await
+    }
+
+    /// When a running node's shared memory is in 4 kB pages: what that costs and how to
+    /// reserve huge pages for both nodes (see [`crate::node::shared_memory`]). None when
+    /// both are in huge pages, or when it cannot be told.
+    pub async fn huge_pages_advice(&self) -> Option<String> {
+        let mut in_base_pages = Vec::new();
+        let mut needed = Some(0u64);
+        for node in [&self.primary, &self.standby] {
+            let Some(pages) = node.shared_memory_pages() else {
+                needed = None;
+                continue;
+            };
+            let client = node
+                .connect_within(&self.creds, "postgres", STATUS_TIMEOUT)
+                .await
+                .ok();
+            let node_needs = match &client {
+                Some(client) => status::huge_pages_needed(client).await,
+                None => None,
+            };
+            needed = needed.zip(node_needs).map(|(sum, n)| sum + n);
+            if pages == SharedMemoryPages::Base {
+                in_base_pages.push(node.name().to_string());
+            }
+        }
+        if in_base_pages.is_empty() {
+            return None;
+        }
+        let reserve = match needed {
+            Some(n) => format!(
+                "reserve {n} huge pages for the two nodes (`sysctl -w vm.nr_hugepages={n}`, \
+                 more if other programs use them) and restart `understudy up`"
+            ),
+            None => "reserve huge pages for the two nodes (vm.nr_hugepages; each node's \
+                     shared_memory_size_in_huge_pages tells how many) and restart `understudy up`"
+                .to_string(),
+        };
+        Some(format!(
+            "the shared memory of {} is in 4 kB pages: each connection's end then costs \
+             PostgreSQL several ms of CPU, which a switchover pays for every open connection \
+             while clients wait; {reserve} (PostgreSQL uses them by itself, huge_pages = try)",
+            in_base_pages.join(" and ")
+        ))
     }
 
     /// Exchanges the roles of the two nodes (after a promotion of the standby).

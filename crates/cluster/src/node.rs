@@ -2,7 +2,8 @@
 //! replication slot for a standby), starting and stopping it as the PostgreSQL user,
 //! signalling its postmaster, promoting it, connecting to it over loopback TCP, and
 //! making a former primary follow its successor (`rejoin`), reading its control file
-//! (`control_file`).
+//! (`control_file`), and telling whether its shared memory is in huge pages
+//! (`shared_memory`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -20,6 +21,7 @@ mod connect;
 pub mod control_file;
 mod ops;
 mod rejoin;
+pub mod shared_memory;
 mod spec;
 
 pub use rejoin::ControlData;
@@ -318,6 +320,12 @@ impl Node {
     /// The postmaster's pid (first line of `postmaster.pid`) when that process is alive.
     pub fn postmaster_pid(&self) -> Option<i32> {
         process::live_postmaster_pid(&self.spec.data_dir)
+    }
+
+    /// Whether the running node's shared memory is in huge pages (None when it does
+    /// not run, or its postmaster's memory map cannot be read).
+    pub fn shared_memory_pages(&self) -> Option<shared_memory::SharedMemoryPages> {
+        shared_memory::of_process(self.postmaster_pid()?)
     }
 
     /// Every live process running in the data directory: the postmaster, its children,

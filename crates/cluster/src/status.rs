@@ -1,5 +1,6 @@
 //! Questions asked of running nodes: which role a node plays (`pg_is_in_recovery()`),
-//! where its WAL stands, and how far a standby's replay trails the primary.
+//! where its WAL stands, how far a standby's replay trails the primary, and whether its
+//! shared memory is in huge pages (and how many it would take).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{ClusterError, Result};
+use crate::node::shared_memory::SharedMemoryPages;
 use crate::node::{Credentials, Node};
 
 /// The role a node plays, as reported by the node itself.
@@ -54,6 +56,9 @@ pub struct NodeStatus {
     pub data_dir: PathBuf,
     /// For a standby: bytes of WAL the primary has written that it has not replayed yet.
     pub lag_bytes: Option<u64>,
+    /// Whether its shared memory is in huge pages; None when not known (not running).
+    #[serde(default)]
+    pub huge_pages: Option<bool>,
 }
 
 /// Role, port, pid and lag of each of `nodes`, in order; a node that does not answer
@@ -88,6 +93,9 @@ pub async fn collect(nodes: &[&Node], creds: &Credentials, timeout: Duration) ->
             pid: node.postmaster_pid(),
             data_dir: node.data_dir().to_path_buf(),
             lag_bytes,
+            huge_pages: node
+                .shared_memory_pages()
+                .map(|pages| pages == SharedMemoryPages::Huge),
         });
     }
     out
@@ -105,6 +113,16 @@ pub async fn node_role(client: &Client) -> Result<Role> {
     } else {
         Role::Primary
     })
+}
+
+/// How many huge pages the node behind `client` needs for its shared memory
+/// (`shared_memory_size_in_huge_pages`, PostgreSQL 15 and later); None when the server
+/// does not tell (an older version, or -1: huge pages not supported).
+pub async fn huge_pages_needed(client: &Client) -> Option<u64> {
+    let text = client_text(client, "SHOW shared_memory_size_in_huge_pages")
+        .await
+        .ok()??;
+    text.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok())
 }
 
 /// The primary's current WAL write position, as a byte position.
@@ -173,6 +191,7 @@ mod tests {
             pid: Some(7),
             data_dir: PathBuf::from("/d"),
             lag_bytes: None,
+            huge_pages: Some(false),
         };
         let text = toml::to_string(&status).expect("serialize");
         assert!(text.contains("role = \"primary\""), "{text}");

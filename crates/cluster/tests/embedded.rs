@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use understudy_cluster::process::{is_alive, processes_in_dir};
-use understudy_cluster::{ClusterError, EmbeddedCluster, Role};
+use understudy_cluster::{ClusterError, EmbeddedCluster, NodeStatus, Role};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -44,6 +44,48 @@ async fn wait_for_row(cluster: &EmbeddedCluster, sql: &str) -> bool {
     false
 }
 
+/// The page size of both nodes' shared memory is known, and the advice to reserve
+/// huge pages is given exactly when a node is in 4 kB pages, with the number both
+/// nodes need. Without huge pages reserved in the kernel (the usual test machine),
+/// both must be in 4 kB pages.
+async fn check_huge_pages_report(cluster: &EmbeddedCluster, status: &[NodeStatus]) {
+    let in_huge: Vec<bool> = status
+        .iter()
+        .map(|n| n.huge_pages.expect("page size of a running node"))
+        .collect();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let reserved = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Total:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("HugePages_Total");
+    if reserved == 0 {
+        assert_eq!(in_huge, [false, false]);
+    }
+    let advice = cluster.huge_pages_advice().await;
+    if in_huge.iter().all(|huge| *huge) {
+        assert_eq!(advice, None);
+        return;
+    }
+    let mut needed = 0;
+    for node in [&cluster.primary, &cluster.standby] {
+        let client = node
+            .connect(&cluster.creds, "postgres")
+            .await
+            .expect("connect");
+        let row = client
+            .query_one("SHOW shared_memory_size_in_huge_pages", &[])
+            .await
+            .expect("show");
+        needed += row.get::<_, String>(0).parse::<u64>().expect("a number");
+    }
+    let advice = advice.expect("advice for 4 kB pages");
+    assert!(
+        advice.contains(&format!("vm.nr_hugepages={needed}")),
+        "{advice}"
+    );
+}
+
 #[tokio::test]
 async fn first_up_runs_a_streaming_pair_and_shutdown_stops_it() {
     let dir = open_dir();
@@ -76,6 +118,7 @@ async fn first_up_runs_a_streaming_pair_and_shutdown_stops_it() {
     }
     assert!(status[1].lag_bytes.is_some(), "standby lag measured");
     assert_eq!(status[0].lag_bytes, None);
+    check_huge_pages_report(&cluster, &status).await;
 
     let primary = cluster
         .primary

@@ -35,6 +35,8 @@ pub struct NodeReport {
     pub data_dir: Option<String>,
     /// Bytes of WAL the node is behind the primary (standbys).
     pub lag_bytes: Option<u64>,
+    /// Whether its shared memory is in huge pages, when the node runs on this machine.
+    pub huge_pages: Option<bool>,
 }
 
 /// Produces the node list of `/status`.
@@ -188,6 +190,13 @@ async fn handle(
                     out.push_str(&format!(
                         "understudy_backend_lag_bytes{{node=\"{}\"}} {lag}\n",
                         node.name
+                    ));
+                }
+                if let Some(huge) = node.huge_pages {
+                    out.push_str(&format!(
+                        "understudy_backend_huge_pages{{node=\"{}\"}} {}\n",
+                        node.name,
+                        u8::from(huge)
                     ));
                 }
             }

@@ -91,6 +91,7 @@ pub fn spawn(config: Arc<Config>, topology: TopologyTx) -> Arc<Observed> {
                         pid: None,
                         data_dir: None,
                         lag_bytes: None,
+                        huge_pages: None,
                     },
                 );
             }

@@ -93,8 +93,8 @@ pub async fn run(args: StatusArgs) -> Result<(), CliError> {
 
 fn print_table(doc: &Value) {
     println!(
-        "{:<10} {:<8} {:>6} {:>8} {:>10}  DATA",
-        "NODE", "ROLE", "PORT", "PID", "LAG"
+        "{:<10} {:<8} {:>6} {:>8} {:>10} {:>5}  DATA",
+        "NODE", "ROLE", "PORT", "PID", "LAG", "HUGE"
     );
     for node in doc["nodes"].as_array().into_iter().flatten() {
         let field = |k: &str| match &node[k] {
@@ -102,13 +102,19 @@ fn print_table(doc: &Value) {
             Value::String(s) => s.clone(),
             v => v.to_string(),
         };
+        let huge = match &node["huge_pages"] {
+            Value::Bool(true) => "yes",
+            Value::Bool(false) => "no",
+            _ => "-",
+        };
         println!(
-            "{:<10} {:<8} {:>6} {:>8} {:>10}  {}",
+            "{:<10} {:<8} {:>6} {:>8} {:>10} {:>5}  {}",
             field("name"),
             field("role"),
             field("port"),
             field("pid"),
             field("lag_bytes"),
+            huge,
             field("data_dir")
         );
     }

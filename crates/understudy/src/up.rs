@@ -26,6 +26,9 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let cluster = EmbeddedCluster::up(&args.dir).await?;
     let dir = cluster.dir().to_path_buf();
     tracing::info!(dir = %dir.display(), data = %cluster.data_root().display(), "cluster is up");
+    if let Some(advice) = cluster.huge_pages_advice().await {
+        tracing::warn!("{advice}");
+    }
     let tls = TlsFiles::under(&dir);
     let config = match tls.ensure() {
         Ok(()) => embedded_config(&cluster, &args, Some(&tls))?,
@@ -233,6 +236,7 @@ fn report(node: NodeStatus) -> NodeReport {
         pid: node.pid,
         data_dir: Some(node.data_dir.display().to_string()),
         lag_bytes: node.lag_bytes,
+        huge_pages: node.huge_pages,
     }
 }
 
