@@ -2,12 +2,14 @@
 //! saw committed but the standby never received are applied on the new
 //! primary after a failover, exactly once.
 
+use std::sync::atomic::Ordering;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
 
 /// A session through the proxy that committed one transaction the standby
-/// received and then 20 it never will: the primary's WAL sender is frozen.
+/// has replayed and then 20 it never receives: the primary's WAL sender is frozen.
 /// Returns the session's client and the WAL sender's pid.
 async fn commits_only_the_primary_has(h: &Harness) -> (tokio_postgres::Client, i32) {
     h.cluster
@@ -31,6 +33,7 @@ async fn commits_only_the_primary_has(h: &Harness) -> (tokio_postgres::Client, i
     for sql in ["begin", "insert into t values (0, 'first')", "commit"] {
         client.batch_execute(sql).await.unwrap();
     }
+    h.wait_replicated().await;
     // The primary's WAL sender is frozen: what commits now never leaves the
     // primary.
     kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
@@ -73,6 +76,11 @@ async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, s
         .unwrap()
         .get(0);
     assert_eq!(direct, 21);
+    // The first transaction was on the standby; the 20 others were applied
+    // again, each giving the replies the client had.
+    let log = h.proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 20);
+    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,4 +153,9 @@ async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    // The new primary had every commit (promotion applies what the delay
+    // held back): the ledger lookup found all 20, none was run again.
+    let log = h.proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
+    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
 }

@@ -43,9 +43,17 @@ CREATE OR REPLACE FUNCTION understudy.committed(token bigint) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER AS $$
     SELECT EXISTS (SELECT 1 FROM understudy.ledger l WHERE l.token = committed.token)
 $$;
+CREATE OR REPLACE FUNCTION understudy.committed_among(tokens bigint[]) RETURNS SETOF bigint
+    LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT l.token FROM understudy.ledger l
+    WHERE l.token BETWEEN (SELECT pg_catalog.min(t) FROM pg_catalog.unnest(committed_among.tokens) t)
+                      AND (SELECT pg_catalog.max(t) FROM pg_catalog.unnest(committed_among.tokens) t)
+      AND l.token = ANY (committed_among.tokens)
+$$;
 REVOKE ALL ON understudy.ledger FROM PUBLIC;
 GRANT USAGE ON SCHEMA understudy TO PUBLIC;
-GRANT EXECUTE ON FUNCTION understudy.stamp(bigint), understudy.committed(bigint) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION understudy.stamp(bigint), understudy.committed(bigint),
+    understudy.committed_among(bigint[]) TO PUBLIC;
 ";
 
 /// Bits of a token below its timestamp: a counter of this process.
@@ -69,6 +77,19 @@ pub fn stamp_sql(token: i64) -> String {
 /// The statement that tells whether a token's transaction committed.
 pub fn committed_sql(token: i64) -> String {
     format!("SELECT understudy.committed({token})")
+}
+
+/// The statement that lists which of `tokens` belong to committed
+/// transactions, one row each. The newest ledger rows are the ones looked
+/// up after a failover, and the BRIN index has not summarised them yet, so
+/// every lookup reads all of them: one lookup for many tokens (bounded by
+/// their lowest and highest, which the index can use) reads them once.
+pub fn committed_among_sql(tokens: &[i64]) -> String {
+    let list: Vec<String> = tokens.iter().map(i64::to_string).collect();
+    format!(
+        "SELECT understudy.committed_among('{{{}}}'::bigint[])",
+        list.join(",")
+    )
 }
 
 /// A fresh token for one transaction: milliseconds since 2025, then a
@@ -154,7 +175,9 @@ impl Ledgers {
         let client = self.connect(database).await?;
         let exists: bool = client
             .query_one(
-                "SELECT to_regprocedure('understudy.committed(bigint)') IS NOT NULL",
+                // The newest object of SETUP: a ledger made by an older
+                // version gets what it lacks.
+                "SELECT to_regprocedure('understudy.committed_among(bigint[])') IS NOT NULL",
                 &[],
             )
             .await

@@ -1,15 +1,18 @@
 //! Applying, on a new primary, the committed transactions it may not have:
 //! in commit order, each as the role and with the session state it ran
-//! with, skipped when its ledger token shows it is there already. A
+//! with, skipped when its ledger token shows it is there already (the
+//! tokens of one database are looked up in one query). A
 //! re-applied transaction whose replies differ from the original's is
 //! reported (log and metric), never silently dropped. A primary published as
 //! lossless (a switchover: it replayed everything its predecessor wrote) has
 //! every entry already; the log is cleared without a round trip.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::future::join_all;
 use tokio::io::AsyncWriteExt;
 use understudy_protocol::frame::Frame;
 use understudy_protocol::scan::Piece;
@@ -18,6 +21,7 @@ use understudy_protocol::DEFAULT_MAX_MESSAGE_LEN;
 use super::Entry;
 use crate::backend::{self, BackendConn};
 use crate::failover::replay::{read_whole, restore_snapshot, ReplayError};
+use crate::failover::Identity;
 use crate::journal::session::Snapshot;
 use crate::journal::{Journal, Limits};
 use crate::ledger;
@@ -52,31 +56,31 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
         return;
     }
     tracing::info!(primary = %primary, count = entries.len(), "re-applying commits the new primary may not have");
-    let mut connections: Vec<(Arc<crate::failover::Identity>, Snapshot, BackendConn)> = Vec::new();
+    let ledger = look_up(ctx, primary, &entries).await;
+    let pending: Vec<Entry> = entries
+        .into_iter()
+        .filter(|entry| ledger.knows(entry.unit.token) != Some(true))
+        .collect();
+    let mut connections = open_all(ctx, primary, &pending).await;
     let mut applied = 0u64;
-    for entry in entries {
-        let found = connections.iter().position(|(identity, session, _)| {
-            Arc::ptr_eq(identity, &entry.identity) && *session == entry.session
+    for entry in &pending {
+        let slot = connections.iter_mut().find(|slot| {
+            Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session
         });
-        let index = match found {
-            Some(i) => i,
-            None => match open(ctx, primary, &entry).await {
-                Ok(conn) => {
-                    connections.push((Arc::clone(&entry.identity), entry.session.clone(), conn));
-                    connections.len() - 1
-                }
-                Err(e) => {
-                    tracing::error!(
-                        token = entry.unit.token,
-                        "cannot re-apply a committed transaction: {e}"
-                    );
-                    log.reapplied_mismatches.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            },
+        let Some(Slot { conn: Ok(conn), .. }) = slot else {
+            let why = match slot {
+                Some(Slot { conn: Err(e), .. }) => e.clone(),
+                _ => "no connection was opened for its session".to_string(),
+            };
+            tracing::error!(
+                token = entry.unit.token,
+                "cannot re-apply a committed transaction: {why}"
+            );
+            log.reapplied_mismatches.fetch_add(1, Ordering::Relaxed);
+            continue;
         };
-        let conn = &mut connections[index].2;
-        match apply(conn, &entry).await {
+        let check = ledger.knows(entry.unit.token).is_none();
+        match apply(conn, entry, check).await {
             Ok(Applied::AlreadyThere) => {}
             Ok(Applied::Same) => applied += 1,
             Ok(Applied::Different(why)) => {
@@ -93,12 +97,86 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
                     token = entry.unit.token,
                     "re-applying a committed transaction failed: {e}"
                 );
-                connections.remove(index);
+                // The next entry of this session gets a fresh connection.
+                if let Some(slot) = connections.iter_mut().find(|slot| {
+                    Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session
+                }) {
+                    slot.conn = open(ctx, primary, entry).await;
+                }
             }
+        }
+    }
+    for slot in connections {
+        if let Ok(conn) = slot.conn {
+            conn.close().await;
         }
     }
     log.reapplied.fetch_add(applied, Ordering::Relaxed);
     tracing::info!(primary = %primary, applied, "commits re-applied");
+}
+
+/// A connection with the session state some entries ran with.
+struct Slot {
+    identity: Arc<Identity>,
+    session: Snapshot,
+    conn: Result<BackendConn, String>,
+}
+
+/// Opens, all at once, one connection per session state among `entries`:
+/// each takes a few ms (authentication, a new backend, the session state
+/// restored), and every session waits for the whole re-apply.
+async fn open_all(ctx: &ProxyContext, primary: &BackendAddr, entries: &[Entry]) -> Vec<Slot> {
+    let mut firsts: Vec<&Entry> = Vec::new();
+    for entry in entries {
+        let seen = firsts.iter().any(|first| {
+            Arc::ptr_eq(&first.identity, &entry.identity) && first.session == entry.session
+        });
+        if !seen {
+            firsts.push(entry);
+        }
+    }
+    let opened = join_all(firsts.iter().map(|entry| open(ctx, primary, entry))).await;
+    firsts
+        .into_iter()
+        .zip(opened)
+        .map(|(entry, conn)| Slot {
+            identity: Arc::clone(&entry.identity),
+            session: entry.session.clone(),
+            conn,
+        })
+        .collect()
+}
+
+/// Asks the new primary's ledger which entries it has, one query per
+/// database (where the ledger rows of its sessions are), each on a plain
+/// connection as the first role seen there: the session state of a
+/// connection that only looks up tokens does not matter, and most entries
+/// of a failover are found there, so they need no connection of their own.
+/// A database whose lookup fails leaves its entries to be asked one by one.
+async fn look_up(ctx: &ProxyContext, primary: &BackendAddr, entries: &[Entry]) -> LedgerAnswers {
+    let mut answers = LedgerAnswers::default();
+    for (identity, tokens) in tokens_by_database(entries) {
+        let looked_up = async {
+            let mut conn = backend::connect(
+                primary,
+                &identity.params,
+                &identity.credential,
+                &ctx.server_tls,
+                ctx.config.backend.connect_timeout(),
+                ctx.config.proxy.max_message_len(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let present = committed_among(&mut conn, &tokens).await;
+            conn.close().await;
+            present
+        };
+        match looked_up.await {
+            Ok(present) => answers.learn(&tokens, present),
+            Err(e) => tracing::debug!("looking up the ledger tokens together failed: {e}"),
+        }
+    }
+    answers
 }
 
 /// True when the topology names `primary` as the primary and says it has
@@ -140,23 +218,127 @@ enum Applied {
     Different(String),
 }
 
-async fn apply(conn: &mut BackendConn, entry: &Entry) -> Result<Applied, ReplayError> {
+/// The tokens of `entries`, grouped by the database they ran in, each group
+/// with the identity of its first entry.
+fn tokens_by_database(entries: &[Entry]) -> Vec<(Arc<Identity>, Vec<i64>)> {
+    let mut groups: Vec<(&str, Arc<Identity>, Vec<i64>)> = Vec::new();
+    for entry in entries {
+        let database = database_of(&entry.identity);
+        match groups.iter_mut().find(|(d, _, _)| *d == database) {
+            Some((_, _, tokens)) => tokens.push(entry.unit.token),
+            None => groups.push((
+                database,
+                Arc::clone(&entry.identity),
+                vec![entry.unit.token],
+            )),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, identity, tokens)| (identity, tokens))
+        .collect()
+}
+
+/// The database a session runs in: its `database` startup parameter, or
+/// its user name, as PostgreSQL decides.
+fn database_of(identity: &Identity) -> &str {
+    let param = |name: &str| {
+        identity
+            .params
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    param("database").or_else(|| param("user")).unwrap_or("")
+}
+
+/// What the new primary's ledger said about the tokens looked up together.
+#[derive(Default)]
+struct LedgerAnswers {
+    /// Tokens looked up.
+    asked: HashSet<i64>,
+    /// Those of them that are there: their transactions committed.
+    present: HashSet<i64>,
+}
+
+impl LedgerAnswers {
+    fn learn(&mut self, asked: &[i64], present: HashSet<i64>) {
+        self.asked.extend(asked);
+        self.present.extend(present);
+    }
+
+    /// Whether `token`'s transaction is on the new primary; None when it was
+    /// not looked up.
+    fn knows(&self, token: i64) -> Option<bool> {
+        self.asked
+            .contains(&token)
+            .then(|| self.present.contains(&token))
+    }
+}
+
+/// Which of `tokens` the server behind `conn` has in its ledger, in one
+/// query (see [`ledger::committed_among_sql`]).
+async fn committed_among(conn: &mut BackendConn, tokens: &[i64]) -> Result<HashSet<i64>, String> {
     let c = &mut conn.conn;
-    let token = entry.unit.token;
     let mut out = BytesMut::new();
-    understudy_protocol::frontend::encode_query(&ledger::committed_sql(token), &mut out);
-    c.stream.write_all(&out).await.map_err(ReplayError::Io)?;
-    let mut committed = false;
+    understudy_protocol::frontend::encode_query(&ledger::committed_among_sql(tokens), &mut out);
+    c.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut present = HashSet::new();
+    let mut failure = None;
     loop {
-        let frame = read_whole(&mut c.stream, &mut c.rbuf).await?;
+        let frame = read_whole(&mut c.stream, &mut c.rbuf)
+            .await
+            .map_err(|e| e.to_string())?;
         match frame[0] {
-            b'D' => committed = frame.ends_with(b"t"),
+            b'D' => match single_bigint(&frame) {
+                Some(token) => {
+                    present.insert(token);
+                }
+                None => failure = Some("a row that is not one bigint".to_string()),
+            },
+            b'E' => failure = Some("the server answered with an error".to_string()),
             b'Z' => break,
             _ => {}
         }
     }
-    if committed {
-        return Ok(Applied::AlreadyThere);
+    match failure {
+        None => Ok(present),
+        Some(why) => Err(why),
+    }
+}
+
+/// The value of a DataRow of one non-null text column holding a bigint.
+fn single_bigint(frame: &[u8]) -> Option<i64> {
+    let columns = i16::from_be_bytes(frame.get(5..7)?.try_into().ok()?);
+    let len = i32::from_be_bytes(frame.get(7..11)?.try_into().ok()?);
+    if columns != 1 || len < 0 {
+        return None;
+    }
+    let text = frame.get(11..11 + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// Re-applies `entry` on `conn`; `check` first asks the ledger whether it is
+/// there already (when it was not looked up with others).
+async fn apply(conn: &mut BackendConn, entry: &Entry, check: bool) -> Result<Applied, ReplayError> {
+    let c = &mut conn.conn;
+    let token = entry.unit.token;
+    if check {
+        let mut out = BytesMut::new();
+        understudy_protocol::frontend::encode_query(&ledger::committed_sql(token), &mut out);
+        c.stream.write_all(&out).await.map_err(ReplayError::Io)?;
+        let mut committed = false;
+        loop {
+            let frame = read_whole(&mut c.stream, &mut c.rbuf).await?;
+            match frame[0] {
+                b'D' => committed = frame.ends_with(b"t"),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        if committed {
+            return Ok(Applied::AlreadyThere);
+        }
     }
 
     let mut journal = Journal::new(Limits::default());
