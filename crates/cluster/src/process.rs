@@ -38,13 +38,30 @@ pub fn is_stopped(pid: i32) -> bool {
     pid > 0 && matches!(proc_state(pid), Some('T' | 't'))
 }
 
+/// True when `pid` has begun to exit (the kernel's `PF_EXITING`): killed or ended, it
+/// runs none of its own code any more, and is only being torn down. That takes a
+/// PostgreSQL process several ms (unmapping the shared memory it touched), during
+/// which it is still "alive" for [`is_alive`].
+pub fn is_exiting(pid: i32) -> bool {
+    /// `PF_EXITING` of the kernel's task flags.
+    const PF_EXITING: u64 = 0x4;
+    let flags = proc_stat_fields(pid).and_then(|fields| fields.get(6)?.parse::<u64>().ok());
+    flags.is_some_and(|flags| flags & PF_EXITING != 0)
+}
+
 /// The one-letter state of `pid` from `/proc/<pid>/stat`, or None when there is none.
 fn proc_state(pid: i32) -> Option<char> {
+    proc_stat_fields(pid)?.first()?.chars().next()
+}
+
+/// The fields of `/proc/<pid>/stat` from the state on (state, ppid, pgrp, session,
+/// tty, tpgid, flags, ...).
+fn proc_stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything: the state is the
     // first field after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().next()?.chars().next()
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// The pid in the first line of `data_dir/postmaster.pid`, whether alive or not.
@@ -141,6 +158,26 @@ pub fn kill_dir_blocking(data_dir: &Path, wait: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_child_is_exiting_and_a_running_one_is_not() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(!is_exiting(pid));
+        signal(pid, Signal::SIGKILL).expect("SIGKILL");
+        // Not reaped yet: a zombie has PF_EXITING set for good.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_exiting(pid) {
+            assert!(Instant::now() < deadline, "never seen exiting");
+            std::thread::yield_now();
+        }
+        child.wait().expect("wait");
+        assert!(!is_exiting(pid));
+        assert!(!is_exiting(i32::MAX));
+    }
 
     #[test]
     fn own_process_is_alive_and_bogus_pids_are_not() {

@@ -16,7 +16,8 @@ use super::probe::{standby_ready, Failure, Probe, Verdict};
 use super::view::{ClusterView, Endpoint, Phase};
 use super::{promote, rebuild, Inner, Redundancy};
 
-/// How long fencing waits for killed processes to disappear before trying again.
+/// How long fencing keeps sending SIGKILL to processes that refuse it or keep appearing
+/// before it reports failure and tries again.
 pub(super) const FENCE_WAIT: Duration = Duration::from_secs(10);
 /// Pause before repeating a failed fencing or promotion.
 const RETRY: Duration = Duration::from_secs(1);
@@ -68,19 +69,29 @@ async fn fail_over(
     inner.publish(ClusterView::holding(generation, Phase::FailingOver));
     view_rx.borrow_and_update();
 
-    // A standby that can take over, or hold.
+    // A standby that can take over, or hold. A postmaster that has exited cannot come
+    // back, so what is left of it is fenced while the standby is checked.
+    let mut fenced_early = None;
     let mut reported = false;
-    loop {
+    let mut standby_client = loop {
         let ready = if *inner.redundancy.borrow() == Redundancy::Rebuilding {
             Err(format!(
                 "node {} is still being rebuilt as a standby",
                 cluster.standby.name()
             ))
+        } else if failure.gone && fenced_early.is_none() {
+            let (ready, fenced) = tokio::join!(
+                standby_ready(&cluster.standby, &inner.creds, settings.probe_timeout),
+                fence(cluster.primary.data_dir(), FENCE_WAIT)
+            );
+            fenced_early = Some(fenced);
+            ready
         } else {
             standby_ready(&cluster.standby, &inner.creds, settings.probe_timeout).await
         };
-        let Err(reason) = ready else {
-            break;
+        let reason = match ready {
+            Ok(client) => break Some(client),
+            Err(reason) => reason,
         };
         if !reported {
             timeline.step(
@@ -107,11 +118,19 @@ async fn fail_over(
             }
         }
         tokio::time::sleep(settings.probe_interval).await;
-    }
+    };
 
     // Fence: nothing of the old primary may run (or commit) once the standby is promoted.
+    // Done again when the early fence failed, or the standby took time to be ready (a
+    // process could have appeared meanwhile only if something restarted the node, but
+    // checking costs one scan).
+    let mut early = fenced_early.filter(|_| !reported);
     loop {
-        match fence(cluster.primary.data_dir(), FENCE_WAIT).await {
+        let fenced = match early.take() {
+            Some(fenced) => fenced,
+            None => fence(cluster.primary.data_dir(), FENCE_WAIT).await,
+        };
+        match fenced {
             Ok(fenced) => {
                 timeline.step(
                     Step::Fenced,
@@ -131,9 +150,15 @@ async fn fail_over(
         }
     }
 
+    // Promoted with pg_promote() on the connection that found it ready (no program
+    // to start); with pg_ctl when that connection is gone.
     let new = cluster.standby.name().to_string();
     loop {
-        match promote::promote(&mut cluster.standby, &inner.creds).await {
+        let promotion = match standby_client.take() {
+            Some(client) => promote::promote_on(&cluster.standby, &inner.creds, client).await,
+            None => promote::promote(&mut cluster.standby, &inner.creds).await,
+        };
+        match promotion {
             Ok(detail) => {
                 // The only standby is now the primary: nothing can take over until the
                 // old primary is rebuilt.

@@ -2,8 +2,17 @@
 //! whose working directory is the old primary's data directory — the postmaster and its
 //! backends, including backends orphaned by a postmaster that already died (they can
 //! still commit) and processes frozen with SIGSTOP (SIGKILL ends them too; SIGCONT is sent
-//! after it for good measure) — then waiting until none is left.
+//! after it for good measure) — until a scan finds no process it has not sent SIGKILL.
+//!
+//! It does not wait for them to be gone. A process with SIGKILL queued never runs its
+//! own code again: the kernel ends it before it could return to user space, so it can
+//! neither commit nor answer anyone. What is left is the kernel unmapping its memory,
+//! several ms of CPU per backend (the shared buffers, see
+//! `crate::node::shared_memory`), which the promotion need not wait for. Whoever uses
+//! the data directory next (the rebuild, by starting or recloning the node) waits until
+//! no process of it is left.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,8 +20,8 @@ use nix::sys::signal::Signal;
 
 use crate::process;
 
-/// Pause between two rounds of killing.
-const ROUND: Duration = Duration::from_millis(5);
+/// Pause before sending SIGKILL again to a process that refused it.
+const RETRY: Duration = Duration::from_millis(5);
 
 /// What fencing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +30,9 @@ pub(super) struct Fenced {
     pub killed: Vec<i32>,
 }
 
-/// Kills every process of `data_dir` and waits (up to `wait`) until they are gone. The
-/// error names the survivors; the caller must then not promote anything.
+/// Sends SIGKILL to every process of `data_dir` until none appears that was not sent it
+/// (a postmaster killed while forking may leave a child). Fails when processes keep
+/// appearing for `wait`; the caller must then not promote anything.
 pub(super) async fn fence(data_dir: &Path, wait: Duration) -> Result<Fenced, String> {
     let dir = data_dir.to_path_buf();
     tokio::task::spawn_blocking(move || fence_blocking(&dir, wait))
@@ -37,26 +47,34 @@ fn fence_blocking(dir: &Path, wait: Duration) -> Result<Fenced, String> {
         // The postmaster first, so that it cannot start new children meanwhile.
         let mut pids: Vec<i32> = process::live_postmaster_pid(dir).into_iter().collect();
         pids.extend(process::processes_in_dir(dir));
-        let mut seen = std::collections::HashSet::new();
-        pids.retain(|pid| seen.insert(*pid) && process::is_alive(*pid));
+        let mut seen = HashSet::new();
+        pids.retain(|pid| seen.insert(*pid) && !killed.contains(pid) && process::is_alive(*pid));
         if pids.is_empty() {
             return Ok(Fenced { killed });
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "processes {pids:?} of {} survive SIGKILL after {} ms",
+                "processes {pids:?} of {} could not be sent SIGKILL, or keep appearing, \
+                 after {} ms",
                 dir.display(),
                 wait.as_millis()
             ));
         }
+        let mut refused = false;
         for pid in pids {
-            let _ = process::signal(pid, Signal::SIGKILL);
-            let _ = process::signal(pid, Signal::SIGCONT);
-            if !killed.contains(&pid) {
-                killed.push(pid);
+            match process::signal(pid, Signal::SIGKILL) {
+                Ok(()) => {
+                    let _ = process::signal(pid, Signal::SIGCONT);
+                    killed.push(pid);
+                }
+                // Not sent (no permission): it may still run, so it is not fenced;
+                // tried again until the deadline.
+                Err(_) => refused = true,
             }
         }
-        std::thread::sleep(ROUND);
+        if refused {
+            std::thread::sleep(RETRY);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Health checks: the probe of the primary (its postmaster process, and `SELECT 1` on a
-//! kept connection, every `probe_interval` and at once when that connection is lost), the
+//! kept connection, every `probe_interval` and at once when that connection is lost or
+//! the postmaster begins to exit, looked at every 5 ms), the
 //! rule that declares it failed (postmaster
 //! gone: at once; no successful probe for `failure_timeout`: connection refused, query
 //! timed out, postmaster stopped), and the check that a standby can be promoted.
@@ -18,6 +19,9 @@ use crate::node::{Credentials, Node};
 use crate::process;
 use crate::status::{self, Role};
 
+/// How often the primary's postmaster is looked at between probes (one read of its
+/// `/proc/<pid>/stat`).
+const EXIT_POLL: Duration = Duration::from_millis(5);
 /// Pause before the next probe after a failed one (when shorter than the interval).
 const UNHEALTHY_RETRY: Duration = Duration::from_millis(10);
 
@@ -101,8 +105,9 @@ impl Probe {
     /// `SELECT 1` must be answered. A dead postmaster's orphaned backends may still
     /// answer on a kept connection, which is why the process is checked first.
     pub(super) async fn check(&mut self, limit: Duration) -> Verdict {
-        let alive = self.pid.filter(|pid| process::is_alive(*pid));
-        let Some(pid) = alive.or_else(|| self.node.postmaster_pid()) else {
+        let running = |pid: &i32| process::is_alive(*pid) && !process::is_exiting(*pid);
+        let alive = self.pid.filter(running);
+        let Some(pid) = alive.or_else(|| self.node.postmaster_pid().filter(running)) else {
             let detail = match self.pid {
                 Some(pid) => format!("the postmaster (pid {pid}) has exited"),
                 None => "no postmaster is running".to_string(),
@@ -200,10 +205,12 @@ impl Probe {
             let now = Instant::now();
             next = (next + interval).max(now);
             let wake = next.min(last_ok + settings.failure_timeout);
+            let exit = exited(self.pid);
             match self.connection.as_mut() {
                 Some(connection) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(wake) => {}
+                        () = exit => {}
                         _ = connection => {
                             // Lost: probe now (and reconnect).
                             self.connection = None;
@@ -211,19 +218,41 @@ impl Probe {
                         }
                     }
                 }
-                None => tokio::time::sleep_until(wake).await,
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake) => {}
+                        () = exit => {}
+                    }
+                }
             }
         }
     }
 }
 
+/// Resolves once the postmaster `pid` has begun to exit (never without a pid), looked
+/// at every [`EXIT_POLL`]. Its backends close the probe's connection only once the
+/// kernel has torn them down, tens of ms after a `kill -9` of the postmaster when
+/// several exit at once; the postmaster's own exit shows at once.
+async fn exited(pid: Option<i32>) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    loop {
+        if !process::is_alive(pid) || process::is_exiting(pid) {
+            return;
+        }
+        tokio::time::sleep(EXIT_POLL).await;
+    }
+}
+
 /// Whether `node` can be promoted: its postmaster runs and is not stopped, and it
-/// answers within `limit` as a server in recovery. The error says why not.
+/// answers within `limit` as a server in recovery. Returns the connection that asked
+/// (to promote it on); the error says why not.
 pub(super) async fn standby_ready(
     node: &Node,
     creds: &Credentials,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<Client, String> {
     let Some(pid) = node.postmaster_pid() else {
         return Err(format!("node {} is not running", node.name()));
     };
@@ -238,11 +267,14 @@ pub(super) async fn standby_ready(
             .connect_within(creds, "postgres", limit)
             .await
             .map_err(|e| e.to_string())?;
-        status::node_role(&client).await.map_err(|e| e.to_string())
+        let role = status::node_role(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((role, client))
     };
     match tokio::time::timeout(limit, role).await {
-        Ok(Ok(Role::Standby)) => Ok(()),
-        Ok(Ok(role)) => Err(format!(
+        Ok(Ok((Role::Standby, client))) => Ok(client),
+        Ok(Ok((role, _))) => Err(format!(
             "node {} is not in recovery (it reports itself {role})",
             node.name()
         )),
