@@ -200,7 +200,18 @@ impl Node {
             self.spec.port = free_port()?;
         }
         let log_start = files::log_len(&self.spec.log_file);
-        let launched = self.postmaster_pid().is_none();
+        let running = self.postmaster_pid();
+        if let Some(pid) = running.filter(|pid| process::is_stopped(*pid)) {
+            // Adopted as it is, it would never answer: say so instead of waiting.
+            return Err(self.start_failed(
+                format!(
+                    "its postmaster (pid {pid}) is running but stopped (SIGSTOP, or a \
+                     debugger); resume it with `kill -CONT {pid}`, or stop it, and start again"
+                ),
+                log_start,
+            ));
+        }
+        let launched = running.is_none();
         if !launched {
             // Already running: talk to it where it listens.
             if let Some(port) = process::recorded_port(&self.spec.data_dir) {

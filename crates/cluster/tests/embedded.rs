@@ -6,6 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use understudy_cluster::process::{is_alive, processes_in_dir};
 use understudy_cluster::{ClusterError, EmbeddedCluster, NodeStatus, Role};
 
@@ -222,6 +223,30 @@ async fn up_after_shutdown_reuses_the_data() {
     );
     let status = cluster.status().await;
     assert_eq!(status[1].role, Role::Standby);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// A postmaster left stopped (SIGSTOP) is not adopted as running: starting its node
+/// fails at once, saying how to resume it, instead of waiting out the start timeout.
+#[tokio::test]
+async fn starting_a_node_whose_postmaster_is_stopped_fails_at_once_saying_so() {
+    let dir = open_dir();
+    let work = dir.path().join(".understudy");
+    let mut cluster = EmbeddedCluster::up(&work).await.expect("up");
+    let pid = cluster.primary.postmaster_pid().expect("postmaster");
+    cluster.primary.kill(Signal::SIGSTOP).expect("SIGSTOP");
+    let started = Instant::now();
+    let err = cluster
+        .primary
+        .start()
+        .await
+        .expect_err("a stopped postmaster cannot be started");
+    let elapsed = started.elapsed();
+    cluster.primary.kill(Signal::SIGCONT).expect("SIGCONT");
+    let text = err.to_string();
+    assert!(text.contains("stopped"), "{text}");
+    assert!(text.contains(&format!("kill -CONT {pid}")), "{text}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     cluster.shutdown().await.expect("shutdown");
 }
 
