@@ -398,7 +398,25 @@ async fn sigterm_stops_up_and_its_postmasters() {
     for (_, pid) in &pids {
         assert!(alive(*pid));
     }
+    let instance_file = dir.path().join("instance.json");
+    let instance: Value =
+        serde_json::from_str(&std::fs::read_to_string(&instance_file).expect("instance.json"))
+            .expect("instance JSON");
+    let admin = instance["admin"]
+        .as_str()
+        .expect("admin address")
+        .to_owned();
     kill(Pid::from_raw(up.pid()), Signal::SIGTERM).unwrap();
+    // Once the instance file is gone, the admin port is free: a new `up` may start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while instance_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "instance.json stays");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(&admin).await.is_err(),
+        "the admin endpoint {admin} still listens after instance.json was removed"
+    );
     let status = up.wait(Duration::from_secs(60)).await;
     assert_eq!(
         status.code(),

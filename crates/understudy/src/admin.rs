@@ -91,11 +91,12 @@ struct ProxyDoc {
     sessions: u64,
 }
 
-/// Binds `addr` and serves requests until the process ends.
-pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<SocketAddr> {
+/// Binds `addr` and serves requests until [`AdminServer::close`] (or the end of the
+/// process).
+pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<AdminServer> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -112,7 +113,23 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<
             });
         }
     });
-    Ok(local)
+    Ok(AdminServer { addr: local, task })
+}
+
+/// The running admin endpoint.
+pub struct AdminServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Stops accepting connections and frees the port (requests under way are
+    /// finished by their own tasks).
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 async fn handle(

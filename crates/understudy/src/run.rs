@@ -49,9 +49,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         rules: proxy.rules(),
         holds: proxy.holds(),
     });
-    let admin_addr = admin::serve(config.admin.listen, admin_state)
+    let admin = admin::serve(config.admin.listen, admin_state)
         .await
         .map_err(|e| CliError::Other(format!("cannot listen on {} for the admin endpoint: {e} (change admin.listen or --admin-listen)", config.admin.listen)))?;
+    let admin_addr = admin.addr;
     tracing::info!(proxy = %proxy.local_addr(), admin = %admin_addr, "understudy running");
     println!(
         "ready: proxy on {}, admin on http://{admin_addr}",
@@ -61,6 +62,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let (tls, rules) = (proxy.tls_reloader(), proxy.rules());
     until_stopped(|| reload(&tls, &rules)).await;
     shut_down(proxy, config.proxy.shutdown_grace()).await;
+    admin.close().await;
     Ok(())
 }
 

@@ -56,8 +56,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         }
     };
     let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
-    let admin_addr = match admin::serve(config.admin.listen, admin_state).await {
-        Ok(addr) => addr,
+    let admin = match admin::serve(config.admin.listen, admin_state).await {
+        Ok(admin) => admin,
         Err(e) => {
             stop(&orchestrator).await;
             return Err(CliError::Other(format!(
@@ -69,7 +69,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let instance = Instance {
         pid: std::process::id(),
         proxy: proxy.local_addr(),
-        admin: admin_addr,
+        admin: admin.addr,
     };
     if let Err(e) = runtime_files::write(&dir, &instance) {
         tracing::warn!(error = %e, "cannot write the instance file; `understudy status --dir` will not find this instance");
@@ -80,7 +80,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         percent_encode(&creds.password),
         proxy.local_addr().port()
     );
-    tracing::info!(admin = %admin_addr, "understudy is ready; Ctrl-C stops the proxy and both servers");
+    tracing::info!(admin = %admin.addr, "understudy is ready; Ctrl-C stops the proxy and both servers");
     if config.tls.enabled() {
         tracing::info!(
             "TLS: connect with sslmode=verify-full sslrootcert={}",
@@ -92,6 +92,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let (tls, rules) = (proxy.tls_reloader(), proxy.rules());
     until_stopped(|| reload(&tls, &rules)).await;
     shut_down(proxy, config.proxy.shutdown_grace()).await;
+    // The port is free once the instance file is gone: a new `up` can start at once.
+    admin.close().await;
     runtime_files::remove(&dir);
     stop(&orchestrator).await;
     tracing::info!("stopped");
