@@ -203,13 +203,7 @@ impl Node {
         let running = self.postmaster_pid();
         if let Some(pid) = running.filter(|pid| process::is_stopped(*pid)) {
             // Adopted as it is, it would never answer: say so instead of waiting.
-            return Err(self.start_failed(
-                format!(
-                    "its postmaster (pid {pid}) is running but stopped (SIGSTOP, or a \
-                     debugger); resume it with `kill -CONT {pid}`, or stop it, and start again"
-                ),
-                log_start,
-            ));
+            return Err(self.postmaster_stopped(pid, log_start));
         }
         let launched = running.is_none();
         if !launched {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use understudy_cluster::process::{is_alive, processes_in_dir};
+use understudy_cluster::process::{is_alive, is_stopped, processes_in_dir};
 use understudy_cluster::{ClusterError, EmbeddedCluster, NodeStatus, Role};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -235,6 +235,14 @@ async fn starting_a_node_whose_postmaster_is_stopped_fails_at_once_saying_so() {
     let mut cluster = EmbeddedCluster::up(&work).await.expect("up");
     let pid = cluster.primary.postmaster_pid().expect("postmaster");
     cluster.primary.kill(Signal::SIGSTOP).expect("SIGSTOP");
+    let stopping = Instant::now();
+    while !is_stopped(pid) {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let started = Instant::now();
     let err = cluster
         .primary

@@ -164,7 +164,7 @@ impl Node {
     }
 
     /// Polls a real connection until the server answers `SELECT 1`, the postmaster
-    /// dies, or the start timeout passes.
+    /// dies or is stopped, or the start timeout passes.
     pub(super) async fn wait_ready(&self, log_start: u64) -> Result<()> {
         let deadline = Instant::now() + self.start_timeout;
         loop {
@@ -172,8 +172,11 @@ impl Node {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
-            if self.postmaster_pid().is_none() {
+            let Some(pid) = self.postmaster_pid() else {
                 return Err(self.start_failed("the postmaster exited".into(), log_start));
+            };
+            if process::is_stopped(pid) {
+                return Err(self.postmaster_stopped(pid, log_start));
             }
             if Instant::now() >= deadline {
                 return Err(self.start_failed(
@@ -209,6 +212,17 @@ impl Node {
             log: self.spec.log_file.clone(),
             log_tail: files::log_tail(&self.spec.log_file, log_start, TAIL_LINES),
         }
+    }
+
+    /// The start failed because the postmaster `pid` is stopped: it would never answer.
+    pub(super) fn postmaster_stopped(&self, pid: i32, log_start: u64) -> ClusterError {
+        self.start_failed(
+            format!(
+                "its postmaster (pid {pid}) is running but stopped (SIGSTOP, or a debugger); \
+                 resume it with `kill -CONT {pid}`, or stop it, and start again"
+            ),
+            log_start,
+        )
     }
 
     pub(super) fn not_running(&self) -> ClusterError {
