@@ -64,20 +64,29 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
     let mut connections = open_all(ctx, primary, &pending).await;
     let mut applied = 0u64;
     for entry in &pending {
-        let slot = connections.iter_mut().find(|slot| {
-            Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session
-        });
-        let Some(Slot { conn: Ok(conn), .. }) = slot else {
-            let why = match slot {
-                Some(Slot { conn: Err(e), .. }) => e.clone(),
-                _ => "no connection was opened for its session".to_string(),
-            };
+        let Some(slot) = slot_for(&mut connections, entry) else {
+            // open_all made one for every session state; never silently dropped.
             tracing::error!(
                 token = entry.unit.token,
-                "cannot re-apply a committed transaction: {why}"
+                "cannot re-apply a committed transaction: no connection for its session"
             );
             log.reapplied_mismatches.fetch_add(1, Ordering::Relaxed);
             continue;
+        };
+        if slot.conn.is_err() {
+            // Opening failed: tried again for each of its entries, as it may pass.
+            slot.conn = open(ctx, primary, entry).await;
+        }
+        let conn = match &mut slot.conn {
+            Ok(conn) => conn,
+            Err(why) => {
+                tracing::error!(
+                    token = entry.unit.token,
+                    "cannot re-apply a committed transaction: {why}"
+                );
+                log.reapplied_mismatches.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         };
         let check = ledger.knows(entry.unit.token).is_none();
         match apply(conn, entry, check).await {
@@ -98,11 +107,7 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
                     "re-applying a committed transaction failed: {e}"
                 );
                 // The next entry of this session gets a fresh connection.
-                if let Some(slot) = connections.iter_mut().find(|slot| {
-                    Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session
-                }) {
-                    slot.conn = open(ctx, primary, entry).await;
-                }
+                slot.conn = Err(format!("the connection failed: {e}"));
             }
         }
     }
@@ -120,6 +125,14 @@ struct Slot {
     identity: Arc<Identity>,
     session: Snapshot,
     conn: Result<BackendConn, String>,
+}
+
+/// The connection for `entry`'s role and session state (one is opened for
+/// each by [`open_all`]).
+fn slot_for<'a>(slots: &'a mut [Slot], entry: &Entry) -> Option<&'a mut Slot> {
+    slots
+        .iter_mut()
+        .find(|slot| Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session)
 }
 
 /// Opens, all at once, one connection per session state among `entries`:
