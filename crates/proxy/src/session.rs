@@ -167,15 +167,9 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
     let open_on_successor = |next: BackendAddr| -> Opening<'_> {
         let identity = &identity;
         Box::pin(async move {
-            backend::connect(
-                &next,
-                &identity.params,
-                &identity.credential,
-                &ctx.server_tls,
-                ctx.config.backend.connect_timeout(),
-                ctx.config.proxy.max_message_len(),
-            )
-            .await
+            identity
+                .connect(ctx, &next, ctx.config.backend.connect_timeout())
+                .await
         })
     };
     let mut successor = None;

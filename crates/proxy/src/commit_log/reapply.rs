@@ -19,7 +19,7 @@ use understudy_protocol::scan::Piece;
 use understudy_protocol::DEFAULT_MAX_MESSAGE_LEN;
 
 use super::Entry;
-use crate::backend::{self, BackendConn};
+use crate::backend::BackendConn;
 use crate::failover::replay::{read_whole, restore_snapshot, ReplayError};
 use crate::failover::Identity;
 use crate::journal::session::Snapshot;
@@ -170,16 +170,10 @@ async fn look_up(ctx: &ProxyContext, primary: &BackendAddr, entries: &[Entry]) -
     let mut answers = LedgerAnswers::default();
     for (identity, tokens) in tokens_by_database(entries) {
         let looked_up = async {
-            let mut conn = backend::connect(
-                primary,
-                &identity.params,
-                &identity.credential,
-                &ctx.server_tls,
-                ctx.config.backend.connect_timeout(),
-                ctx.config.proxy.max_message_len(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let mut conn = identity
+                .connect(ctx, primary, ctx.config.backend.connect_timeout())
+                .await
+                .map_err(|e| e.to_string())?;
             let present = committed_among(&mut conn, &tokens).await;
             conn.close().await;
             present
@@ -208,16 +202,11 @@ async fn open(
     primary: &BackendAddr,
     entry: &Entry,
 ) -> Result<BackendConn, String> {
-    let mut conn = backend::connect(
-        primary,
-        &entry.identity.params,
-        &entry.identity.credential,
-        &ctx.server_tls,
-        ctx.config.backend.connect_timeout(),
-        ctx.config.proxy.max_message_len(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut conn = entry
+        .identity
+        .connect(ctx, primary, ctx.config.backend.connect_timeout())
+        .await
+        .map_err(|e| e.to_string())?;
     let c = &mut conn.conn;
     restore_snapshot(&mut c.stream, &mut c.rbuf, &entry.session)
         .await

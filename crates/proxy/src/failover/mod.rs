@@ -62,6 +62,27 @@ pub struct Identity {
     pub credential: BackendCredential,
 }
 
+impl Identity {
+    /// Opens a backend on `addr` as this role with these startup parameters,
+    /// within `timeout`.
+    pub async fn connect(
+        &self,
+        ctx: &ProxyContext,
+        addr: &BackendAddr,
+        timeout: Duration,
+    ) -> Result<BackendConn, SessionError> {
+        backend::connect(
+            addr,
+            &self.params,
+            &self.credential,
+            &ctx.server_tls,
+            timeout,
+            ctx.config.proxy.max_message_len(),
+        )
+        .await
+    }
+}
+
 /// Why a session could not be moved; the client is told this and the
 /// session ends.
 #[derive(Debug, thiserror::Error)]
@@ -278,15 +299,13 @@ async fn connect_before(
     loop {
         let remaining = deadline.checked_duration_since(Instant::now())?;
         let primary = topology::wait_for_primary(&mut topology, remaining).await?;
-        let attempt = backend::connect(
-            &primary,
-            &identity.params,
-            &identity.credential,
-            &ctx.server_tls,
-            ctx.config.backend.connect_timeout().min(remaining),
-            ctx.config.proxy.max_message_len(),
-        )
-        .await;
+        let attempt = identity
+            .connect(
+                ctx,
+                &primary,
+                ctx.config.backend.connect_timeout().min(remaining),
+            )
+            .await;
         match attempt {
             Ok(backend) => return Some(backend),
             Err(e) => {
