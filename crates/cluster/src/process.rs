@@ -49,6 +49,12 @@ pub fn is_exiting(pid: i32) -> bool {
     flags.is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
+/// True when `pid` is alive and has not begun to exit: a process that can still run
+/// its own code.
+pub fn is_running(pid: i32) -> bool {
+    is_alive(pid) && !is_exiting(pid)
+}
+
 /// The one-letter state of `pid` from `/proc/<pid>/stat`, or None when there is none.
 fn proc_state(pid: i32) -> Option<char> {
     proc_stat_fields(pid)?.first()?.chars().next()

@@ -105,7 +105,7 @@ impl Probe {
     /// `SELECT 1` must be answered. A dead postmaster's orphaned backends may still
     /// answer on a kept connection, which is why the process is checked first.
     pub(super) async fn check(&mut self, limit: Duration) -> Verdict {
-        let running = |pid: &i32| process::is_alive(*pid) && !process::is_exiting(*pid);
+        let running = |pid: &i32| process::is_running(*pid);
         let alive = self.pid.filter(running);
         let Some(pid) = alive.or_else(|| self.node.postmaster_pid().filter(running)) else {
             let detail = match self.pid {
@@ -238,7 +238,7 @@ async fn exited(pid: Option<i32>) {
         return std::future::pending().await;
     };
     loop {
-        if !process::is_alive(pid) || process::is_exiting(pid) {
+        if !process::is_running(pid) {
             return;
         }
         tokio::time::sleep(EXIT_POLL).await;
