@@ -196,28 +196,26 @@ impl EmbeddedCluster {
     /// reserve huge pages for both nodes (see [`crate::node::shared_memory`]). None when
     /// both are in huge pages, or when it cannot be told.
     pub async fn huge_pages_advice(&self) -> Option<String> {
-        let mut in_base_pages = Vec::new();
-        let mut needed = Some(0u64);
-        for node in [&self.primary, &self.standby] {
-            let Some(pages) = node.shared_memory_pages() else {
-                needed = None;
-                continue;
-            };
-            let client = node
-                .connect_within(&self.creds, "postgres", STATUS_TIMEOUT)
-                .await
-                .ok();
-            let node_needs = match &client {
-                Some(client) => status::huge_pages_needed(client).await,
-                None => None,
-            };
-            needed = needed.zip(node_needs).map(|(sum, n)| sum + n);
-            if pages == SharedMemoryPages::Base {
-                in_base_pages.push(node.name().to_string());
-            }
-        }
+        let nodes = [&self.primary, &self.standby];
+        let in_base_pages: Vec<&str> = nodes
+            .iter()
+            .filter(|node| node.shared_memory_pages() == Some(SharedMemoryPages::Base))
+            .map(|node| node.name())
+            .collect();
         if in_base_pages.is_empty() {
             return None;
+        }
+        // How many both need: asked only now, so a start in huge pages connects to neither.
+        let mut needed = Some(0u64);
+        for node in nodes {
+            let node_needs = match node
+                .connect_within(&self.creds, "postgres", STATUS_TIMEOUT)
+                .await
+            {
+                Ok(client) => status::huge_pages_needed(&client).await,
+                Err(_) => None,
+            };
+            needed = needed.zip(node_needs).map(|(sum, n)| sum + n);
         }
         let reserve = match needed {
             Some(n) => format!(
