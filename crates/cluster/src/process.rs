@@ -25,17 +25,14 @@ pub fn is_alive(pid: i32) -> bool {
 
 /// True when `/proc` reports `pid` as a zombie (dead, not yet reaped) or dead.
 fn is_zombie(pid: i32) -> bool {
-    match proc_state(pid) {
-        // No /proc entry: the process is gone.
-        None => true,
-        Some(state) => matches!(state, 'Z' | 'X' | 'x'),
-    }
+    // No /proc entry: the process is gone.
+    TaskStat::of(pid).is_none_or(|stat| stat.is_dead())
 }
 
 /// True when `pid` is stopped by a signal (SIGSTOP: state `T`) or by a tracer (`t`):
 /// alive, but it will not answer anything until it is continued.
 pub fn is_stopped(pid: i32) -> bool {
-    pid > 0 && matches!(proc_state(pid), Some('T' | 't'))
+    pid > 0 && TaskStat::of(pid).is_some_and(|stat| matches!(stat.state, 'T' | 't'))
 }
 
 /// True when `pid` has begun to exit (the kernel's `PF_EXITING`): killed or ended, it
@@ -43,10 +40,7 @@ pub fn is_stopped(pid: i32) -> bool {
 /// PostgreSQL process several ms (unmapping the shared memory it touched), during
 /// which it is still "alive" for [`is_alive`].
 pub fn is_exiting(pid: i32) -> bool {
-    /// `PF_EXITING` of the kernel's task flags.
-    const PF_EXITING: u64 = 0x4;
-    let flags = proc_stat_fields(pid).and_then(|fields| fields.get(6)?.parse::<u64>().ok());
-    flags.is_some_and(|flags| flags & PF_EXITING != 0)
+    TaskStat::of(pid).is_some_and(|stat| stat.is_exiting())
 }
 
 /// True when `pid` is alive and has not begun to exit: a process that can still run
@@ -55,19 +49,91 @@ pub fn is_running(pid: i32) -> bool {
     is_alive(pid) && !is_exiting(pid)
 }
 
-/// The one-letter state of `pid` from `/proc/<pid>/stat`, or None when there is none.
-fn proc_state(pid: i32) -> Option<char> {
-    proc_stat_fields(pid)?.first()?.chars().next()
+/// Watches one process through its `/proc/<pid>/stat`, opened once and read again (one
+/// `pread`) at each look: cheap enough to look every few ms. The open file stays tied
+/// to the process it was opened for: once that process is gone, reads fail, even if
+/// its pid is given to another process.
+#[derive(Debug)]
+pub struct ProcessWatch {
+    pid: i32,
+    stat: std::fs::File,
 }
 
-/// The fields of `/proc/<pid>/stat` from the state on (state, ppid, pgrp, session,
-/// tty, tpgid, flags, ...).
-fn proc_stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything: the state is the
-    // first field after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
+impl ProcessWatch {
+    /// Starts watching `pid`; None when there is no such process.
+    pub fn open(pid: i32) -> Option<ProcessWatch> {
+        if pid <= 0 {
+            return None;
+        }
+        let stat = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        Some(ProcessWatch { pid, stat })
+    }
+
+    /// The watched pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// True while the process is alive and has not begun to exit (see [`is_running`]).
+    pub fn is_running(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; TaskStat::PREFIX_LEN];
+        let Ok(n) = self.stat.read_at(&mut buf, 0) else {
+            return false;
+        };
+        TaskStat::parse(&buf[..n]).is_some_and(|stat| !stat.is_dead() && !stat.is_exiting())
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` this module looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaskStat {
+    /// The one-letter state (`R`, `S`, `D`, `T`, `Z`, ...).
+    state: char,
+    /// The kernel's task flags (`PF_*`).
+    flags: u64,
+}
+
+impl TaskStat {
+    /// Bytes of `/proc/<pid>/stat` that always hold the flags: the pid, a command name of
+    /// at most 15 bytes in parentheses, and six numbers before them.
+    const PREFIX_LEN: usize = 256;
+
+    /// The fields of `pid` (one `open` and one `read`), or None when it has no entry.
+    fn of(pid: i32) -> Option<TaskStat> {
+        use std::io::Read;
+        if pid <= 0 {
+            return None;
+        }
+        let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        let mut buf = [0u8; Self::PREFIX_LEN];
+        let n = file.read(&mut buf).ok()?;
+        Self::parse(&buf[..n])
+    }
+
+    /// Parses the start of a `stat` line: `pid (comm) state ppid pgrp session tty_nr
+    /// tpgid flags ...`. The command name may contain anything, so the fields are
+    /// counted from the last `)`.
+    fn parse(line: &[u8]) -> Option<TaskStat> {
+        let after_name = line.iter().rposition(|&b| b == b')')? + 1;
+        let rest = std::str::from_utf8(&line[after_name..]).ok()?;
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let flags = fields.nth(5)?.parse().ok()?;
+        Some(TaskStat { state, flags })
+    }
+
+    /// Dead, or a zombie (dead and not yet reaped).
+    fn is_dead(self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// `PF_EXITING`: the process has begun to exit.
+    fn is_exiting(self) -> bool {
+        /// `PF_EXITING` of the kernel's task flags.
+        const PF_EXITING: u64 = 0x4;
+        self.flags & PF_EXITING != 0
+    }
 }
 
 /// The pid in the first line of `data_dir/postmaster.pid`, whether alive or not.
@@ -183,6 +249,46 @@ mod tests {
         child.wait().expect("wait");
         assert!(!is_exiting(pid));
         assert!(!is_exiting(i32::MAX));
+    }
+
+    #[test]
+    fn a_watched_child_stops_running_when_killed_and_stays_so_once_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let watch = ProcessWatch::open(pid).expect("watch sleep");
+        assert_eq!(watch.pid(), pid);
+        assert!(watch.is_running());
+        assert!(
+            watch.is_running(),
+            "a second look reads the same file again"
+        );
+        signal(pid, Signal::SIGKILL).expect("SIGKILL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while watch.is_running() {
+            assert!(Instant::now() < deadline, "never seen exiting");
+            std::thread::yield_now();
+        }
+        child.wait().expect("wait");
+        assert!(!watch.is_running());
+        assert!(ProcessWatch::open(pid).is_none());
+        assert!(ProcessWatch::open(0).is_none());
+    }
+
+    #[test]
+    fn stat_lines_are_parsed_from_the_last_parenthesis() {
+        let line = b"42 (a) S (b)) T 1 42 42 0 -1 4194372 120 0 0 0 1 2 3 4 20 0";
+        let stat = TaskStat::parse(line).expect("parses");
+        assert_eq!(stat.state, 'T');
+        assert_eq!(stat.flags, 4194372);
+        assert!(stat.is_exiting());
+        assert!(!stat.is_dead());
+        let zombie = TaskStat::parse(b"7 (postgres) Z 1 7 7 0 -1 4227084 0").expect("parses");
+        assert!(zombie.is_dead());
+        assert_eq!(TaskStat::parse(b"7 (postgres"), None);
+        assert_eq!(TaskStat::parse(b"7 (postgres) S 1 7"), None);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub(super) struct Probe {
     /// once, closing the kept connection before the next tick).
     connection: Option<JoinHandle<()>>,
     pid: Option<i32>,
+    /// The postmaster `pid`, watched between probes for its exit.
+    watch: Option<process::ProcessWatch>,
 }
 
 impl Probe {
@@ -98,6 +100,7 @@ impl Probe {
             client: None,
             connection: None,
             pid: None,
+            watch: None,
         }
     }
 
@@ -106,7 +109,8 @@ impl Probe {
     /// answer on a kept connection, which is why the process is checked first.
     pub(super) async fn check(&mut self, limit: Duration) -> Verdict {
         let running = |pid: &i32| process::is_running(*pid);
-        let alive = self.pid.filter(running);
+        let watched = self.watch.as_ref().filter(|watch| watch.is_running());
+        let alive = watched.map(process::ProcessWatch::pid);
         let Some(pid) = alive.or_else(|| self.node.postmaster_pid().filter(running)) else {
             let detail = match self.pid {
                 Some(pid) => format!("the postmaster (pid {pid}) has exited"),
@@ -115,6 +119,9 @@ impl Probe {
             return Verdict::Gone(detail);
         };
         self.pid = Some(pid);
+        if self.watch.as_ref().map(process::ProcessWatch::pid) != Some(pid) {
+            self.watch = process::ProcessWatch::open(pid);
+        }
         if process::is_stopped(pid) {
             return Verdict::Unhealthy(format!("the postmaster (pid {pid}) is stopped"));
         }
@@ -205,7 +212,7 @@ impl Probe {
             let now = Instant::now();
             next = (next + interval).max(now);
             let wake = next.min(last_ok + settings.failure_timeout);
-            let exit = exited(self.pid);
+            let exit = exited(self.watch.as_ref());
             match self.connection.as_mut() {
                 Some(connection) => {
                     tokio::select! {
@@ -229,18 +236,15 @@ impl Probe {
     }
 }
 
-/// Resolves once the postmaster `pid` has begun to exit (never without a pid), looked
+/// Resolves once the watched postmaster has begun to exit (never without one), looked
 /// at every [`EXIT_POLL`]. Its backends close the probe's connection only once the
 /// kernel has torn them down, tens of ms after a `kill -9` of the postmaster when
 /// several exit at once; the postmaster's own exit shows at once.
-async fn exited(pid: Option<i32>) {
-    let Some(pid) = pid else {
+async fn exited(watch: Option<&process::ProcessWatch>) {
+    let Some(watch) = watch else {
         return std::future::pending().await;
     };
-    loop {
-        if !process::is_running(pid) {
-            return;
-        }
+    while watch.is_running() {
         tokio::time::sleep(EXIT_POLL).await;
     }
 }
