@@ -42,6 +42,11 @@ impl ChildGuard {
         }
     }
 
+    /// The child's pid, while it has not been waited for.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     /// The child's name and pid, for messages.
     pub fn what(&self) -> &str {
         &self.what

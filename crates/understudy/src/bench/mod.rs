@@ -9,6 +9,7 @@
 //! - [`understudy_process`]: the proxy under test, this binary run as a child.
 //! - [`pgbouncer`]: PgBouncer in session mode, for comparison.
 //! - [`child`]: stopping those children by pid, waiting until they accept connections.
+//! - [`proc_cpu`]: the CPU time a proxy spends per transaction.
 //! - [`report`]: `report.json` and `report.md`.
 //! - [`failover`]: `--failover`, pgbench while the primary is killed, understudy vs
 //!   PgBouncer; [`svg`]: its throughput plot.
@@ -19,6 +20,7 @@ mod error;
 mod failover;
 mod pgbench;
 mod pgbouncer;
+mod proc_cpu;
 mod report;
 mod svg;
 mod tools;
@@ -206,9 +208,15 @@ async fn bench_on(
     .await?;
 
     let ports = Ports {
-        direct: primary_port,
-        understudy: understudy.port(),
-        pgbouncer: pgbouncer.port(),
+        direct: Target::direct(primary_port),
+        understudy: Target {
+            port: understudy.port(),
+            pid: understudy.pid(),
+        },
+        pgbouncer: Target {
+            port: pgbouncer.port(),
+            pid: pgbouncer.pid(),
+        },
     };
     let measured = measure(
         &pgbench,
@@ -251,12 +259,26 @@ async fn bench_on(
     })
 }
 
-/// The ports of the three targets.
+/// The three targets.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
-    direct: u16,
-    understudy: u16,
-    pgbouncer: u16,
+    direct: Target,
+    understudy: Target,
+    pgbouncer: Target,
+}
+
+/// Where pgbench connects, and the proxy process there (whose CPU time is measured).
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    port: u16,
+    pid: Option<u32>,
+}
+
+impl Target {
+    /// The primary itself: no proxy.
+    fn direct(port: u16) -> Target {
+        Target { port, pid: None }
+    }
 }
 
 /// How to start understudy with the `--rules` file.
@@ -310,7 +332,7 @@ async fn measure(
             Workload::SelectOnly,
             warmup,
             "direct (warm-up)",
-            ports.direct,
+            ports.direct.port,
             &log_dir.join("warmup"),
         )
         .await?;
@@ -335,7 +357,11 @@ async fn measure(
         let understudy = runs.one(w, "understudy", ports.understudy, round).await?;
         if let (Some(r), 1) = (with_rules, round) {
             let proxy = UnderstudyProcess::start(r.exe, r.dir, r.cluster, Some(r.file)).await?;
-            let run = runs.one(w, "understudy+rules", proxy.port(), round).await;
+            let target = Target {
+                port: proxy.port(),
+                pid: proxy.pid(),
+            };
+            let run = runs.one(w, "understudy+rules", target, round).await;
             proxy.stop().await;
             rules = Some((understudy.clone(), run?));
         }
@@ -413,11 +439,12 @@ impl Runs<'_> {
         })
     }
 
+    /// One pgbench run of `workload` against `to`, with the CPU its proxy used.
     async fn one(
         &mut self,
         workload: Workload,
         target: &str,
-        port: u16,
+        to: Target,
         round: u32,
     ) -> Result<RunResult, BenchError> {
         let name = workload.name();
@@ -429,16 +456,25 @@ impl Runs<'_> {
             "running pgbench"
         );
         let prefix = self.log_dir.join(format!("{name}-{target}-{round}"));
-        let result = self
+        let cpu_before = to.pid.and_then(proc_cpu::sample);
+        let mut result = self
             .pgbench
-            .run(workload, self.load, target, port, &prefix)
+            .run(workload, self.load, target, to.port, &prefix)
             .await?;
+        let cpu_after = to.pid.and_then(proc_cpu::sample);
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            result.proxy_cpu = proc_cpu::per_transaction(before, after, result.transactions);
+        }
         tracing::info!(
             workload = name,
             target,
             tps = format!("{:.1}", result.tps),
             p50_ms = result.latency.p50_ms,
             p99_ms = result.latency.p99_ms,
+            proxy_cpu_us = result
+                .proxy_cpu
+                .map(|cpu| format!("{:.2}", cpu.total_us()))
+                .unwrap_or_default(),
             "done"
         );
         self.order.push(format!("{name}/{target}#{round}"));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use understudy_cluster::Credentials;
 
 use super::error::BenchError;
+use super::proc_cpu::CpuPerTransaction;
 
 /// Lines of pgbench's standard error quoted in errors.
 const STDERR_TAIL_LINES: usize = 15;
@@ -109,6 +110,9 @@ pub struct RunResult {
     pub failed: u64,
     /// Latency percentiles from the per-transaction log.
     pub latency: Latency,
+    /// The proxy's CPU per transaction, when the run went through a proxy whose CPU
+    /// time could be read.
+    pub proxy_cpu: Option<CpuPerTransaction>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -205,6 +209,7 @@ impl Pgbench {
             transactions: summary.transactions,
             failed: summary.failed,
             latency,
+            proxy_cpu: None,
         })
     }
 

@@ -131,6 +131,11 @@ impl PgBouncer {
         })
     }
 
+    /// The pid of the process, for its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pid()
+    }
+
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::error::BenchError;
 use super::pgbench::{RunResult, Workload};
+use super::proc_cpu::CpuPerTransaction;
 
 /// The three targets' results for one workload in one round.
 #[derive(Debug, Clone)]
@@ -67,6 +68,13 @@ pub struct WorkloadReport {
     pub understudy_failed_transactions: u64,
     /// Failed transactions through PgBouncer (all rounds).
     pub pgbouncer_failed_transactions: u64,
+    /// understudy's CPU per transaction, in µs (null when it could not be read).
+    pub understudy_cpu_us: Option<CpuPerTransaction>,
+    /// PgBouncer's CPU per transaction, in µs.
+    pub pgbouncer_cpu_us: Option<CpuPerTransaction>,
+    /// understudy's CPU per transaction / PgBouncer's (user + system): below 1, understudy
+    /// spends less per transaction.
+    pub understudy_vs_pgbouncer_cpu: Option<f64>,
 }
 
 impl WorkloadReport {
@@ -99,6 +107,21 @@ impl WorkloadReport {
             median(by_round.iter().flatten().copied()).map(|r| round(r, 3))
         };
         let u_vs_b = ratios(|r| (r.understudy.tps, r.pgbouncer.tps));
+        let cpu = |runs: &[&RunResult]| {
+            let measured: Vec<CpuPerTransaction> =
+                runs.iter().filter_map(|r| r.proxy_cpu).collect();
+            Some(CpuPerTransaction {
+                user_us: round(median(measured.iter().map(|c| c.user_us))?, 2),
+                system_us: round(median(measured.iter().map(|c| c.system_us))?, 2),
+            })
+        };
+        let cpu_by_round: Vec<Option<f64>> = rounds
+            .iter()
+            .map(|r| {
+                let (u, b) = (r.understudy.proxy_cpu?, r.pgbouncer.proxy_cpu?);
+                ratio(u.total_us(), b.total_us())
+            })
+            .collect();
         let sum = |runs: &[&RunResult], of: fn(&RunResult) -> u64| runs.iter().map(|r| of(r)).sum();
         WorkloadReport {
             rounds: rounds.len(),
@@ -118,6 +141,9 @@ impl WorkloadReport {
             direct_failed_transactions: sum(&direct, |r| r.failed),
             understudy_failed_transactions: sum(&understudy, |r| r.failed),
             pgbouncer_failed_transactions: sum(&pgbouncer, |r| r.failed),
+            understudy_cpu_us: cpu(&understudy),
+            pgbouncer_cpu_us: cpu(&pgbouncer),
+            understudy_vs_pgbouncer_cpu: median_ratio(&cpu_by_round),
         }
     }
 
@@ -278,6 +304,17 @@ impl Report {
                 "understudy / pgbouncer by round: {}\n",
                 by_round.join(", ")
             ));
+            if let (Some(u), Some(b)) = (workload.understudy_cpu_us, workload.pgbouncer_cpu_us) {
+                md.push_str(&format!(
+                    "proxy CPU per transaction (user + system): understudy {:.2} µs (user {:.2}) \
+                     · pgbouncer {:.2} µs (user {:.2}) · understudy / pgbouncer: {}\n",
+                    u.total_us(),
+                    u.user_us,
+                    b.total_us(),
+                    b.user_us,
+                    show_ratio(workload.understudy_vs_pgbouncer_cpu),
+                ));
+            }
         }
         if let Some(rules) = &self.rules {
             md.push_str(&format!(
@@ -298,7 +335,9 @@ impl Report {
         md.push_str(
             "\nOnly the ratios between targets measured in this same run are meaningful: \
              client, proxies and PostgreSQL share the machine, and absolute TPS varies from \
-             run to run.\n",
+             run to run. A proxy's CPU per transaction (its user and system time from \
+             /proc over the run, divided by the run's transactions) varies less, and shows \
+             what the proxy itself costs.\n",
         );
         md
     }
@@ -360,14 +399,20 @@ mod tests {
             transactions: (tps * 10.0) as u64,
             failed: 0,
             latency: Latency { p50_ms, p99_ms },
+            proxy_cpu: None,
         }
+    }
+
+    fn with_cpu(mut run: RunResult, user_us: f64, system_us: f64) -> RunResult {
+        run.proxy_cpu = Some(CpuPerTransaction { user_us, system_us });
+        run
     }
 
     fn report() -> Report {
         let select = WorkloadResults {
             direct: run(40000.0, 0.18, 0.5),
-            understudy: run(25000.0, 0.3, 0.9),
-            pgbouncer: run(24000.04, 0.31, 1.0),
+            understudy: with_cpu(run(25000.0, 0.3, 0.9), 2.0, 18.0),
+            pgbouncer: with_cpu(run(24000.04, 0.31, 1.0), 1.5, 17.5),
         };
         let tpcb = WorkloadResults {
             direct: run(3000.0, 2.5, 8.0),
@@ -406,6 +451,9 @@ mod tests {
         assert_eq!(select["understudy_vs_direct"], 0.625);
         assert_eq!(select["understudy_vs_pgbouncer"], 1.042);
         assert_eq!(select["pgbouncer_vs_direct"], 0.6);
+        assert_eq!(select["understudy_cpu_us"]["user_us"], 2.0);
+        assert_eq!(select["pgbouncer_cpu_us"]["system_us"], 17.5);
+        assert_eq!(select["understudy_vs_pgbouncer_cpu"], 1.053);
         let tpcb = &value["tpcb_like"];
         assert_eq!(tpcb["understudy_vs_direct"], 0.0);
         assert!(
@@ -436,6 +484,18 @@ mod tests {
         assert!(md.contains("| understudy | 25000.0 | 0.300 | 0.900 | 0 |"));
         assert!(md.contains("understudy / direct: 0.625"));
         assert!(md.contains("understudy / pgbouncer: n/a"));
+        assert!(
+            md.contains(
+                "proxy CPU per transaction (user + system): understudy 20.00 µs (user 2.00) \
+                 · pgbouncer 19.00 µs (user 1.50) · understudy / pgbouncer: 1.053"
+            ),
+            "{md}"
+        );
+        assert_eq!(
+            md.matches("proxy CPU per transaction").count(),
+            1,
+            "only where measured"
+        );
         assert!(md.contains("same run"));
         assert_eq!(md.matches("| target | TPS |").count(), 3);
     }
@@ -444,8 +504,8 @@ mod tests {
     fn rounds_report_medians_and_the_median_of_same_round_ratios() {
         let round = |u: f64, b: f64| WorkloadResults {
             direct: run(40000.0, 0.1, 0.4),
-            understudy: run(u, 0.3, 0.9),
-            pgbouncer: run(b, 0.3, 0.9),
+            understudy: with_cpu(run(u, 0.3, 0.9), 2.0, 600000.0 / u),
+            pgbouncer: with_cpu(run(b, 0.3, 0.9), 1.0, 600000.0 / b),
         };
         // The machine slows down over the run: the ratio of the medians
         // (20000 / 19000) mixes rounds; the reported ratio is the median of
@@ -465,8 +525,21 @@ mod tests {
         );
         assert_eq!(report.understudy_vs_pgbouncer, Some(1.034));
         assert_eq!(report.understudy_transactions, 600000);
+        // CPU: the medians of each proxy's figures, and the median of the rounds' ratios.
+        let cpu = report.understudy_cpu_us.expect("measured");
+        assert_eq!((cpu.user_us, cpu.system_us), (2.0, 30.0));
+        assert_eq!(
+            report.pgbouncer_cpu_us.map(|c| c.system_us),
+            Some(round2(600000.0 / 19000.0))
+        );
+        // Rounds: 22/21.69, 32/32.58, 62/51 -> 1.014, 0.982, 1.216.
+        assert_eq!(report.understudy_vs_pgbouncer_cpu, Some(1.014));
         assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.5));
         assert_eq!(median(std::iter::empty()), None);
+    }
+
+    fn round2(value: f64) -> f64 {
+        round(value, 2)
     }
 
     #[test]

@@ -168,6 +168,11 @@ impl UnderstudyProcess {
         Ok(UnderstudyProcess { guard, port })
     }
 
+    /// The pid of the process, for its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pid()
+    }
+
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
