@@ -3,6 +3,7 @@
 //! primary after a failover, exactly once.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -88,6 +89,32 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, sender) = commits_only_the_primary_has(&h).await;
     fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// Commits stay in the log while the standby lacks them, and leave it once the
+/// standby has flushed them: the WAL position sampler sees the standby pass
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_leave_the_log_once_the_standby_has_flushed_them() {
+    let h = Harness::start_with(1, |_| {}).await;
+    let (_client, sender) = commits_only_the_primary_has(&h).await;
+    let log = h.proxy.commit_log();
+    assert!(
+        log.len() >= 20,
+        "the 20 commits the standby lacks are kept ({} kept)",
+        log.len()
+    );
+    kill(Pid::from_raw(sender), Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} commits still kept after the standby caught up",
+            log.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log.dropped.load(Ordering::Acquire), 0);
 }
 
 /// A new view that names the same primary (a switchover that begins and is
