@@ -85,7 +85,7 @@ impl LsnTracker {
 pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
     tokio::spawn(async move {
         let mut topology = topology;
-        let mut client: Option<(String, u16, tokio_postgres::Client)> = None;
+        let mut client: Option<Sampler> = None;
         loop {
             tokio::time::sleep(INTERVAL).await;
             if log.is_empty() {
@@ -99,24 +99,16 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
             else {
                 continue;
             };
-            let stale = client
-                .as_ref()
-                .is_none_or(|(h, p, c)| *h != primary.host || *p != primary.port || c.is_closed());
+            let stale = client.as_ref().is_none_or(|s| {
+                s.host != primary.host || s.port != primary.port || s.client.is_closed()
+            });
             if stale {
-                client = connect(&config, &primary.host, primary.port)
-                    .await
-                    .map(|c| (primary.host.clone(), primary.port, c));
+                client = Sampler::connect(&config, &primary.host, primary.port).await;
             }
-            let Some((_, _, pg)) = client.as_ref() else {
+            let Some(sampler) = client.as_ref() else {
                 continue;
             };
-            let row = pg
-                .query_one(
-                    "SELECT (pg_current_wal_insert_lsn() - '0/0')::float8, \
-                     (SELECT min(flush_lsn) - '0/0' FROM pg_stat_replication)::float8",
-                    &[],
-                )
-                .await;
+            let row = sampler.client.query_one(&sampler.sample, &[]).await;
             match row {
                 Ok(row) => {
                     let insert: f64 = row.try_get(0).unwrap_or(0.0);
@@ -133,9 +125,35 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
     });
 }
 
-async fn connect(config: &Config, host: &str, port: u16) -> Option<tokio_postgres::Client> {
-    let timeout = config.backend.connect_timeout();
-    crate::control::connect(config, host, port, "postgres", "understudy-lsn", timeout)
-        .await
-        .ok()
+/// The sampling connection to one primary, with its query prepared: each round is then
+/// one round trip (Bind, Execute, Sync), not two.
+struct Sampler {
+    host: String,
+    port: u16,
+    client: tokio_postgres::Client,
+    sample: tokio_postgres::Statement,
+}
+
+impl Sampler {
+    async fn connect(config: &Config, host: &str, port: u16) -> Option<Sampler> {
+        let timeout = config.backend.connect_timeout();
+        let client =
+            crate::control::connect(config, host, port, "postgres", "understudy-lsn", timeout)
+                .await
+                .ok()?;
+        let sample = client
+            .prepare(
+                "SELECT (pg_current_wal_insert_lsn() - '0/0')::float8, \
+                 (SELECT min(flush_lsn) - '0/0' FROM pg_stat_replication)::float8",
+            )
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "cannot prepare the WAL position sample"))
+            .ok()?;
+        Some(Sampler {
+            host: host.to_owned(),
+            port,
+            client,
+            sample,
+        })
+    }
 }
