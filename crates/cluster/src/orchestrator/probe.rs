@@ -87,7 +87,9 @@ pub(super) struct Probe {
     /// once, closing the kept connection before the next tick).
     connection: Option<JoinHandle<()>>,
     pid: Option<i32>,
-    /// The postmaster `pid`, watched between probes for its exit.
+    /// The postmaster `pid`, watched between probes for its exit. None when its
+    /// `/proc/<pid>/stat` cannot be opened (`/proc` mounted with `hidepid`, for one):
+    /// the exit is then noticed by the probes, whose `kill(pid, 0)` needs no access.
     watch: Option<process::ProcessWatch>,
 }
 
