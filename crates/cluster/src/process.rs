@@ -85,6 +85,47 @@ impl ProcessWatch {
     }
 }
 
+/// CPU time a process has used so far, all threads, in clock ticks (`sysconf(_SC_CLK_TCK)`
+/// of them per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// User-space time (`utime`).
+    pub user: u64,
+    /// Kernel time (`stime`).
+    pub system: u64,
+}
+
+/// The CPU time `pid` has used so far; None when it has no `/proc` entry.
+pub fn cpu_ticks(pid: i32) -> Option<CpuTicks> {
+    if pid <= 0 {
+        return None;
+    }
+    CpuTicks::parse(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+impl CpuTicks {
+    /// `utime` and `stime`: the 12th and 13th fields after the command name.
+    fn parse(line: &[u8]) -> Option<CpuTicks> {
+        let mut fields = fields_after_name(line)?.skip(11);
+        Some(CpuTicks {
+            user: fields.next()?.parse().ok()?,
+            system: fields.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the command name, from the state on.
+/// The name is in parentheses and may contain anything, so fields are counted from the
+/// last `)`.
+fn fields_after_name(line: &[u8]) -> Option<std::str::SplitAsciiWhitespace<'_>> {
+    let after_name = line.iter().rposition(|&b| b == b')')? + 1;
+    Some(
+        std::str::from_utf8(&line[after_name..])
+            .ok()?
+            .split_ascii_whitespace(),
+    )
+}
+
 /// The fields of `/proc/<pid>/stat` this module looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TaskStat {
@@ -112,12 +153,9 @@ impl TaskStat {
     }
 
     /// Parses the start of a `stat` line: `pid (comm) state ppid pgrp session tty_nr
-    /// tpgid flags ...`. The command name may contain anything, so the fields are
-    /// counted from the last `)`.
+    /// tpgid flags ...`.
     fn parse(line: &[u8]) -> Option<TaskStat> {
-        let after_name = line.iter().rposition(|&b| b == b')')? + 1;
-        let rest = std::str::from_utf8(&line[after_name..]).ok()?;
-        let mut fields = rest.split_ascii_whitespace();
+        let mut fields = fields_after_name(line)?;
         let state = fields.next()?.chars().next()?;
         let flags = fields.nth(5)?.parse().ok()?;
         Some(TaskStat { state, flags })
@@ -231,13 +269,19 @@ pub fn kill_dir_blocking(data_dir: &Path, wait: Duration) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_killed_child_is_exiting_and_a_running_one_is_not() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
+    /// A child running `sleep seconds`, and its pid.
+    fn spawn_sleep(seconds: u32) -> (std::process::Child, i32) {
+        let child = std::process::Command::new("sleep")
+            .arg(seconds.to_string())
             .spawn()
             .expect("spawn sleep");
         let pid = child.id() as i32;
+        (child, pid)
+    }
+
+    #[test]
+    fn a_killed_child_is_exiting_and_a_running_one_is_not() {
+        let (mut child, pid) = spawn_sleep(60);
         assert!(!is_exiting(pid));
         signal(pid, Signal::SIGKILL).expect("SIGKILL");
         // Not reaped yet: a zombie has PF_EXITING set for good.
@@ -253,11 +297,7 @@ mod tests {
 
     #[test]
     fn a_watched_child_stops_running_when_killed_and_stays_so_once_reaped() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep");
-        let pid = child.id() as i32;
+        let (mut child, pid) = spawn_sleep(60);
         let watch = ProcessWatch::open(pid).expect("watch sleep");
         assert_eq!(watch.pid(), pid);
         assert!(watch.is_running());
@@ -287,8 +327,29 @@ mod tests {
         assert!(!stat.is_dead());
         let zombie = TaskStat::parse(b"7 (postgres) Z 1 7 7 0 -1 4227084 0").expect("parses");
         assert!(zombie.is_dead());
+        assert_eq!(CpuTicks::parse(line), Some(CpuTicks { user: 1, system: 2 }));
+        assert_eq!(
+            CpuTicks::parse(b"7 (postgres) S 1 7 7 0 -1 4194560 0 0 0 0 5"),
+            None
+        );
         assert_eq!(TaskStat::parse(b"7 (postgres"), None);
         assert_eq!(TaskStat::parse(b"7 (postgres) S 1 7"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_of_a_process_only_grow() {
+        let me = std::process::id() as i32;
+        let before = cpu_ticks(me).expect("own stat");
+        let start = Instant::now();
+        let mut spins = 0u64;
+        while start.elapsed() < Duration::from_millis(30) {
+            spins = spins.wrapping_add(std::hint::black_box(1));
+        }
+        let after = cpu_ticks(me).expect("own stat");
+        assert!(spins > 0);
+        assert!(after.user >= before.user && after.system >= before.system);
+        assert_eq!(cpu_ticks(i32::MAX), None);
+        assert_eq!(cpu_ticks(0), None);
     }
 
     #[test]
@@ -325,11 +386,7 @@ mod tests {
 
     #[test]
     fn stopped_process_is_alive_but_stopped() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn sleep");
-        let pid = child.id() as i32;
+        let (mut child, pid) = spawn_sleep(30);
         assert!(!is_stopped(pid));
         signal(pid, Signal::SIGSTOP).expect("SIGSTOP");
         let deadline = Instant::now() + Duration::from_secs(10);

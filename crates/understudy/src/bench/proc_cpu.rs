@@ -9,13 +9,7 @@
 
 use nix::unistd::{sysconf, SysconfVar};
 use serde::Serialize;
-
-/// A process's CPU time so far, in clock ticks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuSample {
-    user_ticks: u64,
-    system_ticks: u64,
-}
+use understudy_cluster::process::{self, CpuTicks};
 
 /// CPU time per transaction, in µs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -34,27 +28,15 @@ impl CpuPerTransaction {
 }
 
 /// The CPU time of `pid` so far; None when it cannot be read (the process is gone).
-pub fn sample(pid: u32) -> Option<CpuSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
-}
-
-/// `utime` and `stime`: the 12th and 13th fields after the command name (which is in
-/// parentheses and may contain anything, so fields are counted from the last `)`).
-fn parse_stat(stat: &str) -> Option<CpuSample> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    Some(CpuSample {
-        user_ticks: fields.next()?.parse().ok()?,
-        system_ticks: fields.next()?.parse().ok()?,
-    })
+pub fn sample(pid: u32) -> Option<CpuTicks> {
+    process::cpu_ticks(i32::try_from(pid).ok()?)
 }
 
 /// The CPU used between `before` and `after`, per transaction of `transactions`; None
 /// without transactions.
 pub fn per_transaction(
-    before: CpuSample,
-    after: CpuSample,
+    before: CpuTicks,
+    after: CpuTicks,
     transactions: u64,
 ) -> Option<CpuPerTransaction> {
     if transactions == 0 {
@@ -66,8 +48,8 @@ pub fn per_transaction(
     };
     let us = |ticks: u64| ticks as f64 / ticks_per_second * 1e6 / transactions as f64;
     Some(CpuPerTransaction {
-        user_us: us(after.user_ticks.saturating_sub(before.user_ticks)),
-        system_us: us(after.system_ticks.saturating_sub(before.system_ticks)),
+        user_us: us(after.user.saturating_sub(before.user)),
+        system_us: us(after.system.saturating_sub(before.system)),
     })
 }
 
@@ -76,42 +58,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_and_system_ticks_are_read_after_the_command_name() {
-        let stat = "4242 (pg (bouncer)) S 1 4242 4242 0 -1 4194560 700 0 0 0 1234 567 0 0 20 0 1";
-        assert_eq!(
-            parse_stat(stat),
-            Some(CpuSample {
-                user_ticks: 1234,
-                system_ticks: 567
-            })
-        );
-        assert_eq!(parse_stat("4242 (x) S 1 2"), None);
-    }
-
-    #[test]
-    fn own_process_can_be_sampled_and_its_time_only_grows() {
-        let pid = std::process::id();
-        let before = sample(pid).expect("own stat");
-        let mut x = 0u64;
-        let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_millis(50) {
-            x = x.wrapping_add(std::hint::black_box(1));
-        }
-        let after = sample(pid).expect("own stat");
-        assert!(x > 0);
-        assert!(after.user_ticks + after.system_ticks >= before.user_ticks + before.system_ticks);
-        assert!(sample(u32::MAX).is_none());
-    }
-
-    #[test]
     fn time_is_divided_by_the_transactions() {
-        let before = CpuSample {
-            user_ticks: 100,
-            system_ticks: 1000,
+        let before = CpuTicks {
+            user: 100,
+            system: 1000,
         };
-        let after = CpuSample {
-            user_ticks: 120,
-            system_ticks: 1200,
+        let after = CpuTicks {
+            user: 120,
+            system: 1200,
         };
         let hz = match sysconf(SysconfVar::CLK_TCK) {
             Ok(Some(n)) if n > 0 => n as f64,
@@ -122,5 +76,7 @@ mod tests {
         assert!((per.system_us - 200.0 / hz * 100.0).abs() < 1e-9);
         assert!((per.total_us() - 220.0 / hz * 100.0).abs() < 1e-9);
         assert_eq!(per_transaction(before, after, 0), None);
+        assert!(sample(std::process::id()).is_some());
+        assert!(sample(u32::MAX).is_none());
     }
 }
