@@ -279,17 +279,22 @@ mod tests {
         (child, pid)
     }
 
+    /// Waits until `condition` holds, failing the test after 10 s with "never seen `what`".
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never seen {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn a_killed_child_is_exiting_and_a_running_one_is_not() {
         let (mut child, pid) = spawn_sleep(60);
         assert!(!is_exiting(pid));
         signal(pid, Signal::SIGKILL).expect("SIGKILL");
         // Not reaped yet: a zombie has PF_EXITING set for good.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_exiting(pid) {
-            assert!(Instant::now() < deadline, "never seen exiting");
-            std::thread::yield_now();
-        }
+        wait_until("exiting", || is_exiting(pid));
         child.wait().expect("wait");
         assert!(!is_exiting(pid));
         assert!(!is_exiting(i32::MAX));
@@ -306,11 +311,7 @@ mod tests {
             "a second look reads the same file again"
         );
         signal(pid, Signal::SIGKILL).expect("SIGKILL");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while watch.is_running() {
-            assert!(Instant::now() < deadline, "never seen exiting");
-            std::thread::yield_now();
-        }
+        wait_until("exiting", || !watch.is_running());
         child.wait().expect("wait");
         assert!(!watch.is_running());
         assert!(ProcessWatch::open(pid).is_none());
@@ -376,10 +377,7 @@ mod tests {
             .spawn()
             .expect("spawn true");
         let pid = child.id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_zombie(pid) && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
+        wait_until("a zombie", || is_zombie(pid));
         assert!(!is_alive(pid), "an exited, unreaped child is not alive");
         child.wait().expect("wait");
     }
@@ -389,10 +387,7 @@ mod tests {
         let (mut child, pid) = spawn_sleep(30);
         assert!(!is_stopped(pid));
         signal(pid, Signal::SIGSTOP).expect("SIGSTOP");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_stopped(pid) && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
+        wait_until("stopped", || is_stopped(pid));
         assert!(is_stopped(pid), "SIGSTOP shows as stopped");
         assert!(is_alive(pid), "a stopped process is alive");
         signal(pid, Signal::SIGKILL).expect("SIGKILL");
