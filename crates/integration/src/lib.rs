@@ -561,10 +561,8 @@ pub fn understudy_binary() -> std::path::PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, distinct from every port this test
+/// process picked before (see `understudy_cluster::free_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    understudy_testkit::understudy_cluster::free_port().expect("a free port")
 }

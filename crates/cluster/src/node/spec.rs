@@ -1,7 +1,9 @@
 //! What a node is made of ([`NodeSpec`]), who administers it ([`Credentials`]), how it
 //! is stopped ([`StopMode`]), and picking free loopback ports.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -99,12 +101,48 @@ impl StopMode {
     }
 }
 
-/// Picks a currently free TCP port on 127.0.0.1.
+/// Picks a currently free TCP port on 127.0.0.1 that this process has not
+/// picked before.
+///
+/// The kernel may hand the same port to two binds in a row once the first
+/// listener is closed, so two calls could otherwise give one port to two
+/// listeners of the same test or cluster (a proxy and its admin endpoint,
+/// say). Remembering what was handed out keeps every pick distinct.
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
-    Ok(addr.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const ATTEMPTS: usize = 64;
+    for _ in 0..ATTEMPTS {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
+        let port = listener
+            .local_addr()
+            .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(ClusterError::io("finding a free port on 127.0.0.1")(
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{ATTEMPTS} binds in a row gave ports this process already uses"),
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_never_hands_out_a_port_twice() {
+        // A thousand binds to port 0 among ~14 000 ephemeral ports repeat a
+        // port almost surely; every pick must still be new.
+        let mut seen = BTreeSet::new();
+        for _ in 0..1000 {
+            let port = free_port().expect("a free port");
+            assert!(seen.insert(port), "port {port} was handed out twice");
+        }
+    }
 }

@@ -100,10 +100,7 @@ impl UnderstudyProcess {
         };
         let creds: &Credentials = &cluster.creds;
         let port = free_port()?;
-        let mut admin_port = free_port()?;
-        while admin_port == port {
-            admin_port = free_port()?;
-        }
+        let admin_port = free_port()?;
         let servers: Vec<ServerEntry> = [&cluster.primary, &cluster.standby]
             .into_iter()
             .map(|node| ServerEntry {
