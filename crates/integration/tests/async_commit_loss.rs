@@ -9,10 +9,26 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
 
+/// How the 20 commits the standby never receives are made.
+#[derive(Clone, Copy)]
+enum Commits {
+    /// Each an INSERT between BEGIN and COMMIT.
+    InTransactionBlocks,
+    /// Each an autocommit INSERT: half through the extended protocol (a
+    /// Sync commits them), half as a simple Query (which the proxy sends
+    /// through the extended protocol, ended by a Sync of its own). Each
+    /// simple Query comes pipelined behind the Close and Sync with which
+    /// tokio-postgres drops the statement of the INSERT before it.
+    Autocommit,
+}
+
 /// A session through the proxy that committed one transaction the standby
 /// has replayed and then 20 it never receives: the primary's WAL sender is frozen.
 /// Returns the session's client and the WAL sender's pid.
-async fn commits_only_the_primary_has(h: &Harness) -> (tokio_postgres::Client, i32) {
+async fn commits_only_the_primary_has(
+    h: &Harness,
+    commits: Commits,
+) -> (tokio_postgres::Client, i32) {
     h.cluster
         .connect()
         .await
@@ -39,15 +55,23 @@ async fn commits_only_the_primary_has(h: &Harness) -> (tokio_postgres::Client, i
     // primary.
     kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
     for id in 1..=20 {
-        client.batch_execute("begin").await.unwrap();
-        client
-            .execute(
-                "insert into t values ($1, 'lost unless re-applied')",
-                &[&id],
-            )
-            .await
-            .unwrap();
-        client.batch_execute("commit").await.unwrap();
+        let insert = "insert into t values ($1, 'lost unless re-applied')";
+        match commits {
+            Commits::InTransactionBlocks => {
+                client.batch_execute("begin").await.unwrap();
+                client.execute(insert, &[&id]).await.unwrap();
+                client.batch_execute("commit").await.unwrap();
+            }
+            Commits::Autocommit if id % 2 == 0 => {
+                client.execute(insert, &[&id]).await.unwrap();
+            }
+            Commits::Autocommit => client
+                .batch_execute(&format!(
+                    "insert into t values ({id}, 'lost unless re-applied')"
+                ))
+                .await
+                .unwrap(),
+        }
     }
     (client, sender)
 }
@@ -87,7 +111,17 @@ async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_the_standby_never_received_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    let (client, sender) = commits_only_the_primary_has(&h).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::InTransactionBlocks).await;
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// Autocommit writes are committed by their Sync, not by a COMMIT: their
+/// re-apply commits the same way, gives the replies the client had, and is
+/// counted as such (not as a transaction that did not commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_writes_the_standby_never_received_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::Autocommit).await;
     fail_over_and_count(&mut h, &client, sender).await;
 }
 
@@ -97,7 +131,7 @@ async fn commits_the_standby_never_received_are_on_the_new_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_leave_the_log_once_the_standby_has_flushed_them() {
     let h = Harness::start_with(1, |_| {}).await;
-    let (_client, sender) = commits_only_the_primary_has(&h).await;
+    let (_client, sender) = commits_only_the_primary_has(&h, Commits::InTransactionBlocks).await;
     let log = h.proxy.commit_log();
     assert!(
         log.len() >= 20,
@@ -123,7 +157,7 @@ async fn commits_leave_the_log_once_the_standby_has_flushed_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_naming_the_same_primary_keeps_the_commit_log() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    let (client, sender) = commits_only_the_primary_has(&h).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::InTransactionBlocks).await;
     h.topology.send_modify(|t| t.draining = true);
     h.topology.send_modify(|t| t.draining = false);
     fail_over_and_count(&mut h, &client, sender).await;

@@ -350,6 +350,10 @@ async fn apply(conn: &mut BackendConn, entry: &Entry, check: bool) -> Result<App
         let frame = &rest[..total.min(rest.len())];
         if entry.unit.stamp.as_ref().is_some_and(|s| s.start == offset) {
             journal.injected_message(frame, token);
+            if entry.unit.stamp_implicit {
+                // The unit's Sync commits it, as it did the original.
+                journal.mark_stamp_implicit();
+            }
         } else {
             journal.client_message(tag, Some(frame));
         }

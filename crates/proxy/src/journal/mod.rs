@@ -133,12 +133,15 @@ pub struct CommittedUnit {
     pub frames: Bytes,
     /// Where the stamp is in `frames`.
     pub stamp: Option<Range<usize>>,
+    /// The stamp is in an implicit transaction (an autocommit write): the
+    /// unit's Sync commits it, not a COMMIT.
+    pub stamp_implicit: bool,
     /// Digest of all its replies.
     pub digest: u64,
 }
 
 impl CommittedUnit {
-    fn of(token: i64, finished: &[Request], arena: &[u8]) -> Self {
+    fn of(token: i64, stamp_implicit: bool, finished: &[Request], arena: &[u8]) -> Self {
         let mut frames = BytesMut::new();
         let mut stamp = None;
         let mut hash = Xxh3::new();
@@ -156,6 +159,7 @@ impl CommittedUnit {
             token,
             frames: frames.freeze(),
             stamp,
+            stamp_implicit,
             digest: hash.digest(),
         }
     }
@@ -675,8 +679,12 @@ impl Journal {
             let implicit_committed =
                 self.stamp_implicit && !finished.iter().any(|r| r.reply.failed);
             if implicit_committed || finished.iter().any(|r| r.reply.committed) {
-                self.committed
-                    .push(CommittedUnit::of(token, finished, &self.arena));
+                self.committed.push(CommittedUnit::of(
+                    token,
+                    implicit_committed,
+                    finished,
+                    &self.arena,
+                ));
             }
         }
         let rolled_back = finished

@@ -132,6 +132,12 @@ pub struct RelayState {
     /// A stamp waits for the cancels in flight to end: the request it goes
     /// with stays unread until then.
     pub(crate) stamp_deferred: bool,
+    /// A simple Query that may write came while earlier requests were
+    /// unanswered (a client pipelining it behind them): it stays unread
+    /// until they are answered, so that whether it runs in autocommit is
+    /// known and, if it does, it goes through the extended protocol with
+    /// its stamp instead of committing without one.
+    pub(crate) query_waits_for_replies: bool,
 }
 
 impl RelayState {
@@ -159,6 +165,7 @@ impl RelayState {
             cancels: None,
             cancel_settling: false,
             stamp_deferred: false,
+            query_waits_for_replies: false,
         }
     }
 }
@@ -217,6 +224,13 @@ where
                 to_server.resume_reading();
             }
         }
+        if state.query_waits_for_replies && state.journal.outstanding() == 0 {
+            // The earlier requests are answered: scan the Query again.
+            state.query_waits_for_replies = false;
+            if !state.client_terminated {
+                to_server.resume_reading();
+            }
+        }
         state.release_proxys_sync(to_server);
         if state.sync_hold == SyncHold::Sent && state.journal.outstanding() == 0 {
             // The stamped batch is answered, ReadyForQuery included (it may
@@ -250,7 +264,8 @@ where
         }
         let holding_sync = matches!(state.sync_hold, SyncHold::Waiting | SyncHold::Sent)
             || state.held_sync_is_proxys
-            || state.stamp_deferred;
+            || state.stamp_deferred
+            || state.query_waits_for_replies;
         let mut waiting = false;
         if let Some(rules) = state.rules.as_deref_mut() {
             if rules.poll_wait(cx) {
@@ -350,6 +365,7 @@ fn scan_client(
         let mut replacement: Option<(usize, BytesMut)> = None;
         let mut wait = false;
         let mut translate = None;
+        let mut wait_for_replies = false;
         let scanned = pipe
             .scanner
             .scan(
@@ -436,11 +452,16 @@ fn scan_client(
                         && rest == 0
                         && autocommit
                         && hold == SyncHold::Off
-                        && journal.is_idle()
                     {
                         if let Some(t) = translate::translation(body_of(bytes), parameters) {
-                            translate = Some((total, t));
-                            return ControlFlow::Break(Stop::Before);
+                            if journal.is_idle() {
+                                translate = Some((total, t));
+                                return ControlFlow::Break(Stop::Before);
+                            }
+                            if journal.outstanding() > 0 {
+                                wait_for_replies = true;
+                                return ControlFlow::Break(Stop::Before);
+                            }
                         }
                     }
                     if matches!(tag, frontend::tag::QUERY | frontend::tag::EXECUTE) {
@@ -495,6 +516,14 @@ fn scan_client(
                 .client_message(frontend::tag::SYNC, Some(&out[start..]));
             state.sync_hold = SyncHold::Sent;
             pipe.out = out.freeze();
+            pipe.done_reading = true;
+            pipe.unscanned = true;
+            return Ok(());
+        }
+        if wait_for_replies {
+            // Read again once the earlier requests are answered (`relay`).
+            pipe.out = joined(assembled.take(), relayed);
+            state.query_waits_for_replies = true;
             pipe.done_reading = true;
             pipe.unscanned = true;
             return Ok(());
