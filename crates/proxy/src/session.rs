@@ -190,6 +190,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
                     "terminating connection due to administrator command".to_owned(),
                 )
                 .with_detail("understudy is shutting down.".to_owned());
+                state.release_held_replies(&mut to_client);
                 end_by_proxy(&mut client, &mut server, &mut to_client, fields).await;
                 tracing::debug!(%peer, "session ended by the proxy's shutdown");
                 break;
@@ -255,6 +256,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
             }
         };
         if failover::verdict::decide(fatal.as_ref(), &addr, &ctx.config).await == Verdict::End {
+            state.release_held_replies(&mut to_client);
             if let Some(fields) = fatal {
                 let mut out = BytesMut::new();
                 fields.encode_error(&mut out);

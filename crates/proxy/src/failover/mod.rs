@@ -151,9 +151,17 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
     let started = Instant::now();
     let hold = ctx.hold_timeout();
     let deadline = started + hold;
-    // What the client received from the lost backend: the reference every
-    // replay attempt is checked against.
+    // What the proxy received from the lost backend.
     let old = state.journal.restart_replies();
+    // What of it the client has: the reference every replay attempt is
+    // checked against. Replies kept from the client (an autocommit write
+    // waiting for its ReadyForQuery) are the client's only if the write
+    // committed; otherwise the replay's replies take their place.
+    let (delivered, held) = match state.held_replies.take() {
+        Some(kept) => (kept.delivered, kept.bytes.freeze()),
+        None => (old.clone(), Bytes::new()),
+    };
+    let delivered = &delivered[..];
     let outcome_unknown = state.journal.outcome_unknown(&old);
     let mut successor = successor;
     loop {
@@ -176,9 +184,10 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                 server,
                 "a statement that may have committed was in flight; its outcome is unknown"
             );
+            client.write_all(&held).await.map_err(MoveError::Client)?;
             return resolution_unknown(client, state, &old, backend).await;
         }
-        let rebuilt = rebuild(&mut backend, state, &old).await;
+        let rebuilt = rebuild(&mut backend, state, &old, delivered, &held).await;
         match rebuilt {
             Ok((tail, parameters)) => {
                 announce_changes(client, state, parameters).await?;
@@ -206,6 +215,7 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                 )
                 .with_hint("Its changes are in the database: do not run it again.");
                 // The session state is already restored on this backend.
+                client.write_all(&held).await.map_err(MoveError::Client)?;
                 answer_unknown(client, state, &old, lost).await?;
                 state.backend_pid = backend.key.process_id;
                 return Ok((backend, Bytes::new()));
@@ -215,9 +225,10 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                     server,
                     "transaction not replayable: {why}; failing it with 40001"
                 );
-                let backend =
-                    fail_transaction(client, state, &old, identity, &why, deadline, lost, ctx)
-                        .await?;
+                let backend = fail_transaction(
+                    client, state, delivered, identity, &why, deadline, lost, ctx,
+                )
+                .await?;
                 return Ok((backend, Bytes::new()));
             }
             Err(e) => {
@@ -322,10 +333,17 @@ async fn connect_before(
     }
 }
 
+/// Rebuilds the session on `backend`: a COMMIT in flight resolved through
+/// the ledger (`old`: the replies the proxy received; `held`: those of them
+/// the client has not been given, which are its if the COMMIT took effect),
+/// else the open unit replayed and checked against `delivered`, the replies
+/// the client has.
 async fn rebuild(
     backend: &mut BackendConn,
     state: &mut RelayState,
     old: &[Reply],
+    delivered: &[Reply],
+    held: &[u8],
 ) -> Result<(Bytes, std::collections::HashMap<String, String>), ReplayError> {
     let conn = &mut backend.conn;
     let mut parameters = restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal).await?;
@@ -333,12 +351,20 @@ async fn rebuild(
         CommitOutcome::Committed(replies) => {
             tracing::info!("the COMMIT in flight had taken effect; answering the client");
             state.journal.abandon_unit(TransactionStatus::Idle);
-            return Ok((replies.freeze(), parameters));
+            let mut tail = BytesMut::from(held);
+            tail.extend_from_slice(&replies);
+            return Ok((tail.freeze(), parameters));
         }
         CommitOutcome::ResultsLost(why) => return Err(ReplayError::ResultsLost(why)),
         CommitOutcome::Replay => {}
     }
-    let replayed = replay_unit(&mut conn.stream, &mut conn.rbuf, &mut state.journal, old).await?;
+    let replayed = replay_unit(
+        &mut conn.stream,
+        &mut conn.rbuf,
+        &mut state.journal,
+        delivered,
+    )
+    .await?;
     parameters.extend(replayed.parameters);
     Ok((replayed.tail, parameters))
 }

@@ -31,6 +31,7 @@
 //! - `replies`: the scan of the server's bytes.
 //! - `commits`: which prepared statements are COMMITs.
 //! - `autocommit`: the held Sync of an autocommit write and its stamp.
+//! - `held`: an autocommit write's replies, kept until its ReadyForQuery.
 //! - [`translate`]: a simple Query run through the extended protocol.
 //! - `idle`: the idle-in-transaction timer.
 //! - this module: the poll loop and the scan of the client's bytes.
@@ -53,10 +54,13 @@ use std::sync::Arc;
 
 mod autocommit;
 mod commits;
+mod held;
 mod idle;
 mod pipe;
 mod replies;
 pub mod translate;
+
+pub use held::HeldReplies;
 
 pub use self::commits::CommitStatements;
 use self::pipe::pump;
@@ -138,6 +142,9 @@ pub struct RelayState {
     /// known and, if it does, it goes through the extended protocol with
     /// its stamp instead of committing without one.
     pub(crate) query_waits_for_replies: bool,
+    /// The replies of a stamped autocommit batch, kept from the client
+    /// until its ReadyForQuery (see `held`).
+    pub held_replies: Option<HeldReplies>,
 }
 
 impl RelayState {
@@ -166,6 +173,7 @@ impl RelayState {
             cancel_settling: false,
             stamp_deferred: false,
             query_waits_for_replies: false,
+            held_replies: None,
         }
     }
 }
@@ -207,7 +215,9 @@ where
         }
         let from_server = pump(cx, server, client, to_client, Side::Server, |pipe, n| {
             metrics::add(&metrics.server_bytes_in, n as u64);
-            scan_server(pipe, state, metrics)
+            let scanned = scan_server(pipe, state, metrics);
+            state.hold_or_release(pipe);
+            scanned
         });
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
@@ -502,7 +512,8 @@ fn scan_client(
                 pipe.unscanned = true;
                 return Ok(());
             }
-            if state.stamps_implicit() {
+            let stamped = state.stamps_implicit();
+            if stamped {
                 inject_implicit_stamp(&mut out, &mut state.journal);
             }
             if let Some(commit) = translation.commit {
@@ -515,6 +526,9 @@ fn scan_client(
                 .journal
                 .client_message(frontend::tag::SYNC, Some(&out[start..]));
             state.sync_hold = SyncHold::Sent;
+            if stamped {
+                state.hold_replies_of_batch();
+            }
             pipe.out = out.freeze();
             pipe.done_reading = true;
             pipe.unscanned = true;
@@ -553,7 +567,8 @@ fn scan_client(
                 if state.cancel_settling {
                     state.sync_hold = SyncHold::Waiting;
                 } else {
-                    if state.stamps_implicit() {
+                    let stamped = state.stamps_implicit();
+                    if stamped {
                         inject_implicit_stamp(&mut out, &mut state.journal);
                     }
                     let sync = pipe.buf.split_to(sync_len);
@@ -562,6 +577,9 @@ fn scan_client(
                         .client_message(frontend::tag::SYNC, Some(&sync));
                     out.extend_from_slice(&sync);
                     state.sync_hold = SyncHold::Sent;
+                    if stamped {
+                        state.hold_replies_of_batch();
+                    }
                 }
                 pipe.out = out.freeze();
                 pipe.done_reading = true;
