@@ -4,8 +4,10 @@
 
 mod support;
 
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 use understudy_cluster::process::{is_alive, processes_in_dir};
-use understudy_cluster::{EmbeddedCluster, Redundancy, Role, Signal, Step};
+use understudy_cluster::{EmbeddedCluster, Node, Redundancy, Role, Signal, Step};
 
 use support::{
     alive, eventually, failover_steps, find, has_row, lenient, node_pids, print_since,
@@ -114,6 +116,99 @@ async fn redundancy_is_restored_and_a_second_crash_fails_over_back() {
     let metrics = fx.handle.metrics();
     assert_eq!(metrics.failovers_total(), 2);
     assert_eq!(metrics.rebuilds_total(), 2);
+    fx.handle.shutdown().await.expect("shutdown");
+}
+
+/// Writes WAL across two segment switches on `node` and waits until `standby` has
+/// replayed it.
+async fn segments_replicated(fx: &Fixture, node: &Node, standby: &Node, mark: i32) {
+    node.connect(&fx.creds, "postgres")
+        .await
+        .expect("connect to the primary")
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS t (v int);
+             INSERT INTO t SELECT 1; SELECT pg_catalog.pg_switch_wal();
+             INSERT INTO t SELECT 2; SELECT pg_catalog.pg_switch_wal();
+             INSERT INTO t SELECT {mark};"
+        ))
+        .await
+        .expect("write WAL");
+    let query = format!("SELECT 1 FROM t WHERE v = {mark}");
+    eventually("the writes replicated", || {
+        has_row(standby, &fx.creds, &query)
+    })
+    .await;
+}
+
+/// Kills `primary` after it wrote what `standby` never receives: the two histories
+/// part, so the old primary needs a real rewind.
+async fn crash_after_a_write_the_standby_lacks(fx: &Fixture, primary: &Node, standby: &Node) {
+    let receiver: i32 = standby
+        .connect(&fx.creds, "postgres")
+        .await
+        .expect("connect to the standby")
+        .query_one("SELECT pid FROM pg_catalog.pg_stat_wal_receiver", &[])
+        .await
+        .expect("the standby's WAL receiver")
+        .get(0);
+    let receiver = Pid::from_raw(receiver);
+    kill(receiver, Signal::SIGSTOP).expect("freeze the WAL receiver");
+    primary
+        .connect(&fx.creds, "postgres")
+        .await
+        .expect("connect to the primary")
+        .batch_execute("INSERT INTO t SELECT 0")
+        .await
+        .expect("a write the standby never gets");
+    primary.kill(Signal::SIGKILL).expect("kill -9 the primary");
+    kill(receiver, Signal::SIGKILL).expect("kill the frozen WAL receiver");
+}
+
+/// Two crashes in a row, each parting the histories: the node promoted by the first
+/// crash checkpoints at its promotion, and the one promoted by the second (rebuilt from
+/// it moments before, so its own last restartpoint is older still) checkpoints at its
+/// own, which would remove the WAL from that first checkpoint on. The rewound node must
+/// still find that WAL on the new primary (reserved before the promotion) and follow it
+/// at once, without a base backup.
+#[tokio::test]
+async fn a_node_rewound_right_after_its_own_promotion_follows_without_a_base_backup() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start(lenient()).await;
+    let roles = fx.handle.roles();
+    let (node_a, node_b) = (roles.primary, roles.standby);
+    segments_replicated(&fx, &node_a, &node_b, 5).await;
+    crash_after_a_write_the_standby_lacks(&fx, &node_a, &node_b).await;
+    fx.wait_view("the first failover", |v| v.generation == 2)
+        .await;
+    fx.wait_redundancy().await;
+
+    segments_replicated(&fx, &node_b, &node_a, 6).await;
+    crash_after_a_write_the_standby_lacks(&fx, &node_b, &node_a).await;
+    fx.wait_view("the second failover", |v| v.generation == 3)
+        .await;
+    fx.wait_redundancy().await;
+    let events = fx.handle.events();
+    let restored: Vec<_> = events
+        .iter()
+        .filter(|e| e.step == Step::RedundancyRestored)
+        .map(|e| (e.node.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    assert!(
+        restored
+            .iter()
+            .all(|(_, detail)| detail.contains("pg_rewind")),
+        "a node was rebuilt otherwise: {restored:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.step == Step::RebuildFailed),
+        "a rebuild attempt failed: {:?}",
+        events
+            .iter()
+            .filter(|e| e.step == Step::RebuildFailed)
+            .map(|e| &e.detail)
+            .collect::<Vec<_>>()
+    );
     fx.handle.shutdown().await.expect("shutdown");
 }
 

@@ -125,29 +125,43 @@ async fn fail_over(
     // process could have appeared meanwhile only if something restarted the node, but
     // checking costs one scan).
     let mut early = fenced_early.filter(|_| !reported);
-    loop {
-        let fenced = match early.take() {
-            Some(fenced) => fenced,
-            None => fence(cluster.primary.data_dir(), FENCE_WAIT).await,
-        };
-        match fenced {
-            Ok(fenced) => {
-                timeline.step(
-                    Step::Fenced,
-                    &old,
-                    format!(
-                        "SIGKILL to {} processes {:?}",
-                        fenced.killed.len(),
-                        fenced.killed
-                    ),
-                );
-                break;
-            }
-            Err(reason) => {
-                timeline.step(Step::FenceFailed, &old, format!("{reason}; not promoting"));
-                tokio::time::sleep(RETRY).await;
+    let fencing = async {
+        loop {
+            let fenced = match early.take() {
+                Some(fenced) => fenced,
+                None => fence(cluster.primary.data_dir(), FENCE_WAIT).await,
+            };
+            match fenced {
+                Ok(fenced) => {
+                    timeline.step(
+                        Step::Fenced,
+                        &old,
+                        format!(
+                            "SIGKILL to {} processes {:?}",
+                            fenced.killed.len(),
+                            fenced.killed
+                        ),
+                    );
+                    break;
+                }
+                Err(reason) => {
+                    timeline.step(Step::FenceFailed, &old, format!("{reason}; not promoting"));
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
+    };
+    // Meanwhile the standby keeps the WAL the old primary will need once rewound.
+    let reserving = async {
+        match standby_client.as_ref() {
+            Some(client) => promote::reserve_wal_for_old_primary(&cluster.standby, client).await,
+            None => Ok(()),
+        }
+    };
+    let ((), reserved) = tokio::join!(fencing, reserving);
+    if let Err(e) = reserved {
+        // The rebuild creates the slot later and may need a base backup instead.
+        tracing::warn!(node = %cluster.standby.name(), error = %e, "cannot reserve WAL for the old primary before the promotion");
     }
 
     // Promoted with pg_promote() on the connection that found it ready (no program

@@ -1,8 +1,9 @@
 //! Promoting the standby: `pg_ctl promote` (or `pg_promote()` on a connection the
 //! caller kept open, which spares starting a program), then waiting (polling every few
 //! ms, finer than the 100 ms steps of `pg_ctl promote -w` and `pg_promote(true)`) until
-//! it really accepts writes; and, once the new primary is published, creating on it the
-//! physical replication slot the next standby will use. Every step may be repeated: a
+//! it really accepts writes; and the physical replication slot the next standby will use:
+//! reserved on the standby before a failover's promotion, made sure of on the new
+//! primary once it is published. Every step may be repeated: a
 //! node that is already promoted is only checked.
 
 use std::time::Duration;
@@ -149,18 +150,41 @@ async fn writable(
         .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))))
 }
 
-/// Creates the physical slot [`STANDBY_SLOT`] on the new primary, reserving WAL from now
-/// on, after dropping a stale one left from an earlier time as primary. Done after
-/// publishing: only the rebuilt standby needs it, and pg_rewind brings over the WAL
-/// written before it.
+/// Creates, on the standby about to be promoted (`client` is connected to it), the
+/// physical slot [`STANDBY_SLOT`] the old primary will follow it with, reserving WAL
+/// from the standby's last restartpoint on, after dropping one left from an earlier
+/// time. Once rewound, the old primary replays from its last checkpoint before the two
+/// histories parted, which is at or after that restartpoint; without the slot, the
+/// checkpoint PostgreSQL starts at the promotion may remove that WAL before the rebuild
+/// asks for it, and the rewound node waits for WAL that is gone until the rebuild falls
+/// back to a full base backup. Done before the promotion, while the old primary is
+/// fenced, so it costs the failover nothing.
+pub(super) async fn reserve_wal_for_old_primary(node: &Node, client: &Client) -> Result<()> {
+    create_slot(node, client).await
+}
+
+/// Makes sure the new primary has the physical slot [`STANDBY_SLOT`] for the rebuilt
+/// standby: the one reserved before the promotion is kept (it holds the WAL a rewound
+/// node needs); without one, a slot reserving WAL from now on is created. Done after
+/// publishing: only the rebuilt standby needs it.
 pub(super) async fn prepare_slot(node: &Node, creds: &Credentials) -> Result<()> {
     let client = node.connect_within(creds, "postgres", CONNECT).await?;
-    let context = |what: &str| {
-        format!(
-            "{what} replication slot {STANDBY_SLOT} on node {}",
-            node.name()
+    let reserved = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1 AND restart_lsn IS NOT NULL",
+            &[&STANDBY_SLOT],
         )
-    };
+        .await
+        .map_err(ClusterError::sql(slot_context("looking up the", node)))?;
+    if reserved.is_some() {
+        return Ok(());
+    }
+    create_slot(node, &client).await
+}
+
+/// Drops [`STANDBY_SLOT`] if `node` has it, and creates it reserving WAL at once.
+async fn create_slot(node: &Node, client: &Client) -> Result<()> {
     client
         .execute(
             "SELECT pg_catalog.pg_drop_replication_slot(slot_name) \
@@ -168,13 +192,20 @@ pub(super) async fn prepare_slot(node: &Node, creds: &Credentials) -> Result<()>
             &[&STANDBY_SLOT],
         )
         .await
-        .map_err(ClusterError::sql(context("dropping the stale")))?;
+        .map_err(ClusterError::sql(slot_context("dropping the stale", node)))?;
     client
         .execute(
             "SELECT pg_catalog.pg_create_physical_replication_slot($1, true)",
             &[&STANDBY_SLOT],
         )
         .await
-        .map_err(ClusterError::sql(context("creating")))?;
+        .map_err(ClusterError::sql(slot_context("creating", node)))?;
     Ok(())
+}
+
+fn slot_context(what: &str, node: &Node) -> String {
+    format!(
+        "{what} replication slot {STANDBY_SLOT} on node {}",
+        node.name()
+    )
 }
