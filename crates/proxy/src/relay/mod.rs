@@ -507,9 +507,7 @@ fn scan_client(
                 state.pending_commit = translation.commit;
                 state.sync_hold = SyncHold::Waiting;
                 state.held_sync_is_proxys = true;
-                pipe.out = out.freeze();
-                pipe.done_reading = true;
-                pipe.unscanned = true;
+                pipe.pause_after(out.freeze());
                 return Ok(());
             }
             let stamped = state.stamps_implicit();
@@ -529,26 +527,20 @@ fn scan_client(
             if stamped {
                 state.hold_replies_of_batch();
             }
-            pipe.out = out.freeze();
-            pipe.done_reading = true;
-            pipe.unscanned = true;
+            pipe.pause_after(out.freeze());
             return Ok(());
         }
         if wait_for_replies {
             // Read again once the earlier requests are answered (`relay`).
-            pipe.out = joined(assembled.take(), relayed);
             state.query_waits_for_replies = true;
-            pipe.done_reading = true;
-            pipe.unscanned = true;
+            pipe.pause_after(joined(assembled.take(), relayed));
             return Ok(());
         }
         if defer {
             // The request a stamp goes with waits, unread, until the
             // session's cancels in flight end; the relay reads it again then.
-            pipe.out = joined(assembled.take(), relayed);
             state.stamp_deferred = true;
-            pipe.done_reading = true;
-            pipe.unscanned = true;
+            pipe.pause_after(joined(assembled.take(), relayed));
             return Ok(());
         }
         match sync_event {
@@ -581,9 +573,7 @@ fn scan_client(
                         state.hold_replies_of_batch();
                     }
                 }
-                pipe.out = out.freeze();
-                pipe.done_reading = true;
-                pipe.unscanned = true;
+                pipe.pause_after(out.freeze());
                 return Ok(());
             }
             Some(SyncHold::Ready) => {
@@ -598,9 +588,7 @@ fn scan_client(
             Some(SyncHold::Off) => {
                 let mut out = assembled.take().unwrap_or_default();
                 out.extend_from_slice(&relayed);
-                pipe.out = out.freeze();
-                pipe.done_reading = true;
-                pipe.unscanned = true;
+                pipe.pause_after(out.freeze());
                 return Ok(());
             }
             Some(SyncHold::Pass) => {

@@ -148,6 +148,14 @@ impl Pipe {
         self.scanner = Scanner::new(max);
     }
 
+    /// Writes `out`, then reads nothing more until [`Self::resume_reading`]: what is
+    /// left in `buf` is scanned again then.
+    pub fn pause_after(&mut self, out: Bytes) {
+        self.out = out;
+        self.done_reading = true;
+        self.unscanned = true;
+    }
+
     /// Reads and scans again after the session was parked.
     pub fn resume_reading(&mut self) {
         self.done_reading = false;
