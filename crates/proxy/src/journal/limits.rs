@@ -21,6 +21,13 @@ pub enum NotReplayable {
     MixedSessionStatement,
     /// The server sent a reply that matches no request.
     Desynchronised,
+    /// The session made a temporary table (view, sequence, function) that
+    /// only its backend has.
+    TemporaryObject(String),
+    /// The session has an open `WITH HOLD` cursor.
+    HoldCursor(String),
+    /// The session may hold a session-level advisory lock.
+    AdvisoryLock,
 }
 
 impl std::fmt::Display for NotReplayable {
@@ -38,6 +45,25 @@ impl std::fmt::Display for NotReplayable {
                 "one statement both changed session settings and did other work"
             }
             NotReplayable::Desynchronised => "the server's replies did not match the requests",
+            NotReplayable::TemporaryObject(name) => {
+                return write!(
+                    f,
+                    "the session's temporary object {name} existed only on the lost server \
+                     (DISCARD TEMP, or dropping it, lets a session be moved again)"
+                )
+            }
+            NotReplayable::HoldCursor(name) => {
+                return write!(
+                    f,
+                    "the session's WITH HOLD cursor {name} existed only on the lost server \
+                     (CLOSE it to let a session be moved again)"
+                )
+            }
+            NotReplayable::AdvisoryLock => {
+                "the session may hold a session-level advisory lock, which was held by the lost \
+                 server and may be taken by another session now (pg_advisory_unlock_all() lets \
+                 a session be moved again)"
+            }
         })
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod budget;
 mod limits;
+pub mod pins;
 mod reply;
 pub mod request;
 pub mod session;
@@ -203,7 +204,7 @@ impl Journal {
     pub fn replayable(&self) -> Result<(), NotReplayable> {
         match (&self.session.blocked, &self.unit_blocked) {
             (Some(reason), _) | (None, Some(reason)) => Err(reason.clone()),
-            (None, None) => Ok(()),
+            (None, None) => self.session.pins.reason().map_or(Ok(()), Err),
         }
     }
 
@@ -296,6 +297,89 @@ impl Journal {
             Some(frame) => cstr_at(frame, 5 + statement.len() + 1).map(Executed::ParsedInUnit),
             None => Some(Executed::Prepared(statement)),
         }
+    }
+
+    /// The statements among the first `end` requests that may create or
+    /// release objects only their backend has ([`pins`]), with how they
+    /// ended; `committed` tells whether their transaction did. One pass:
+    /// each Execute finds its statement through the Bind before it, and a
+    /// statement prepared in an earlier unit is checked by the flag kept
+    /// with it, so a unit that mentions no such object allocates nothing.
+    fn pinning_statements(&self, end: usize, committed: bool) -> Vec<(Vec<u8>, pins::Outcome)> {
+        let mut found = Vec::new();
+        let mut unnamed_statement: Option<&[u8]> = None;
+        let mut named_statements: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut unnamed_portal: Option<&[u8]> = None;
+        let mut named_portals: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
+        for request in self.requests[..end].iter().filter(|r| !r.injected) {
+            let Some(frame) = self.frame(request) else {
+                continue;
+            };
+            let outcome = pins::Outcome {
+                failed: request.reply.failed,
+                committed,
+            };
+            match request.tag {
+                frontend::tag::QUERY => {
+                    if let Some(text) = cstr_at(frame, 5).filter(|t| pins::may_pin(t)) {
+                        found.push((text.to_vec(), outcome));
+                    }
+                }
+                frontend::tag::PARSE => {
+                    let Some(name) = cstr_at(frame, 5) else {
+                        continue;
+                    };
+                    let text = cstr_at(frame, 5 + name.len() + 1).filter(|t| pins::may_pin(t));
+                    if name.is_empty() {
+                        unnamed_statement = text;
+                    } else if let Some(text) = text {
+                        named_statements.push((name, text));
+                    }
+                }
+                frontend::tag::BIND => {
+                    let Some(portal) = cstr_at(frame, 5) else {
+                        continue;
+                    };
+                    let statement = cstr_at(frame, 5 + portal.len() + 1).unwrap_or_default();
+                    let text = if statement.is_empty() {
+                        unnamed_statement
+                    } else {
+                        named_statements
+                            .iter()
+                            .rev()
+                            .find(|(name, _)| *name == statement)
+                            .map(|(_, text)| *text)
+                            .or_else(|| self.session.prepared_pinning_text(statement))
+                    };
+                    if portal.is_empty() {
+                        unnamed_portal = text;
+                    } else {
+                        named_portals.push((portal, text));
+                    }
+                }
+                frontend::tag::EXECUTE => {
+                    let Some(portal) = cstr_at(frame, 5) else {
+                        continue;
+                    };
+                    let text = if portal.is_empty() {
+                        unnamed_portal
+                    } else {
+                        named_portals
+                            .iter()
+                            .rev()
+                            .find(|(name, _)| *name == portal)
+                            .and_then(|(_, text)| *text)
+                    };
+                    // Skipped after an earlier error: it never ran.
+                    let ran = request.reply.bytes > 0;
+                    if let Some(text) = text.filter(|_| ran) {
+                        found.push((text.to_vec(), outcome));
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
     }
 
     /// True when no request is open: the session is idle between units.
@@ -692,6 +776,9 @@ impl Journal {
             .rev()
             .find(|r| r.reply.session_commands + r.reply.other_commands > 0 || r.reply.rolled_back)
             .is_some_and(|r| r.reply.rolled_back);
+        for (text, outcome) in self.pinning_statements(end, !rolled_back) {
+            self.session.pins.apply(&text, outcome);
+        }
         if !rolled_back
             && finished
                 .iter()

@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
+use super::pins::{self, Pins};
 use super::request::Expect;
 use super::{NotReplayable, Reply};
 use crate::commit_sql::AutocommitKind;
@@ -18,6 +19,8 @@ enum Entry {
         name: Vec<u8>,
         frame: BytesMut,
         kind: AutocommitKind,
+        /// Its text mentions an object only the backend has ([`pins::may_pin`]).
+        may_pin: bool,
     },
     /// Client messages that changed settings; ends with a message that gets
     /// ReadyForQuery (a Query or a Sync).
@@ -55,6 +58,8 @@ pub struct SessionState {
     entries: Vec<Entry>,
     /// Why the state cannot be rebuilt, if it cannot.
     pub blocked: Option<NotReplayable>,
+    /// Objects only the current backend has; none while the session may move.
+    pub pins: Pins,
 }
 
 impl SessionState {
@@ -149,6 +154,20 @@ impl SessionState {
         })
     }
 
+    /// The SQL text of a named prepared statement of the session, when it
+    /// mentions an object only the backend has ([`pins::may_pin`]).
+    pub fn prepared_pinning_text(&self, wanted: &[u8]) -> Option<&[u8]> {
+        let found = self
+            .entries
+            .iter()
+            .any(|e| matches!(e, Entry::Prepared { name, may_pin: true, .. } if name == wanted));
+        if found {
+            self.prepared_text(wanted)
+        } else {
+            None
+        }
+    }
+
     /// How running a named prepared statement of the session bears on an
     /// autocommit batch (worked out once, when it was prepared).
     pub fn prepared_kind(&self, wanted: &[u8]) -> Option<AutocommitKind> {
@@ -185,10 +204,12 @@ impl SessionState {
         self.changed();
         let body = frame.get(5 + name.len() + 1..).unwrap_or_default();
         let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, AutocommitKind::of);
+        let may_pin = first_cstr(body).is_some_and(pins::may_pin);
         self.entries.push(Entry::Prepared {
             name: name.to_vec(),
             frame: BytesMut::from(frame),
             kind,
+            may_pin,
         });
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);

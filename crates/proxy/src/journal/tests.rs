@@ -467,3 +467,84 @@ fn requests_before_the_sync_of_a_failed_batch_are_skipped() {
     assert_eq!(j.session.prepared_text(b"later"), None);
     assert_eq!(j.session.prepared_text(b"bad"), Some(&b"select 1/0"[..]));
 }
+
+#[test]
+fn a_temporary_table_kept_past_its_transaction_makes_the_session_unmovable() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[query("begin"), query("create temp table t (x int)")],
+    );
+    server(
+        &mut j,
+        &[
+            complete("BEGIN"),
+            ready(b'T'),
+            complete("CREATE TABLE"),
+            ready(b'T'),
+        ],
+    );
+    assert_eq!(j.replayable(), Ok(()), "the open transaction replays it");
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    assert_eq!(
+        j.replayable(),
+        Err(NotReplayable::TemporaryObject("t".into()))
+    );
+    client(&mut j, &[query("drop table t")]);
+    server(&mut j, &[complete("DROP TABLE"), ready(b'I')]);
+    assert_eq!(j.replayable(), Ok(()));
+}
+
+#[test]
+fn an_advisory_lock_taken_through_a_prepared_statement_makes_the_session_unmovable() {
+    let mut j = Journal::new(Limits::default());
+    let run = |j: &mut Journal, statement: &str| {
+        client(j, &[bind(statement), execute(), msg(b'S', b"")]);
+        server(
+            j,
+            &[
+                msg(b'2', b""),
+                msg(b'D', b"x"),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+    };
+    client(
+        &mut j,
+        &[
+            parse("lock", "select pg_advisory_lock($1)"),
+            parse("unlock", "select pg_advisory_unlock($1)"),
+            msg(b'S', b""),
+        ],
+    );
+    server(&mut j, &[msg(b'1', b""), msg(b'1', b""), ready(b'I')]);
+    assert_eq!(j.replayable(), Ok(()));
+    run(&mut j, "lock");
+    assert_eq!(j.replayable(), Err(NotReplayable::AdvisoryLock));
+    run(&mut j, "unlock");
+    assert_eq!(j.replayable(), Ok(()));
+    // An Execute skipped after an error took nothing.
+    client(
+        &mut j,
+        &[
+            parse("", "select 1/0"),
+            bind(""),
+            execute(),
+            bind("lock"),
+            execute(),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'E', b"SERROR\0C22012\0\0"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(j.replayable(), Ok(()));
+}

@@ -1,0 +1,613 @@
+//! Server-side objects that tie a session to its backend: temporary tables
+//! (and views, sequences, functions in `pg_temp`), `WITH HOLD` cursors and
+//! session-level advisory locks. They live only in the backend that made
+//! them, and a new backend cannot be given them again (a temporary table's
+//! rows, a cursor's position, a lock another session may take meanwhile).
+//! While a session holds one, it is not moved: a failover ends it with a
+//! clear error instead of letting it go on without them.
+//!
+//! Found from the text of each statement the session ran, when its unit
+//! ends. The lexer below is small on purpose — words, quoted names,
+//! punctuation; comments, string and dollar-quoted literals skipped — since
+//! every finished statement passes [`may_pin`] and only the rare ones that
+//! mention a keyword are read further. What the text cannot tell is
+//! decided so that a session is kept rather than moved without its objects:
+//! every call of a locking function counts as a lock taken (a
+//! `pg_try_advisory_lock` that got nothing included), an unlock counts only
+//! when its statement succeeded, and objects are released only when the
+//! statement and its transaction succeeded.
+
+use std::collections::BTreeSet;
+
+use super::NotReplayable;
+
+/// The objects a session holds that only its current backend has.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pins {
+    /// Temporary relations and functions, by name.
+    temporary: BTreeSet<Vec<u8>>,
+    /// Open `WITH HOLD` cursors, by name.
+    hold_cursors: BTreeSet<Vec<u8>>,
+    /// Session-level advisory locks taken and not known to be released.
+    advisory_locks: u32,
+}
+
+/// How a statement ended, as far as the pins care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The statement (or its Query) got an error.
+    pub failed: bool,
+    /// Its transaction committed (or it ran outside one and succeeded).
+    pub committed: bool,
+}
+
+impl Pins {
+    /// Why the session cannot be moved while it holds what it holds.
+    pub fn reason(&self) -> Option<NotReplayable> {
+        let name = |set: &BTreeSet<Vec<u8>>| {
+            set.iter()
+                .next()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+        };
+        if let Some(table) = name(&self.temporary) {
+            Some(NotReplayable::TemporaryObject(table))
+        } else if let Some(cursor) = name(&self.hold_cursors) {
+            Some(NotReplayable::HoldCursor(cursor))
+        } else if self.advisory_locks > 0 {
+            Some(NotReplayable::AdvisoryLock)
+        } else {
+            None
+        }
+    }
+
+    /// True when the session holds nothing of the kind.
+    pub fn is_empty(&self) -> bool {
+        self.reason().is_none()
+    }
+
+    /// Applies what `sql` (one Query's text, or one executed statement's)
+    /// did, given how it ended.
+    pub fn apply(&mut self, sql: &[u8], outcome: Outcome) {
+        let tokens = tokens(sql);
+        for statement in tokens.split(|t| *t == Token::Semicolon) {
+            self.statement(statement, outcome);
+        }
+    }
+
+    fn statement(&mut self, tokens: &[Token<'_>], outcome: Outcome) {
+        let kept = !outcome.failed && outcome.committed;
+        self.advisory(tokens, outcome.failed);
+        let word = |i: usize| match tokens.get(i) {
+            Some(Token::Word(w)) => Some(*w),
+            _ => None,
+        };
+        let is =
+            |i: usize, keyword: &[u8]| word(i).is_some_and(|w| w.eq_ignore_ascii_case(keyword));
+        let Some(first) = word(0) else {
+            return;
+        };
+        if first.eq_ignore_ascii_case(b"DISCARD") && !outcome.failed {
+            if is(1, b"ALL") {
+                *self = Pins::default();
+            } else if is(1, b"TEMP") || is(1, b"TEMPORARY") {
+                self.temporary.clear();
+            }
+        } else if first.eq_ignore_ascii_case(b"CREATE") && kept {
+            if let Some(name) = created_temporary(tokens) {
+                self.temporary.insert(name);
+            }
+        } else if (first.eq_ignore_ascii_case(b"SELECT") || first.eq_ignore_ascii_case(b"WITH"))
+            && kept
+        {
+            if let Some(name) = selected_into_temporary(tokens) {
+                self.temporary.insert(name);
+            }
+        } else if first.eq_ignore_ascii_case(b"DROP") && kept {
+            for name in dropped(tokens) {
+                self.temporary.remove(&name);
+            }
+        } else if first.eq_ignore_ascii_case(b"DECLARE") && kept {
+            if let Some(name) = declared_with_hold(tokens) {
+                self.hold_cursors.insert(name);
+            }
+        } else if first.eq_ignore_ascii_case(b"CLOSE") && kept {
+            if is(1, b"ALL") {
+                self.hold_cursors.clear();
+            } else if let Some((_, name)) = qualified_name(&tokens[1..]) {
+                self.hold_cursors.remove(&name);
+            }
+        }
+    }
+
+    /// Counts the advisory-lock functions `tokens` call.
+    fn advisory(&mut self, tokens: &[Token<'_>], failed: bool) {
+        for token in tokens {
+            let Token::Word(word) = token else {
+                continue;
+            };
+            if word.len() < 16 || !word[..3].eq_ignore_ascii_case(b"pg_") {
+                continue;
+            }
+            let is = |name: &[u8]| word.eq_ignore_ascii_case(name);
+            if is(b"pg_advisory_lock")
+                || is(b"pg_advisory_lock_shared")
+                || is(b"pg_try_advisory_lock")
+                || is(b"pg_try_advisory_lock_shared")
+            {
+                self.advisory_locks = self.advisory_locks.saturating_add(1);
+            } else if failed {
+                continue;
+            } else if is(b"pg_advisory_unlock") || is(b"pg_advisory_unlock_shared") {
+                self.advisory_locks = self.advisory_locks.saturating_sub(1);
+            } else if is(b"pg_advisory_unlock_all") {
+                self.advisory_locks = 0;
+            }
+        }
+    }
+}
+
+/// True when `sql` mentions a word that [`Pins::apply`] acts on, at the
+/// start of a run of letters (`pg_advisory_lock` counts); a quick scan, no
+/// allocation, run on the text of every finished statement.
+pub fn may_pin(sql: &[u8]) -> bool {
+    let mut after_letter = false;
+    for (i, &c) in sql.iter().enumerate() {
+        let letter = c.is_ascii_alphabetic();
+        if letter && !after_letter {
+            let word: &[u8] = match c | 0x20 {
+                b't' => b"temp",
+                b'h' => b"hold",
+                b'a' => b"advisory",
+                b'c' => b"close",
+                b'd' if sql.get(i + 1).is_some_and(|&b| b | 0x20 == b'r') => b"drop",
+                b'd' => b"discard",
+                _ => b"",
+            };
+            if !word.is_empty()
+                && sql
+                    .get(i..i + word.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(word))
+            {
+                return true;
+            }
+        }
+        after_letter = letter;
+    }
+    false
+}
+
+/// `CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} [UNLOGGED]
+/// [RECURSIVE] {TABLE | VIEW | SEQUENCE} [IF NOT EXISTS] name`, not `ON
+/// COMMIT DROP`; or any `CREATE` of an object named `pg_temp.name`.
+fn created_temporary(tokens: &[Token<'_>]) -> Option<Vec<u8>> {
+    let mut temporary = false;
+    let mut i = 1;
+    while let Some(Token::Word(w)) = tokens.get(i) {
+        if w.eq_ignore_ascii_case(b"TEMP") || w.eq_ignore_ascii_case(b"TEMPORARY") {
+            temporary = true;
+        } else if !is_any(
+            w,
+            &[
+                b"OR",
+                b"REPLACE",
+                b"GLOBAL",
+                b"LOCAL",
+                b"UNLOGGED",
+                b"RECURSIVE",
+            ],
+        ) {
+            break;
+        }
+        i += 1;
+    }
+    let Some(Token::Word(object)) = tokens.get(i) else {
+        return None;
+    };
+    let mut rest = &tokens[i + 1..];
+    if is_any(object, &[b"TABLE", b"VIEW", b"SEQUENCE"]) {
+        rest = skip_if_exists(rest, b"NOT");
+    } else if !is_any(object, &[b"FUNCTION", b"PROCEDURE", b"TYPE", b"DOMAIN"]) {
+        return None;
+    }
+    let (schema, name) = qualified_name(rest)?;
+    let in_pg_temp = schema.as_deref() == Some(b"pg_temp".as_slice());
+    let dropped_at_commit = windows_match(tokens, &[b"ON", b"COMMIT", b"DROP"]);
+    ((temporary || in_pg_temp) && !dropped_at_commit).then_some(name)
+}
+
+/// `SELECT … INTO {TEMP | TEMPORARY} [TABLE] name` (or `INTO [TABLE]
+/// pg_temp.name`).
+fn selected_into_temporary(tokens: &[Token<'_>]) -> Option<Vec<u8>> {
+    let into = tokens
+        .iter()
+        .position(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(b"INTO")))?;
+    let mut rest = &tokens[into + 1..];
+    let mut temporary = false;
+    if let Some(Token::Word(w)) = rest.first() {
+        if w.eq_ignore_ascii_case(b"TEMP") || w.eq_ignore_ascii_case(b"TEMPORARY") {
+            temporary = true;
+            rest = &rest[1..];
+        } else if w.eq_ignore_ascii_case(b"UNLOGGED") {
+            return None;
+        }
+    }
+    if matches!(rest.first(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(b"TABLE")) {
+        rest = &rest[1..];
+    }
+    let (schema, name) = qualified_name(rest)?;
+    (temporary || schema.as_deref() == Some(b"pg_temp".as_slice())).then_some(name)
+}
+
+/// The names `DROP {TABLE | VIEW | SEQUENCE | TYPE | DOMAIN} [IF EXISTS] a,
+/// b` drops that may be temporary (unqualified or in `pg_temp`).
+fn dropped(tokens: &[Token<'_>]) -> Vec<Vec<u8>> {
+    // Functions are left out: their argument lists hold commas and type names.
+    let Some(Token::Word(object)) = tokens.get(1) else {
+        return Vec::new();
+    };
+    if !is_any(
+        object,
+        &[b"TABLE", b"VIEW", b"SEQUENCE", b"TYPE", b"DOMAIN"],
+    ) {
+        return Vec::new();
+    }
+    let mut rest = skip_if_exists(&tokens[2..], b"");
+    let mut names = Vec::new();
+    while let Some((schema, name)) = qualified_name(rest) {
+        if schema.is_none() || schema.as_deref() == Some(b"pg_temp".as_slice()) {
+            names.push(name);
+        }
+        let Some(comma) = rest.iter().position(|t| *t == Token::Comma) else {
+            break;
+        };
+        rest = &rest[comma + 1..];
+    }
+    names
+}
+
+/// `DECLARE name … CURSOR WITH HOLD FOR …`: the cursor's name.
+fn declared_with_hold(tokens: &[Token<'_>]) -> Option<Vec<u8>> {
+    let (_, name) = qualified_name(&tokens[1..])?;
+    let options = tokens
+        .iter()
+        .position(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(b"FOR")))
+        .map_or(tokens, |end| &tokens[..end]);
+    windows_match(options, &[b"WITH", b"HOLD"]).then_some(name)
+}
+
+/// `[IF EXISTS]` (or `[IF NOT EXISTS]` with `not` = `NOT`) skipped.
+fn skip_if_exists<'t, 'a>(tokens: &'t [Token<'a>], not: &[u8]) -> &'t [Token<'a>] {
+    let words: &[&[u8]] = if not.is_empty() {
+        &[b"IF", b"EXISTS"]
+    } else {
+        &[b"IF", not, b"EXISTS"]
+    };
+    if windows_match(&tokens[..words.len().min(tokens.len())], words) {
+        &tokens[words.len()..]
+    } else {
+        tokens
+    }
+}
+
+/// `name` or `schema.name` at the start of `tokens`: the schema (if any)
+/// and the name, folded as PostgreSQL folds them.
+fn qualified_name(tokens: &[Token<'_>]) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
+    let first = tokens.first()?.name()?;
+    match (tokens.get(1), tokens.get(2).and_then(Token::name)) {
+        (Some(Token::Dot), Some(second)) => Some((Some(first), second)),
+        _ => Some((None, first)),
+    }
+}
+
+/// True when the words `keywords` follow each other somewhere in `tokens`.
+fn windows_match(tokens: &[Token<'_>], keywords: &[&[u8]]) -> bool {
+    tokens.windows(keywords.len()).any(|window| {
+        window
+            .iter()
+            .zip(keywords)
+            .all(|(t, k)| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k)))
+    })
+}
+
+fn is_any(word: &[u8], keywords: &[&[u8]]) -> bool {
+    keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// A token of SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    /// A keyword or an unquoted name (letters, digits, `_`, `$`).
+    Word(&'a [u8]),
+    /// A double-quoted name, between its quotes (`""` left doubled).
+    Quoted(&'a [u8]),
+    Semicolon,
+    Dot,
+    Comma,
+    /// Anything else: operators, numbers, parentheses, literals.
+    Other,
+}
+
+impl Token<'_> {
+    /// The name this token spells: unquoted names fold to lower case.
+    fn name(&self) -> Option<Vec<u8>> {
+        match self {
+            Token::Word(w) => Some(w.to_ascii_lowercase()),
+            Token::Quoted(q) => Some(q.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `sql` into tokens, skipping whitespace, comments (`--`, nested
+/// `/* */`), string literals (`'…'`, `E'…'` with backslash escapes) and
+/// dollar-quoted literals.
+fn tokens(sql: &[u8]) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        let c = sql[i];
+        let rest = &sql[i..];
+        if c.is_ascii_whitespace() || c == 0 {
+            i += 1;
+        } else if rest.starts_with(b"--") {
+            i += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        } else if rest.starts_with(b"/*") {
+            i += block_comment_len(rest);
+        } else if c == b'\'' {
+            let escapes = i > 0 && sql[i - 1].eq_ignore_ascii_case(&b'e');
+            i += quoted_len(rest, b'\'', escapes);
+            out.push(Token::Other);
+        } else if c == b'"' {
+            let len = quoted_len(rest, b'"', false);
+            out.push(Token::Quoted(&rest[1..len.saturating_sub(1).max(1)]));
+            i += len;
+        } else if c == b'$' {
+            i += dollar_quoted_len(rest);
+            out.push(Token::Other);
+        } else if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            let len = rest
+                .iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80))
+                .unwrap_or(rest.len());
+            // `E'…'`: the letter belongs to the literal that follows.
+            if !(len == 1 && rest.get(1) == Some(&b'\'')) {
+                out.push(Token::Word(&rest[..len]));
+            }
+            i += len;
+        } else {
+            out.push(match c {
+                b';' => Token::Semicolon,
+                b'.' => Token::Dot,
+                b',' => Token::Comma,
+                _ => Token::Other,
+            });
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Length of the (nested) block comment at the start of `sql`.
+fn block_comment_len(sql: &[u8]) -> usize {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < sql.len() {
+        if sql[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if sql[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    sql.len()
+}
+
+/// Length of the literal quoted with `quote` at the start of `sql`, the
+/// quotes included; a doubled quote stays inside.
+fn quoted_len(sql: &[u8], quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = 1;
+    while i < sql.len() {
+        if backslash_escapes && sql[i] == b'\\' {
+            i += 2;
+        } else if sql[i] == quote {
+            if sql.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    sql.len()
+}
+
+/// Length of the dollar-quoted literal at the start of `sql` (`$tag$…$tag$`),
+/// or 1 when the `$` starts none (a parameter such as `$1`).
+fn dollar_quoted_len(sql: &[u8]) -> usize {
+    let tag_len = sql[1..]
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|n| n + 1);
+    let Some(tag_len) = tag_len.filter(|&n| sql.get(n) == Some(&b'$')) else {
+        return 1;
+    };
+    if sql[1..tag_len].first().is_some_and(u8::is_ascii_digit) {
+        return 1;
+    }
+    let tag = &sql[..=tag_len];
+    sql[tag.len()..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map_or(sql.len(), |end| tag.len() + end + tag.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Outcome = Outcome {
+        failed: false,
+        committed: true,
+    };
+    const FAILED: Outcome = Outcome {
+        failed: true,
+        committed: false,
+    };
+    const ROLLED_BACK: Outcome = Outcome {
+        failed: false,
+        committed: false,
+    };
+
+    fn after(statements: &[(&str, Outcome)]) -> Pins {
+        let mut pins = Pins::default();
+        for (sql, outcome) in statements {
+            pins.apply(sql.as_bytes(), *outcome);
+        }
+        pins
+    }
+
+    #[test]
+    fn temporary_tables_pin_the_session_until_dropped_or_discarded() {
+        for sql in [
+            "create temp table t (id int)",
+            "CREATE GLOBAL TEMPORARY TABLE IF NOT EXISTS t (id int)",
+            "create temporary view t as select 1",
+            "create table pg_temp.t (id int)",
+            "create temp table t as select 1",
+            "select 1 as x into temp table t",
+            "select 1 as x into temporary t",
+            "create temp sequence t",
+            "Create Temp Table \"t\" (id int)",
+        ] {
+            let pins = after(&[(sql, OK)]);
+            assert_eq!(
+                pins.reason(),
+                Some(NotReplayable::TemporaryObject("t".into())),
+                "{sql}"
+            );
+            for release in [
+                "drop table t",
+                "DROP TABLE IF EXISTS other, T",
+                "discard temp",
+                "discard all",
+            ] {
+                let pins = after(&[(sql, OK), (release, OK)]);
+                assert!(pins.is_empty(), "{sql} then {release}: {pins:?}");
+            }
+            let kept = after(&[(sql, OK), ("drop table t", ROLLED_BACK)]);
+            assert!(!kept.is_empty(), "a rolled-back DROP releases nothing");
+        }
+    }
+
+    #[test]
+    fn temporary_tables_that_did_not_outlive_their_transaction_pin_nothing() {
+        for (sql, outcome) in [
+            ("create temp table t (id int) on commit drop", OK),
+            ("create temp table t (id int)", ROLLED_BACK),
+            ("create temp table t (id int)", FAILED),
+            ("create table t (id int)", OK),
+            ("create table public.t (id int)", OK),
+            ("select 'create temp table t (id int)'", OK),
+            ("select $$create temp table t$$", OK),
+            ("select 1 -- create temp table t", OK),
+            ("insert into t select 1", OK),
+            ("select * from temp_readings", OK),
+        ] {
+            assert!(after(&[(sql, outcome)]).is_empty(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn hold_cursors_pin_the_session_until_closed() {
+        let declare = "DECLARE c CURSOR WITH HOLD FOR SELECT 1";
+        assert_eq!(
+            after(&[(declare, OK)]).reason(),
+            Some(NotReplayable::HoldCursor("c".into()))
+        );
+        assert!(after(&[(declare, OK), ("close c", OK)]).is_empty());
+        assert!(after(&[(declare, OK), ("CLOSE ALL", OK)]).is_empty());
+        assert!(!after(&[(declare, OK), ("close d", OK)]).is_empty());
+        assert!(after(&[("declare c cursor for select 1", OK)]).is_empty());
+        assert!(after(&[("declare c cursor without hold for select 1", OK)]).is_empty());
+        assert!(after(&[("declare c cursor for select 'with hold'", OK)]).is_empty());
+        assert!(after(&[(declare, ROLLED_BACK)]).is_empty());
+    }
+
+    #[test]
+    fn advisory_locks_are_counted_and_kept_when_in_doubt() {
+        let lock = "select pg_advisory_lock(1)";
+        let unlock = "SELECT pg_catalog.PG_ADVISORY_UNLOCK(1)";
+        assert_eq!(
+            after(&[(lock, OK)]).reason(),
+            Some(NotReplayable::AdvisoryLock)
+        );
+        assert!(after(&[(lock, OK), (unlock, OK)]).is_empty());
+        assert!(!after(&[(lock, OK), (lock, OK), (unlock, OK)]).is_empty());
+        assert!(!after(&[(lock, OK), (unlock, FAILED)]).is_empty());
+        // Session-level locks outlive a rollback, and a failed call may have
+        // taken its lock before the error.
+        assert!(!after(&[(lock, ROLLED_BACK)]).is_empty());
+        assert!(!after(&[(lock, FAILED)]).is_empty());
+        assert!(!after(&[("select pg_try_advisory_lock_shared(7)", OK)]).is_empty());
+        assert!(after(&[
+            ("select pg_advisory_lock(1), pg_advisory_lock(2)", OK),
+            ("select pg_advisory_unlock_all()", OK)
+        ])
+        .is_empty());
+        assert!(after(&[(lock, OK), ("discard all", OK)]).is_empty());
+        assert!(after(&[("select pg_advisory_xact_lock(1)", OK)]).is_empty());
+        assert!(after(&[("select pg_advisory_unlock(1)", OK)]).is_empty());
+    }
+
+    #[test]
+    fn each_statement_of_a_query_counts() {
+        let pins = after(&[(
+            "create temp table a (x int); create temp table b (x int); drop table a",
+            OK,
+        )]);
+        assert_eq!(
+            pins.reason(),
+            Some(NotReplayable::TemporaryObject("b".into()))
+        );
+    }
+
+    #[test]
+    fn only_text_that_mentions_a_keyword_is_read_further() {
+        assert!(!may_pin(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+        ));
+        assert!(!may_pin(b"UPDATE t SET v = v + 1"));
+        for sql in [
+            "create TEMP table t (id int)",
+            "select pg_ADVISORY_lock(1)",
+            "declare c cursor with hold for select 1",
+            "DISCARD ALL",
+            "drop table t",
+            "close c",
+        ] {
+            assert!(may_pin(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_lexer_survives_unterminated_text() {
+        for sql in [
+            "'",
+            "\"",
+            "$a$",
+            "/* ",
+            "e'\\",
+            "create temp table \"",
+            "drop table",
+        ] {
+            let _ = after(&[(sql, OK)]);
+        }
+    }
+}
