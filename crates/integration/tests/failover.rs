@@ -375,3 +375,67 @@ async fn a_statement_that_keeps_crashing_the_server_is_not_replayed_for_ever() {
     let message = err.as_db_error().map(|e| e.message()).unwrap_or_default();
     assert!(message.contains("not replayed again"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_by_set_config_or_beside_other_work_in_a_batch_survive() {
+    use bytes::BytesMut;
+    use understudy_integration::RawConn;
+    use understudy_protocol::backend::tag;
+    use understudy_protocol::frontend::{encode_bind, encode_execute, encode_parse, encode_sync};
+    use understudy_testkit::{PASSWORD, SUPERUSER};
+
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    client
+        .query_one("select set_config('app.tenant', $1, false)", &[&"42"])
+        .await
+        .unwrap();
+    client
+        .simple_query("select pg_catalog.set_config('app.region', 'eu', false)")
+        .await
+        .unwrap();
+    // A transaction-local one is gone with its transaction, here as there.
+    client
+        .batch_execute("begin; select set_config('app.local', 'x', true); commit")
+        .await
+        .unwrap();
+
+    // One batch: a SET, then a query, then the Sync.
+    let (mut raw, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let mut out = BytesMut::new();
+    encode_parse("", "set timezone = 'Asia/Tokyo'", &mut out);
+    encode_bind("", "", &mut out);
+    encode_execute("", &mut out);
+    encode_parse("", "select 1", &mut out);
+    encode_bind("", "", &mut out);
+    encode_execute("", &mut out);
+    encode_sync(&mut out);
+    raw.send(&out).await;
+    loop {
+        let frame = raw.read_frame().await.expect("the batch's replies");
+        assert_ne!(frame.tag, tag::ERROR_RESPONSE);
+        if frame.tag == tag::READY_FOR_QUERY {
+            break;
+        }
+    }
+
+    h.fail_over().await;
+
+    let row = client
+        .query_one(
+            "select current_setting('app.tenant'), current_setting('app.region'), \
+             coalesce(current_setting('app.local', true), '')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let values: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(values, ("42".into(), "eu".into(), "".into()));
+    let frames = raw.simple_query("show timezone").await;
+    let shown = frames
+        .iter()
+        .find(|f| f.tag == tag::DATA_ROW)
+        .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+        .expect("a row");
+    assert!(shown.contains("Asia/Tokyo"), "{shown}");
+}

@@ -23,11 +23,13 @@
 //! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
+mod lexer;
 mod limits;
 pub mod pins;
 mod reply;
 pub mod request;
 pub mod session;
+mod set_config;
 
 use std::ops::Range;
 
@@ -299,19 +301,27 @@ impl Journal {
         }
     }
 
-    /// The statements among the first `end` requests that may create or
-    /// release objects only their backend has ([`pins`]), with how they
-    /// ended; `committed` tells whether their transaction did. One pass:
+    /// The statements among the first `end` requests whose text mentions a
+    /// keyword of [`pins`] or [`set_config`] ([`lexer::worth_reading`]):
+    /// their index, text and how they ended (`committed` tells whether their
+    /// transaction did). One pass:
     /// each Execute finds its statement through the Bind before it, and a
     /// statement prepared in an earlier unit is checked by the flag kept
     /// with it, so a unit that mentions no such object allocates nothing.
-    fn pinning_statements(&self, end: usize, committed: bool) -> Vec<(Vec<u8>, pins::Outcome)> {
+    fn statements_worth_reading(
+        &self,
+        end: usize,
+        committed: bool,
+    ) -> Vec<(usize, Vec<u8>, pins::Outcome)> {
         let mut found = Vec::new();
         let mut unnamed_statement: Option<&[u8]> = None;
         let mut named_statements: Vec<(&[u8], &[u8])> = Vec::new();
         let mut unnamed_portal: Option<&[u8]> = None;
         let mut named_portals: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
-        for request in self.requests[..end].iter().filter(|r| !r.injected) {
+        for (i, request) in self.requests[..end].iter().enumerate() {
+            if request.injected {
+                continue;
+            }
             let Some(frame) = self.frame(request) else {
                 continue;
             };
@@ -321,15 +331,16 @@ impl Journal {
             };
             match request.tag {
                 frontend::tag::QUERY => {
-                    if let Some(text) = cstr_at(frame, 5).filter(|t| pins::may_pin(t)) {
-                        found.push((text.to_vec(), outcome));
+                    if let Some(text) = cstr_at(frame, 5).filter(|t| lexer::worth_reading(t)) {
+                        found.push((i, text.to_vec(), outcome));
                     }
                 }
                 frontend::tag::PARSE => {
                     let Some(name) = cstr_at(frame, 5) else {
                         continue;
                     };
-                    let text = cstr_at(frame, 5 + name.len() + 1).filter(|t| pins::may_pin(t));
+                    let text =
+                        cstr_at(frame, 5 + name.len() + 1).filter(|t| lexer::worth_reading(t));
                     if name.is_empty() {
                         unnamed_statement = text;
                     } else if let Some(text) = text {
@@ -349,7 +360,7 @@ impl Journal {
                             .rev()
                             .find(|(name, _)| *name == statement)
                             .map(|(_, text)| *text)
-                            .or_else(|| self.session.prepared_pinning_text(statement))
+                            .or_else(|| self.session.prepared_text_worth_reading(statement))
                     };
                     if portal.is_empty() {
                         unnamed_portal = text;
@@ -373,7 +384,7 @@ impl Journal {
                     // Skipped after an earlier error: it never ran.
                     let ran = request.reply.bytes > 0;
                     if let Some(text) = text.filter(|_| ran) {
-                        found.push((text.to_vec(), outcome));
+                        found.push((i, text.to_vec(), outcome));
                     }
                 }
                 _ => {}
@@ -776,9 +787,11 @@ impl Journal {
             .rev()
             .find(|r| r.reply.session_commands + r.reply.other_commands > 0 || r.reply.rolled_back)
             .is_some_and(|r| r.reply.rolled_back);
-        for (text, outcome) in self.pinning_statements(end, !rolled_back) {
+        for (i, text, outcome) in self.statements_worth_reading(end, !rolled_back) {
             self.session.pins.apply(&text, outcome);
+            set_config::count_as_settings(&text, &mut self.requests[i].reply);
         }
+        let finished = &self.requests[..end];
         if !rolled_back
             && finished
                 .iter()

@@ -6,7 +6,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
-use super::pins::{self, Pins};
+use super::lexer;
+use super::pins::Pins;
 use super::request::Expect;
 use super::{NotReplayable, Reply};
 use crate::commit_sql::AutocommitKind;
@@ -19,8 +20,9 @@ enum Entry {
         name: Vec<u8>,
         frame: BytesMut,
         kind: AutocommitKind,
-        /// Its text mentions an object only the backend has ([`pins::may_pin`]).
-        may_pin: bool,
+        /// Its text mentions a word the journal acts on when it runs
+        /// ([`lexer::worth_reading`]).
+        worth_reading: bool,
     },
     /// Client messages that changed settings; ends with a message that gets
     /// ReadyForQuery (a Query or a Sync).
@@ -155,12 +157,11 @@ impl SessionState {
     }
 
     /// The SQL text of a named prepared statement of the session, when it
-    /// mentions an object only the backend has ([`pins::may_pin`]).
-    pub fn prepared_pinning_text(&self, wanted: &[u8]) -> Option<&[u8]> {
-        let found = self
-            .entries
-            .iter()
-            .any(|e| matches!(e, Entry::Prepared { name, may_pin: true, .. } if name == wanted));
+    /// mentions a word the journal acts on ([`lexer::worth_reading`]).
+    pub fn prepared_text_worth_reading(&self, wanted: &[u8]) -> Option<&[u8]> {
+        let found = self.entries.iter().any(
+            |e| matches!(e, Entry::Prepared { name, worth_reading: true, .. } if name == wanted),
+        );
         if found {
             self.prepared_text(wanted)
         } else {
@@ -204,12 +205,12 @@ impl SessionState {
         self.changed();
         let body = frame.get(5 + name.len() + 1..).unwrap_or_default();
         let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, AutocommitKind::of);
-        let may_pin = first_cstr(body).is_some_and(pins::may_pin);
+        let worth_reading = first_cstr(body).is_some_and(lexer::worth_reading);
         self.entries.push(Entry::Prepared {
             name: name.to_vec(),
             frame: BytesMut::from(frame),
             kind,
-            may_pin,
+            worth_reading,
         });
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);
@@ -238,8 +239,11 @@ impl SessionState {
         if requests.iter().any(|(_, reply, _)| reply.discarded) {
             self.entries.clear();
         }
-        let mut extended = BytesMut::new();
-        let mut extended_session = false;
+        // Extended-protocol settings: each Execute with the messages since
+        // the previous one (its Parse, Bind, Describe) is kept when it was a
+        // session command, and what a Sync ends becomes one script.
+        let mut kept = BytesMut::new();
+        let mut group = BytesMut::new();
         for (message_tag, reply, frame) in requests {
             let expect = Expect::of(*message_tag);
             if reply.session_commands > 0 && reply.other_commands > 0 {
@@ -252,24 +256,32 @@ impl SessionState {
                     self.entries.push(Entry::Script(BytesMut::from(*frame)))
                 }
                 (tag::QUERY, None) => self.block(NotReplayable::MessageTooLarge),
-                (_, Some(frame)) if expect.is_extended() || *message_tag == tag::SYNC => {
-                    extended_session |= reply.session_commands > 0 && !reply.failed;
-                    if reply.other_commands > 0 {
-                        extended.clear();
-                        extended_session = false;
-                        continue;
+                (tag::SYNC, Some(frame)) => {
+                    if !kept.is_empty() {
+                        kept.put_slice(frame);
+                        self.entries.push(Entry::Script(std::mem::take(&mut kept)));
                     }
+                    group.clear();
+                }
+                (tag::BIND, Some(frame)) => match self.unnamed_version(frame) {
+                    // A named statement may be closed before the session
+                    // moves: the script runs its text as the unnamed one.
+                    Some((parse, bind)) => {
+                        group.put_slice(&parse);
+                        group.put_slice(&bind);
+                    }
+                    None => group.put_slice(frame),
+                },
+                (_, Some(frame)) if expect.is_extended() => {
                     if !is_named_parse(*message_tag, frame) {
                         // Named statements are restored from their own entry.
-                        extended.put_slice(frame);
+                        group.put_slice(frame);
                     }
-                    if *message_tag == tag::SYNC {
-                        if extended_session {
-                            self.entries
-                                .push(Entry::Script(std::mem::take(&mut extended)));
+                    if *message_tag == tag::EXECUTE {
+                        if reply.session_commands > 0 && !reply.failed {
+                            kept.put_slice(&group);
                         }
-                        extended.clear();
-                        extended_session = false;
+                        group.clear();
                     }
                 }
                 _ => {}
@@ -279,6 +291,44 @@ impl SessionState {
             self.block(NotReplayable::SessionStateTooLarge);
         }
     }
+}
+
+impl SessionState {
+    /// For a Bind of a named statement the session prepared: a Parse of
+    /// the same text and parameter types as the unnamed statement, and the
+    /// Bind rewritten to use it. None for the unnamed statement or one the
+    /// session does not have.
+    fn unnamed_version(&self, bind: &[u8]) -> Option<(BytesMut, BytesMut)> {
+        let body = bind.get(5..)?;
+        let portal = first_cstr(body)?;
+        let after_portal = body.get(portal.len() + 1..)?;
+        let statement = first_cstr(after_portal)?;
+        if statement.is_empty() {
+            return None;
+        }
+        let parse = self.entries.iter().find_map(|e| match e {
+            Entry::Prepared { name, frame, .. } if name == statement => Some(frame),
+            _ => None,
+        })?;
+        let parse_rest = parse.get(5 + statement.len() + 1..)?;
+        let bind_rest = after_portal.get(statement.len() + 1..)?;
+        Some((
+            frame_of(tag::PARSE, &[b"\0", parse_rest]),
+            frame_of(tag::BIND, &[portal, b"\0\0", bind_rest]),
+        ))
+    }
+}
+
+/// A message of type `message_tag` whose body is `parts` in order.
+fn frame_of(message_tag: u8, parts: &[&[u8]]) -> BytesMut {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(5 + body_len);
+    out.put_u8(message_tag);
+    out.put_u32((4 + body_len) as u32);
+    for part in parts {
+        out.put_slice(part);
+    }
+    out
 }
 
 fn is_named_parse(message_tag: u8, frame: &[u8]) -> bool {
