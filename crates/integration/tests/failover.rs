@@ -439,3 +439,41 @@ async fn settings_made_by_set_config_or_beside_other_work_in_a_batch_survive() {
         .expect("a row");
     assert!(shown.contains("Asia/Tokyo"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_after_a_committed_write_survive() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create schema app; create table app.items (id int)")
+        .await
+        .unwrap();
+    let client = h.connect(Target::Proxy).await;
+    // A committed write: the commit log keeps it with the session state of
+    // that moment.
+    client
+        .batch_execute("begin; insert into app.items values (1); commit")
+        .await
+        .unwrap();
+    client
+        .batch_execute("set search_path = app; set timezone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+
+    h.fail_over().await;
+
+    let rows = client
+        .simple_query("show search_path; show timezone")
+        .await
+        .unwrap();
+    let values: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["app", "Asia/Tokyo"]);
+}

@@ -236,6 +236,9 @@ impl SessionState {
         requests: &[(u8, Reply, Option<&[u8]>)],
         max_bytes: usize,
     ) {
+        // The serialised state is taken with every committed write (for the
+        // commit log) and must not outlive a change.
+        self.changed();
         if requests.iter().any(|(_, reply, _)| reply.discarded) {
             self.entries.clear();
         }

@@ -548,3 +548,17 @@ fn an_advisory_lock_taken_through_a_prepared_statement_makes_the_session_unmovab
     );
     assert_eq!(j.replayable(), Ok(()));
 }
+
+#[test]
+fn the_session_snapshot_follows_settings_made_after_it_was_taken() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("set search_path = a")]);
+    server(&mut j, &[complete("SET"), ready(b'I')]);
+    assert_eq!(j.session.snapshot().readies, 1);
+    client(&mut j, &[query("set timezone = 'UTC'")]);
+    server(&mut j, &[complete("SET"), ready(b'I')]);
+    assert_eq!(j.session.snapshot().readies, 2);
+    client(&mut j, &[query("discard all")]);
+    server(&mut j, &[complete("DISCARD ALL"), ready(b'I')]);
+    assert_eq!(j.session.snapshot().readies, 0);
+}
