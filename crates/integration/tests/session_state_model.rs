@@ -1,0 +1,241 @@
+//! Session state after a failover, checked against a model. Each client
+//! changes its state in a sequence drawn from a fixed seed — settings by
+//! `SET`, `RESET` and `set_config`, through the simple and the extended
+//! protocol, in transactions kept and rolled back; SQL and protocol prepared
+//! statements made and dropped; `LISTEN` and `UNLISTEN`; committed writes in
+//! between — while a model records what its state must be. After the
+//! failover every client's settings, prepared statements and channels must
+//! be what its model says.
+
+use std::collections::BTreeSet;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use understudy_integration::{Harness, Target};
+
+const TIMEZONES: [&str; 4] = ["Asia/Tokyo", "Europe/Paris", "America/New_York", "UTC"];
+const STEPS: usize = 40;
+
+/// What a client's session state must be.
+struct Model {
+    search_path: String,
+    timezone: String,
+    tenant: Option<String>,
+    sql_prepared: BTreeSet<u32>,
+    protocol_prepared: Vec<(Statement, i32)>,
+    channels: BTreeSet<u32>,
+}
+
+async fn first_value(client: &Client, sql: &str) -> Option<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .flatten()
+}
+
+async fn column(client: &Client, sql: &str) -> BTreeSet<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Runs `STEPS` random changes on `client`, keeping `model` true.
+async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &mut i64) {
+    for _ in 0..STEPS {
+        let n = rng.gen_range(0..4u32);
+        match rng.gen_range(0..13) {
+            0 => {
+                client
+                    .batch_execute(&format!("set search_path = s{n}"))
+                    .await
+                    .unwrap();
+                model.search_path = format!("s{n}");
+            }
+            1 => {
+                // Extended protocol, through a statement closed right after.
+                let zone = TIMEZONES[n as usize];
+                client
+                    .execute(&format!("set timezone = '{zone}'"), &[])
+                    .await
+                    .unwrap();
+                model.timezone = zone.to_owned();
+            }
+            2 => {
+                let value = format!("tenant-{}", rng.gen_range(0..1000));
+                client
+                    .query_one("select set_config('app.tenant', $1, false)", &[&value])
+                    .await
+                    .unwrap();
+                model.tenant = Some(value);
+            }
+            3 => client
+                .batch_execute(&format!("begin; set search_path = s{n}; rollback"))
+                .await
+                .unwrap(),
+            4 => client
+                .batch_execute(
+                    "begin; select set_config('app.tenant', 'local', true); \
+                     set local timezone = 'Asia/Kolkata'; commit",
+                )
+                .await
+                .unwrap(),
+            5 if !model.sql_prepared.contains(&n) => {
+                client
+                    .batch_execute(&format!("prepare p{n} as select {n}"))
+                    .await
+                    .unwrap();
+                model.sql_prepared.insert(n);
+            }
+            6 if model.sql_prepared.contains(&n) => {
+                client
+                    .batch_execute(&format!("deallocate p{n}"))
+                    .await
+                    .unwrap();
+                model.sql_prepared.remove(&n);
+            }
+            7 => {
+                let add = rng.gen_range(0..100);
+                let statement = client
+                    .prepare(&format!("select $1::int + {add}"))
+                    .await
+                    .unwrap();
+                model.protocol_prepared.push((statement, add));
+            }
+            8 if !model.protocol_prepared.is_empty() => {
+                let i = rng.gen_range(0..model.protocol_prepared.len());
+                // Dropping the handle closes the statement.
+                model.protocol_prepared.remove(i);
+            }
+            9 => {
+                *writes += 1;
+                if rng.gen_bool(0.5) {
+                    client
+                        .batch_execute("insert into public.writes default values")
+                        .await
+                        .unwrap();
+                } else {
+                    client
+                        .batch_execute("begin; insert into public.writes default values; commit")
+                        .await
+                        .unwrap();
+                }
+            }
+            10 => {
+                client
+                    .batch_execute(&format!("listen ch{n}"))
+                    .await
+                    .unwrap();
+                model.channels.insert(n);
+            }
+            11 => {
+                client
+                    .batch_execute(&format!("unlisten ch{n}"))
+                    .await
+                    .unwrap();
+                model.channels.remove(&n);
+            }
+            _ => {
+                client
+                    .batch_execute(&format!("reset timezone; set search_path = s{n}, public"))
+                    .await
+                    .unwrap();
+                model.timezone = "Etc/UTC".to_owned();
+                model.search_path = format!("s{n}, public");
+            }
+        }
+    }
+}
+
+async fn check(client: &Client, model: &Model, seed: u64) {
+    let shown = (
+        first_value(client, "show search_path").await,
+        first_value(client, "show timezone").await,
+        first_value(client, "select current_setting('app.tenant', true)").await,
+    );
+    let expected = (
+        Some(model.search_path.clone()),
+        Some(model.timezone.clone()),
+        model.tenant.clone().filter(|t| !t.is_empty()),
+    );
+    assert_eq!(shown, expected, "settings of the client with seed {seed}");
+    let sql_prepared = column(
+        client,
+        "select name from pg_catalog.pg_prepared_statements where from_sql",
+    )
+    .await;
+    let expected: BTreeSet<String> = model.sql_prepared.iter().map(|n| format!("p{n}")).collect();
+    assert_eq!(
+        sql_prepared, expected,
+        "SQL prepared statements, seed {seed}"
+    );
+    for (statement, add) in &model.protocol_prepared {
+        let sum: i32 = client
+            .query_one(statement, &[&1i32])
+            .await
+            .unwrap_or_else(|e| panic!("protocol statement (+{add}), seed {seed}: {e}"))
+            .get(0);
+        assert_eq!(sum, 1 + add);
+    }
+    let channels = column(client, "select pg_catalog.pg_listening_channels()::text").await;
+    let expected: BTreeSet<String> = model.channels.iter().map(|n| format!("ch{n}")).collect();
+    assert_eq!(channels, expected, "channels, seed {seed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_clients_session_state_is_what_its_model_says_after_a_failover() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute(
+            "create schema s0; create schema s1; create schema s2; create schema s3;
+             create table public.writes (id bigserial primary key)",
+        )
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    let mut writes = 0;
+    for seed in [1u64, 2, 3, 4, 5, 6] {
+        let client = h.connect(Target::Proxy).await;
+        let mut model = Model {
+            search_path: first_value(&client, "show search_path").await.unwrap(),
+            timezone: first_value(&client, "show timezone").await.unwrap(),
+            tenant: None,
+            sql_prepared: BTreeSet::new(),
+            protocol_prepared: Vec::new(),
+            channels: BTreeSet::new(),
+        };
+        assert_eq!(model.timezone, "Etc/UTC", "the servers' default time zone");
+        let mut rng = StdRng::seed_from_u64(seed);
+        wander(&client, &mut model, &mut rng, &mut writes).await;
+        clients.push((seed, client, model));
+    }
+    check(&clients[0].1, &clients[0].2, clients[0].0).await;
+    h.wait_replicated().await;
+
+    h.fail_over().await;
+
+    for (seed, client, model) in &clients {
+        check(client, model, *seed).await;
+    }
+    let counted: i64 = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query_one("select count(*) from public.writes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, writes);
+}
