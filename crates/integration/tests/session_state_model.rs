@@ -86,7 +86,8 @@ async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &m
             4 => client
                 .batch_execute(
                     "begin; select set_config('app.tenant', 'local', true); \
-                     set local timezone = 'Asia/Kolkata'; commit",
+                     set local timezone = 'Asia/Kolkata'; savepoint a; select 1; \
+                     rollback to a; commit",
                 )
                 .await
                 .unwrap(),

@@ -289,6 +289,33 @@ pub fn starts_transaction(sql: &[u8]) -> bool {
     opens && !has_second_statement(sql)
 }
 
+/// True when the last statement of `sql` rolls back to a savepoint
+/// (`ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`): its CommandComplete
+/// tag is `ROLLBACK`, as for a whole transaction, but the transaction goes
+/// on.
+pub fn rolls_back_to_savepoint(sql: &[u8]) -> bool {
+    let mut text = sql.trim_ascii_end();
+    while let Some(rest) = text.strip_suffix(b";") {
+        text = rest.trim_ascii_end();
+    }
+    let last = text
+        .iter()
+        .rposition(|&c| c == b';')
+        .map_or(text, |end| &text[end + 1..]);
+    let mut words = loose_words(last);
+    if !words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"ROLLBACK"))
+    {
+        return false;
+    }
+    let mut next = words.next();
+    if next.is_some_and(|w| is_one_of(w, &[b"WORK", b"TRANSACTION"])) {
+        next = words.next();
+    }
+    next.is_some_and(|w| w.eq_ignore_ascii_case(b"TO"))
+}
+
 /// True when `sql` is a COPY statement.
 pub fn is_copy(sql: &[u8]) -> bool {
     loose_words(sql)
@@ -493,6 +520,30 @@ mod autocommit_kind_tests {
             ),
         ] {
             assert_eq!(AutocommitKind::of(sql.as_bytes()), kind, "{sql}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod savepoint_tests {
+    use super::rolls_back_to_savepoint;
+
+    #[test]
+    fn rolling_back_to_a_savepoint_is_told_from_rolling_back() {
+        for sql in [
+            "rollback to a",
+            "ROLLBACK TRANSACTION TO SAVEPOINT a;",
+            "insert into t values (1); rollback work to savepoint a ; ",
+        ] {
+            assert!(rolls_back_to_savepoint(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "rollback",
+            "rollback to a; rollback",
+            "abort",
+            "select 'rollback to a'",
+        ] {
+            assert!(!rolls_back_to_savepoint(sql.as_bytes()), "{sql}");
         }
     }
 }

@@ -6,8 +6,9 @@
 
 /// True when `sql` mentions, at the start of a run of letters (so
 /// `pg_advisory_lock` counts), a word the journal acts on: those of
-/// [`super::pins`] and `set_config`. A quick scan with no allocation, run on
-/// the text of every finished statement; only text it passes is lexed.
+/// [`super::pins`], `set_config` and the `LOCAL` of `SET LOCAL`. A quick
+/// scan with no allocation, run on the text of every finished statement;
+/// only text it passes is lexed.
 pub fn worth_reading(sql: &[u8]) -> bool {
     let mut after_letter = false;
     for (i, &c) in sql.iter().enumerate() {
@@ -21,6 +22,7 @@ pub fn worth_reading(sql: &[u8]) -> bool {
                 b'd' if sql.get(i + 1).is_some_and(|&b| b | 0x20 == b'r') => b"drop",
                 b'd' => b"discard",
                 b's' => b"set_config",
+                b'l' => b"local",
                 _ => b"",
             };
             if !word.is_empty()

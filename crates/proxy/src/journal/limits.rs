@@ -28,6 +28,9 @@ pub enum NotReplayable {
     HoldCursor(String),
     /// The session may hold a session-level advisory lock.
     AdvisoryLock,
+    /// Settings were changed in a transaction that rolled back to a
+    /// savepoint: which of them PostgreSQL undid is not followed.
+    SettingBesideSavepointRollback,
 }
 
 impl std::fmt::Display for NotReplayable {
@@ -58,6 +61,10 @@ impl std::fmt::Display for NotReplayable {
                     "the session's WITH HOLD cursor {name} existed only on the lost server \
                      (CLOSE it to let a session be moved again)"
                 )
+            }
+            NotReplayable::SettingBesideSavepointRollback => {
+                "settings were changed in a transaction that rolled back to a savepoint, and \
+                 which of them it undid is not followed"
             }
             NotReplayable::AdvisoryLock => {
                 "the session may hold a session-level advisory lock, which was held by the lost \

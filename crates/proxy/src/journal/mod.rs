@@ -264,6 +264,16 @@ impl Journal {
 
     /// The SQL text run by the Execute at index `i`: the statement of the
     /// latest Bind before it, from a Parse in the unit or the session.
+    /// The SQL text request `i` ran: a Query's, or an Execute's statement.
+    fn statement_text(&self, i: usize) -> Option<&[u8]> {
+        let request = &self.requests[i];
+        match request.tag {
+            frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
+            frontend::tag::EXECUTE => self.executed_text(i),
+            _ => None,
+        }
+    }
+
     fn executed_text(&self, i: usize) -> Option<&[u8]> {
         match self.executed_statement(i)? {
             Executed::ParsedInUnit(text) => Some(text),
@@ -782,16 +792,34 @@ impl Journal {
                 ));
             }
         }
-        let rolled_back = finished
-            .iter()
+        // A ROLLBACK TO SAVEPOINT (tagged ROLLBACK too) does not end the
+        // transaction; which settings it undid is not followed, so a unit
+        // that changed settings and rolled back to a savepoint cannot be
+        // rebuilt faithfully.
+        let to_savepoint = |i: usize| {
+            finished[i].reply.rolled_back
+                && self
+                    .statement_text(i)
+                    .is_some_and(crate::commit_sql::rolls_back_to_savepoint)
+        };
+        let rolled_back = (0..end)
             .rev()
-            .find(|r| r.reply.session_commands + r.reply.other_commands > 0 || r.reply.rolled_back)
-            .is_some_and(|r| r.reply.rolled_back);
+            .find(|&i| {
+                let reply = &finished[i].reply;
+                reply.session_commands + reply.other_commands > 0
+                    || (reply.rolled_back && !to_savepoint(i))
+            })
+            .is_some_and(|i| finished[i].reply.rolled_back && !to_savepoint(i));
+        let savepoint_rolled_back = (0..end).any(to_savepoint);
         for (i, text, outcome) in self.statements_worth_reading(end, !rolled_back) {
             self.session.pins.apply(&text, outcome);
             set_config::count_as_settings(&text, &mut self.requests[i].reply);
         }
         let finished = &self.requests[..end];
+        if savepoint_rolled_back && finished.iter().any(|r| r.reply.session_commands > 0) {
+            self.session
+                .block(NotReplayable::SettingBesideSavepointRollback);
+        }
         if !rolled_back
             && finished
                 .iter()

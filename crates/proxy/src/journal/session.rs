@@ -184,7 +184,7 @@ impl SessionState {
             .retain(|e| !matches!(e, Entry::Prepared { name: n, .. } if n == name));
     }
 
-    fn block(&mut self, reason: NotReplayable) {
+    pub(super) fn block(&mut self, reason: NotReplayable) {
         if self.blocked.is_none() {
             self.blocked = Some(reason);
         }

@@ -6,7 +6,10 @@
 //! keeps it and a new backend runs it again; one that mixes the call with
 //! other work cannot be run again on its own and makes the session not
 //! movable, as a `SET` mixed with other work does. A call made inside a
-//! function is not seen.
+//! function is not seen. And the other way round: a `SET LOCAL`, tagged
+//! `SET` like any other, ends with its transaction and is counted as work,
+//! so that a Query that sets a local timeout beside its statements does not
+//! count as mixing settings with work.
 
 use super::lexer::{tokens, Token};
 use super::Reply;
@@ -21,17 +24,30 @@ pub fn count_as_settings(sql: &[u8], reply: &mut Reply) {
     }
     let tokens = tokens(sql);
     let mut only_calls = 0;
+    let mut set_local = 0;
     let mut mixed = false;
     for statement in tokens.split(|t| *t == Token::Semicolon) {
+        if let [first, second, ..] = statement {
+            if is_word(first, b"SET") && is_word(second, b"LOCAL") {
+                set_local += 1;
+                continue;
+            }
+        }
         if !statement.iter().any(|t| is_word(t, b"set_config")) {
             continue;
         }
-        if only_calls_set_config(statement) {
-            only_calls += 1;
-        } else {
-            mixed = true;
+        match only_calls_set_config(statement) {
+            Some(Scope::Session) => only_calls += 1,
+            // Undone when its transaction ends: nothing to keep.
+            Some(Scope::Transaction) => {}
+            None => mixed = true,
         }
     }
+    // A SET LOCAL is tagged SET, but ends with its transaction: work, not
+    // a setting to keep.
+    let local = set_local.min(reply.session_commands);
+    reply.session_commands -= local;
+    reply.other_commands += local;
     let moved = only_calls.min(reply.other_commands);
     reply.other_commands -= moved;
     reply.session_commands += moved;
@@ -40,33 +56,44 @@ pub fn count_as_settings(sql: &[u8], reply: &mut Reply) {
     }
 }
 
-/// `SELECT [pg_catalog.]set_config(…) [[AS] alias] [, …]` and nothing else;
-/// the arguments hold no query.
-fn only_calls_set_config(statement: &[Token<'_>]) -> bool {
-    let Some((first, mut rest)) = statement.split_first() else {
-        return false;
-    };
+/// What a statement that only calls `set_config` changes.
+enum Scope {
+    /// At least one call may change the session (`is_local` not the literal
+    /// `true`).
+    Session,
+    /// Every call is `is_local => true`: the transaction only.
+    Transaction,
+}
+
+/// For `SELECT [pg_catalog.]set_config(…) [[AS] alias] [, …]` and nothing
+/// else, with no query in the arguments: what it changes. None for any
+/// other statement.
+fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
+    let (first, mut rest) = statement.split_first()?;
     if !is_word(first, b"SELECT") {
-        return false;
+        return None;
     }
+    let mut scope = Scope::Transaction;
     loop {
         if let [schema, Token::Dot, tail @ ..] = rest {
             if !is_word(schema, b"pg_catalog") {
-                return false;
+                return None;
             }
             rest = tail;
         }
         let [name, Token::Open, tail @ ..] = rest else {
-            return false;
+            return None;
         };
         if !is_word(name, b"set_config") {
-            return false;
+            return None;
         }
-        let Some(close) = matching_close(tail) else {
-            return false;
-        };
-        if tail[..close].iter().any(|t| is_word(t, b"SELECT")) {
-            return false;
+        let close = matching_close(tail)?;
+        let arguments = &tail[..close];
+        if arguments.iter().any(|t| is_word(t, b"SELECT")) {
+            return None;
+        }
+        if !matches!(arguments, [.., Token::Comma, last] if is_word(last, b"true")) {
+            scope = Scope::Session;
         }
         rest = &tail[close + 1..];
         if rest.first().is_some_and(|t| is_word(t, b"AS")) {
@@ -76,9 +103,9 @@ fn only_calls_set_config(statement: &[Token<'_>]) -> bool {
             rest = tail;
         }
         match rest {
-            [] => return true,
+            [] => return Some(scope),
             [Token::Comma, tail @ ..] => rest = tail,
-            _ => return false,
+            _ => return None,
         }
     }
 }
@@ -150,6 +177,31 @@ mod tests {
             (1, 1),
             "a Query with a setting and a read mixes them"
         );
+    }
+
+    #[test]
+    fn set_local_is_work_not_a_setting() {
+        let mut reply = Reply::default();
+        reply.session_commands = 2;
+        reply.other_commands = 1;
+        count_as_settings(
+            b"set local statement_timeout = 5; set search_path = a; select 1",
+            &mut reply,
+        );
+        assert_eq!((reply.session_commands, reply.other_commands), (1, 2));
+    }
+
+    #[test]
+    fn a_transaction_local_set_config_is_no_setting() {
+        assert_eq!(counted("select set_config('a.b', '1', true)", 1), (0, 1));
+        assert_eq!(
+            counted(
+                "select set_config('a.b', '1', true), set_config('a.c', '1', false)",
+                1
+            ),
+            (1, 0)
+        );
+        assert_eq!(counted("select set_config('a.b', '1', $3)", 1), (1, 0));
     }
 
     #[test]

@@ -562,3 +562,70 @@ fn the_session_snapshot_follows_settings_made_after_it_was_taken() {
     server(&mut j, &[complete("DISCARD ALL"), ready(b'I')]);
     assert_eq!(j.session.snapshot().readies, 0);
 }
+
+/// Runs `statements` as one transaction block of simple Queries, each
+/// answered with the tag given.
+fn transaction(j: &mut Journal, statements: &[(&str, &str)]) {
+    for (i, (sql, tag)) in statements.iter().enumerate() {
+        client(j, &[query(sql)]);
+        let status = if i + 1 == statements.len() {
+            b'I'
+        } else {
+            b'T'
+        };
+        server(j, &[complete(tag), ready(status)]);
+    }
+}
+
+#[test]
+fn a_rollback_to_a_savepoint_does_not_undo_the_whole_transaction() {
+    let mut j = Journal::new(Limits::default());
+    transaction(
+        &mut j,
+        &[
+            ("begin", "BEGIN"),
+            ("create temp table t (x int)", "CREATE TABLE"),
+            ("savepoint s", "SAVEPOINT"),
+            ("select 1", "SELECT 1"),
+            ("rollback to s", "ROLLBACK"),
+            ("commit", "COMMIT"),
+        ],
+    );
+    assert_eq!(
+        j.replayable(),
+        Err(NotReplayable::TemporaryObject("t".into()))
+    );
+
+    let mut j = Journal::new(Limits::default());
+    transaction(
+        &mut j,
+        &[
+            ("begin", "BEGIN"),
+            ("set local statement_timeout = 5000", "SET"),
+            ("savepoint s", "SAVEPOINT"),
+            ("rollback to savepoint s", "ROLLBACK"),
+            ("commit", "COMMIT"),
+        ],
+    );
+    assert_eq!(
+        j.replayable(),
+        Ok(()),
+        "SET LOCAL ends with its transaction"
+    );
+
+    let mut j = Journal::new(Limits::default());
+    transaction(
+        &mut j,
+        &[
+            ("begin", "BEGIN"),
+            ("set search_path = a", "SET"),
+            ("savepoint s", "SAVEPOINT"),
+            ("rollback to s", "ROLLBACK"),
+            ("commit", "COMMIT"),
+        ],
+    );
+    assert_eq!(
+        j.replayable(),
+        Err(NotReplayable::SettingBesideSavepointRollback)
+    );
+}
