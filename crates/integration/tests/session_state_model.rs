@@ -92,17 +92,25 @@ async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &m
                 .await
                 .unwrap(),
             5 if !model.sql_prepared.contains(&n) => {
-                client
-                    .batch_execute(&format!("prepare p{n} as select {n}"))
-                    .await
-                    .unwrap();
+                let prepare = format!("prepare p{n} as select {n}");
+                if rng.gen_bool(0.5) {
+                    client.batch_execute(&prepare).await.unwrap();
+                } else {
+                    // A PREPARE outlives a rollback; the LISTEN does not.
+                    for sql in ["begin", &prepare, "listen gone", "rollback"] {
+                        client.batch_execute(sql).await.unwrap();
+                    }
+                }
                 model.sql_prepared.insert(n);
             }
             6 if model.sql_prepared.contains(&n) => {
-                client
-                    .batch_execute(&format!("deallocate p{n}"))
-                    .await
-                    .unwrap();
+                // A DEALLOCATE, like a PREPARE, outlives a rollback.
+                let sql = if rng.gen_bool(0.5) {
+                    format!("deallocate p{n}")
+                } else {
+                    format!("begin; deallocate p{n}; rollback")
+                };
+                client.batch_execute(&sql).await.unwrap();
                 model.sql_prepared.remove(&n);
             }
             7 => {

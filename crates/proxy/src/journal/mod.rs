@@ -706,7 +706,12 @@ impl Journal {
             backend::tag::COMMAND_COMPLETE => {
                 let command = body.split(|&b| b == 0).next().unwrap_or_default();
                 match CommandKind::of_tag(command) {
-                    CommandKind::Session => reply.session_commands += 1,
+                    CommandKind::Session => {
+                        reply.session_commands += 1;
+                        if command.starts_with(b"PREPARE") || command.starts_with(b"DEALLOCATE") {
+                            reply.prepares += 1;
+                        }
+                    }
                     CommandKind::Discard => reply.discarded = true,
                     CommandKind::Other => reply.other_commands += 1,
                     CommandKind::Transaction => {}
@@ -815,15 +820,30 @@ impl Journal {
             self.session.pins.apply(&text, outcome);
             set_config::count_as_settings(&text, &mut self.requests[i].reply);
         }
+        // SQL prepared statements outlive a rollback; settings and LISTENs
+        // do not. A reply with both cannot be split.
+        if rolled_back {
+            for request in &mut self.requests[..end] {
+                if request.reply.prepares > 0
+                    && request.reply.prepares < request.reply.session_commands
+                {
+                    self.session.block(NotReplayable::MixedSessionStatement);
+                }
+                request.reply.session_commands = request.reply.prepares;
+            }
+        }
         let finished = &self.requests[..end];
-        if savepoint_rolled_back && finished.iter().any(|r| r.reply.session_commands > 0) {
+        if savepoint_rolled_back
+            && finished
+                .iter()
+                .any(|r| r.reply.session_commands > r.reply.prepares)
+        {
             self.session
                 .block(NotReplayable::SettingBesideSavepointRollback);
         }
-        if !rolled_back
-            && finished
-                .iter()
-                .any(|r| r.reply.session_commands > 0 || r.reply.discarded)
+        if finished
+            .iter()
+            .any(|r| r.reply.session_commands > 0 || r.reply.discarded)
         {
             let frames: Vec<(u8, Reply, Option<&[u8]>)> = finished
                 .iter()

@@ -20,6 +20,9 @@ pub struct Reply {
     pub failed: bool,
     /// Session-changing commands completed in this reply.
     pub session_commands: u32,
+    /// Of the session commands, `PREPARE` and `DEALLOCATE`: unlike settings
+    /// and LISTENs, they outlive a rollback.
+    pub prepares: u32,
     /// Other commands completed in this reply (transaction control excluded).
     pub other_commands: u32,
     /// A `DISCARD` completed in this reply.
@@ -38,6 +41,7 @@ impl Default for Reply {
             done: false,
             failed: false,
             session_commands: 0,
+            prepares: 0,
             other_commands: 0,
             discarded: false,
             rolled_back: false,

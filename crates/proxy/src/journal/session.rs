@@ -229,8 +229,9 @@ impl SessionState {
         }
     }
 
-    /// A unit ended with the session idle and did not roll back: keeps what
-    /// it did to the session.
+    /// A unit ended with the session idle: keeps what it did to the session
+    /// (of a unit that rolled back, the caller leaves only its `PREPARE`s and
+    /// `DEALLOCATE`s counted as session commands).
     pub(super) fn unit_finished(
         &mut self,
         requests: &[(u8, Reply, Option<&[u8]>)],
