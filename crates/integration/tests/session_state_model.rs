@@ -54,7 +54,7 @@ async fn column(client: &Client, sql: &str) -> BTreeSet<String> {
 async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &mut i64) {
     for _ in 0..STEPS {
         let n = rng.gen_range(0..4u32);
-        match rng.gen_range(0..13) {
+        match rng.gen_range(0..14) {
             0 => {
                 client
                     .batch_execute(&format!("set search_path = s{n}"))
@@ -153,6 +153,22 @@ async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &m
                     .await
                     .unwrap();
                 model.channels.remove(&n);
+            }
+            12 => {
+                // Only DISCARD ALL resets the session.
+                let what = ["plans", "sequences", "temp", "all"][n as usize];
+                client
+                    .batch_execute(&format!("discard {what}"))
+                    .await
+                    .unwrap();
+                if what == "all" {
+                    model.search_path = r#""$user", public"#.to_owned();
+                    model.timezone = "Etc/UTC".to_owned();
+                    model.tenant = None;
+                    model.sql_prepared.clear();
+                    model.protocol_prepared.clear();
+                    model.channels.clear();
+                }
             }
             _ => {
                 client

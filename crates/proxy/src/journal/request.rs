@@ -56,7 +56,8 @@ pub enum CommandKind {
     /// Changes session state that a new backend must be given again
     /// (`SET`, `RESET`, `LISTEN`, `UNLISTEN`, `PREPARE`, `DEALLOCATE`).
     Session,
-    /// `DISCARD ALL` and friends: the session state is reset.
+    /// `DISCARD ALL`: the session state is reset. (`DISCARD PLANS`,
+    /// `SEQUENCES` and `TEMP` leave settings and prepared statements alone.)
     Discard,
     /// Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`, savepoints).
     Transaction,
@@ -67,12 +68,14 @@ pub enum CommandKind {
 impl CommandKind {
     /// Classifies a CommandComplete tag such as `SET` or `INSERT 0 1`.
     pub fn of_tag(command_tag: &[u8]) -> CommandKind {
+        if command_tag == b"DISCARD ALL" {
+            return CommandKind::Discard;
+        }
         let word = command_tag.split(|&b| b == b' ').next().unwrap_or_default();
         match word {
             b"SET" | b"RESET" | b"LISTEN" | b"UNLISTEN" | b"PREPARE" | b"DEALLOCATE" => {
                 CommandKind::Session
             }
-            b"DISCARD" => CommandKind::Discard,
             b"BEGIN" | b"START" | b"COMMIT" | b"ROLLBACK" | b"SAVEPOINT" | b"RELEASE" => {
                 CommandKind::Transaction
             }
@@ -90,6 +93,8 @@ mod tests {
         assert_eq!(CommandKind::of_tag(b"SET"), CommandKind::Session);
         assert_eq!(CommandKind::of_tag(b"DEALLOCATE ALL"), CommandKind::Session);
         assert_eq!(CommandKind::of_tag(b"DISCARD ALL"), CommandKind::Discard);
+        assert_eq!(CommandKind::of_tag(b"DISCARD PLANS"), CommandKind::Other);
+        assert_eq!(CommandKind::of_tag(b"DISCARD TEMP"), CommandKind::Other);
         assert_eq!(
             CommandKind::of_tag(b"START TRANSACTION"),
             CommandKind::Transaction
