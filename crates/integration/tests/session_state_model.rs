@@ -5,7 +5,8 @@
 //! statements made and dropped; `LISTEN` and `UNLISTEN`; committed writes in
 //! between — while a model records what its state must be. After the
 //! failover every client's settings, prepared statements and channels must
-//! be what its model says.
+//! be what its model says. `SESSION_MODEL_TRACE=1` prints each client's
+//! steps.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +16,7 @@ use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use understudy_integration::{Harness, Target};
 
 const TIMEZONES: [&str; 4] = ["Asia/Tokyo", "Europe/Paris", "America/New_York", "UTC"];
-const STEPS: usize = 40;
+const STEPS: usize = 60;
 
 /// What a client's session state must be.
 struct Model {
@@ -25,6 +26,8 @@ struct Model {
     sql_prepared: BTreeSet<u32>,
     protocol_prepared: Vec<(Statement, i32)>,
     channels: BTreeSet<u32>,
+    isolation: String,
+    application_name: String,
 }
 
 async fn first_value(client: &Client, sql: &str) -> Option<String> {
@@ -54,7 +57,11 @@ async fn column(client: &Client, sql: &str) -> BTreeSet<String> {
 async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &mut i64) {
     for _ in 0..STEPS {
         let n = rng.gen_range(0..4u32);
-        match rng.gen_range(0..14) {
+        let op = rng.gen_range(0..19);
+        if std::env::var_os("SESSION_MODEL_TRACE").is_some() {
+            eprintln!("step: op {op}, n {n}");
+        }
+        match op {
             0 => {
                 client
                     .batch_execute(&format!("set search_path = s{n}"))
@@ -168,7 +175,57 @@ async fn wander(client: &Client, model: &mut Model, rng: &mut StdRng, writes: &m
                     model.sql_prepared.clear();
                     model.protocol_prepared.clear();
                     model.channels.clear();
+                    model.isolation = "read committed".to_owned();
+                    model.application_name = String::new();
                 }
+            }
+            14 => {
+                let level = [
+                    "read committed",
+                    "repeatable read",
+                    "serializable",
+                    "read committed",
+                ][n as usize];
+                client
+                    .batch_execute(&format!(
+                        "set session characteristics as transaction isolation level {level}"
+                    ))
+                    .await
+                    .unwrap();
+                model.isolation = level.to_owned();
+            }
+            15 => {
+                client.batch_execute("reset all").await.unwrap();
+                model.search_path = r#""$user", public"#.to_owned();
+                model.timezone = "Etc/UTC".to_owned();
+                model.tenant = None;
+                model.isolation = "read committed".to_owned();
+                model.application_name = String::new();
+            }
+            16 => {
+                let name = format!("app-{n}");
+                client
+                    .batch_execute(&format!("set application_name = '{name}'"))
+                    .await
+                    .unwrap();
+                model.application_name = name;
+            }
+            17 => {
+                // A protocol prepared statement outlives the rollback of the
+                // transaction it was made in; a LISTEN in a committed one stays.
+                client.batch_execute("begin").await.unwrap();
+                let add = rng.gen_range(0..100);
+                let statement = client
+                    .prepare(&format!("select $1::int + {add}"))
+                    .await
+                    .unwrap();
+                client.batch_execute("rollback").await.unwrap();
+                model.protocol_prepared.push((statement, add));
+                client
+                    .batch_execute(&format!("begin; listen ch{n}; commit"))
+                    .await
+                    .unwrap();
+                model.channels.insert(n);
             }
             _ => {
                 client
@@ -186,12 +243,19 @@ async fn check(client: &Client, model: &Model, seed: u64) {
     let shown = (
         first_value(client, "show search_path").await,
         first_value(client, "show timezone").await,
-        first_value(client, "select current_setting('app.tenant', true)").await,
+        // Unset and reset read the same: NULL, or '' once the name is known.
+        first_value(client, "select current_setting('app.tenant', true)")
+            .await
+            .filter(|t| !t.is_empty()),
+        first_value(client, "show default_transaction_isolation").await,
+        first_value(client, "show application_name").await,
     );
     let expected = (
         Some(model.search_path.clone()),
         Some(model.timezone.clone()),
         model.tenant.clone().filter(|t| !t.is_empty()),
+        Some(model.isolation.clone()),
+        Some(model.application_name.clone()),
     );
     assert_eq!(shown, expected, "settings of the client with seed {seed}");
     let sql_prepared = column(
@@ -231,7 +295,7 @@ async fn every_clients_session_state_is_what_its_model_says_after_a_failover() {
         .unwrap();
     let mut clients = Vec::new();
     let mut writes = 0;
-    for seed in [1u64, 2, 3, 4, 5, 6] {
+    for seed in 1u64..=8 {
         let client = h.connect(Target::Proxy).await;
         let mut model = Model {
             search_path: first_value(&client, "show search_path").await.unwrap(),
@@ -240,6 +304,10 @@ async fn every_clients_session_state_is_what_its_model_says_after_a_failover() {
             sql_prepared: BTreeSet::new(),
             protocol_prepared: Vec::new(),
             channels: BTreeSet::new(),
+            isolation: first_value(&client, "show default_transaction_isolation")
+                .await
+                .unwrap(),
+            application_name: first_value(&client, "show application_name").await.unwrap(),
         };
         assert_eq!(model.timezone, "Etc/UTC", "the servers' default time zone");
         let mut rng = StdRng::seed_from_u64(seed);
