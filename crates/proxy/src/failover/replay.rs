@@ -261,7 +261,7 @@ const REPLAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 const FLUSH: [u8; 5] = [understudy_protocol::frontend::tag::FLUSH, 0, 0, 0, 4];
 
 fn check(now: &Reply, old: &Reply) -> Result<(), ReplayError> {
-    if now.bytes == old.bytes && now.digest() == old.digest() {
+    if now.same_result(old) {
         Ok(())
     } else {
         Err(ReplayError::Diverged(format!(

@@ -37,7 +37,7 @@ use bytes::{Bytes, BytesMut};
 use understudy_protocol::backend::{self, TransactionStatus};
 use understudy_protocol::frontend;
 use understudy_protocol::scan::{body_of, Piece};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub use self::budget::JournalBudget;
 pub use self::limits::{Limits, NotReplayable};
@@ -116,6 +116,8 @@ pub struct Journal {
     stamp_implicit: bool,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
+    /// Hash of the server message in progress, when it comes in pieces.
+    message_hash: Xxh3,
     /// Units ended so far: tells one open unit from the next.
     units_ended: u64,
 }
@@ -149,8 +151,13 @@ impl CommittedUnit {
         let mut stamp = None;
         let mut hash = Xxh3::new();
         for request in finished {
+            // Rows in another order are the same result.
+            let digest = request
+                .reply
+                .rows_digest()
+                .unwrap_or_else(|| request.reply.digest());
             hash.update(&request.reply.bytes.to_le_bytes());
-            hash.update(&request.reply.digest().to_le_bytes());
+            hash.update(&digest.to_le_bytes());
             if let Some(range) = &request.frame {
                 if request.injected {
                     stamp = Some(frames.len()..frames.len() + range.len());
@@ -186,6 +193,7 @@ impl Journal {
             commit_token: None,
             stamp_implicit: false,
             committed: Vec::new(),
+            message_hash: Xxh3::new(),
             units_ended: 0,
         }
     }
@@ -646,9 +654,14 @@ impl Journal {
                     return ServerEvent::None;
                 };
                 self.requests[i].reply.absorb(bytes);
+                self.message_hash.update(bytes);
                 if rest > 0 {
                     return ServerEvent::None;
                 }
+                let message_hash = self.message_hash.digest();
+                self.requests[i]
+                    .reply
+                    .message_done(self.frame_tag, message_hash);
                 // Messages whose body matters (ReadyForQuery, CommandComplete)
                 // are always scanned whole, so the body is not needed here.
                 self.complete_message(i, self.frame_tag, &[])
@@ -669,8 +682,11 @@ impl Journal {
                 self.frame_tag = tag;
                 self.requests[i].reply.absorb(bytes);
                 if rest > 0 {
+                    self.message_hash.reset();
+                    self.message_hash.update(bytes);
                     return ServerEvent::None;
                 }
+                self.requests[i].reply.message_done(tag, xxh3_64(bytes));
                 self.complete_message(i, tag, body_of(bytes))
             }
         }

@@ -1,10 +1,12 @@
 //! One request of the open unit ([`Request`]) and the digest of the
-//! server's reply to it ([`Reply`]): byte count and an xxh3 hash, with the
-//! few facts about the reply the journal acts on.
+//! server's reply to it ([`Reply`]): byte count and an xxh3 hash, a second
+//! digest that does not depend on the order of the rows, and the few facts
+//! about the reply the journal acts on.
 
 use std::ops::Range;
 
-use xxhash_rust::xxh3::Xxh3;
+use understudy_protocol::backend::tag::DATA_ROW;
+use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
 use super::request::Expect;
 
@@ -31,6 +33,14 @@ pub struct Reply {
     pub rolled_back: bool,
     /// A `COMMIT` completed (and committed) in this reply.
     pub committed: bool,
+    /// The complete messages that are not DataRows, each hashed, combined
+    /// in order.
+    framing: u64,
+    /// The sum of the complete DataRows' hashes: the same for the same rows
+    /// in any order.
+    rows: u64,
+    /// A message of the reply is only partly absorbed.
+    partial: bool,
 }
 
 impl Default for Reply {
@@ -46,6 +56,9 @@ impl Default for Reply {
             discarded: false,
             rolled_back: false,
             committed: false,
+            framing: 0,
+            rows: 0,
+            partial: false,
         }
     }
 }
@@ -59,6 +72,35 @@ impl Reply {
     pub(super) fn absorb(&mut self, bytes: &[u8]) {
         self.bytes += bytes.len() as u64;
         self.hash.update(bytes);
+        self.partial = true;
+    }
+
+    /// A message of the reply, of type `tag` and hashed `message_hash`, is
+    /// complete.
+    pub(super) fn message_done(&mut self, tag: u8, message_hash: u64) {
+        self.partial = false;
+        if tag == DATA_ROW {
+            self.rows = self.rows.wrapping_add(message_hash);
+        } else {
+            self.framing = xxh3_64_with_seed(&message_hash.to_le_bytes(), self.framing);
+        }
+    }
+
+    /// A digest of the reply that does not depend on the order of its rows:
+    /// the same rows in another order are the same result (without `ORDER
+    /// BY`, or between ties, PostgreSQL may return them in any order, and a
+    /// replay on another server often does). None while a message is only
+    /// partly absorbed.
+    pub fn rows_digest(&self) -> Option<u64> {
+        (!self.partial).then(|| xxh3_64_with_seed(&self.rows.to_le_bytes(), self.framing))
+    }
+
+    /// True when `self` and `other` are the same result: the same bytes, or
+    /// the same messages with the rows in another order.
+    pub fn same_result(&self, other: &Reply) -> bool {
+        self.bytes == other.bytes
+            && (self.digest() == other.digest()
+                || (self.rows_digest().is_some() && self.rows_digest() == other.rows_digest()))
     }
 }
 
