@@ -519,8 +519,15 @@ impl Harness {
     pub async fn wait_replicated(&self) {
         let primary = self.cluster.connect().await;
         let standby = self.cluster.connect_to(1).await;
+        // WAL written by transactions still open is not flushed, nor sent,
+        // until the WAL writer gets to it (seconds, when it hibernates); a
+        // commit that took a transaction id flushes everything before it.
+        primary
+            .batch_execute("select pg_catalog.txid_current()")
+            .await
+            .expect("flush the WAL");
         let lsn: String = primary
-            .query_one("select pg_current_wal_lsn()::text", &[])
+            .query_one("select pg_current_wal_flush_lsn()::text", &[])
             .await
             .expect("read the WAL position")
             .get(0);
