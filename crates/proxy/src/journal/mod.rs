@@ -118,6 +118,10 @@ pub struct Journal {
     committed: Vec<CommittedUnit>,
     /// Hash of the server message in progress, when it comes in pieces.
     message_hash: Xxh3,
+    /// A request of the unit may run a statement whose text the journal
+    /// reads when the unit ends ([`lexer::worth_reading`]); most units have
+    /// none, and their end skips the reading.
+    unit_worth_reading: bool,
     /// Units ended so far: tells one open unit from the next.
     units_ended: u64,
 }
@@ -194,6 +198,7 @@ impl Journal {
             stamp_implicit: false,
             committed: Vec::new(),
             message_hash: Xxh3::new(),
+            unit_worth_reading: false,
             units_ended: 0,
         }
     }
@@ -458,6 +463,17 @@ impl Journal {
         }
         if tag == frontend::tag::SYNC {
             self.skipping_new_requests = false;
+        }
+        if !self.unit_worth_reading {
+            let bytes = frame.clone().map(|r| &self.arena[r]);
+            self.unit_worth_reading = match (tag, bytes) {
+                (frontend::tag::QUERY, Some(f)) => cstr_at(f, 5).is_some_and(lexer::worth_reading),
+                (frontend::tag::PARSE, Some(f)) => cstr_at(f, 5)
+                    .and_then(|name| cstr_at(f, 5 + name.len() + 1))
+                    .is_some_and(lexer::worth_reading),
+                (frontend::tag::BIND, _) => self.session.has_prepared_worth_reading(),
+                _ => false,
+            };
         }
         self.requests.push(Request {
             tag,
@@ -832,9 +848,11 @@ impl Journal {
             })
             .is_some_and(|i| finished[i].reply.rolled_back && !to_savepoint(i));
         let savepoint_rolled_back = (0..end).any(to_savepoint);
-        for (i, text, outcome) in self.statements_worth_reading(end, !rolled_back) {
-            self.session.pins.apply(&text, outcome);
-            set_config::count_as_settings(&text, &mut self.requests[i].reply);
+        if self.unit_worth_reading {
+            for (i, text, outcome) in self.statements_worth_reading(end, !rolled_back) {
+                self.session.pins.apply(&text, outcome);
+                set_config::count_as_settings(&text, &mut self.requests[i].reply);
+            }
         }
         // SQL prepared statements outlive a rollback; settings and LISTENs
         // do not. A reply with both cannot be split.
@@ -884,6 +902,7 @@ impl Journal {
         if self.requests.is_empty() {
             self.clear_arena();
             self.unit_blocked = None;
+            self.unit_worth_reading = false;
         } else if let Some(base) = self
             .requests
             .iter()

@@ -62,6 +62,8 @@ pub struct SessionState {
     pub blocked: Option<NotReplayable>,
     /// Objects only the current backend has; none while the session may move.
     pub pins: Pins,
+    /// How many named prepared statements mention a word the journal acts on.
+    prepared_worth_reading: usize,
 }
 
 impl SessionState {
@@ -156,6 +158,12 @@ impl SessionState {
         })
     }
 
+    /// True when a named prepared statement of the session mentions a word
+    /// the journal acts on ([`lexer::worth_reading`]).
+    pub fn has_prepared_worth_reading(&self) -> bool {
+        self.prepared_worth_reading > 0
+    }
+
     /// The SQL text of a named prepared statement of the session, when it
     /// mentions a word the journal acts on ([`lexer::worth_reading`]).
     pub fn prepared_text_worth_reading(&self, wanted: &[u8]) -> Option<&[u8]> {
@@ -182,6 +190,23 @@ impl SessionState {
         self.changed();
         self.entries
             .retain(|e| !matches!(e, Entry::Prepared { name: n, .. } if n == name));
+        self.count_prepared_worth_reading();
+    }
+
+    fn count_prepared_worth_reading(&mut self) {
+        self.prepared_worth_reading = self
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Entry::Prepared {
+                        worth_reading: true,
+                        ..
+                    }
+                )
+            })
+            .count();
     }
 
     pub(super) fn block(&mut self, reason: NotReplayable) {
@@ -212,6 +237,7 @@ impl SessionState {
             kind,
             worth_reading,
         });
+        self.prepared_worth_reading += usize::from(worth_reading);
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);
         }
@@ -242,6 +268,7 @@ impl SessionState {
         self.changed();
         if requests.iter().any(|(_, reply, _)| reply.discarded) {
             self.entries.clear();
+            self.prepared_worth_reading = 0;
         }
         // Extended-protocol settings: each Execute with the messages since
         // the previous one (its Parse, Bind, Describe) is kept when it was a
