@@ -514,6 +514,45 @@ impl Harness {
         });
     }
 
+    /// A planned switchover to the first standby, done by hand the way the
+    /// orchestrator does it: the standby is published as the successor while
+    /// the primary drains (sessions park at their next transaction boundary
+    /// and open their next backends on the standby), the standby catches up,
+    /// the primary is shut down cleanly, the standby promoted and published.
+    pub async fn switch_over(&mut self) {
+        let addr = |node: &understudy_testkit::understudy_cluster::Node| BackendAddr {
+            name: node.name().to_owned(),
+            host: Ipv4Addr::LOCALHOST.to_string(),
+            port: node.port(),
+        };
+        self.topology.send_replace(Topology {
+            draining: true,
+            lossless: false,
+            successor: Some(addr(self.cluster.standby(0))),
+            primary: Some(addr(self.cluster.primary())),
+        });
+        tokio::time::timeout(FAILOVER_DEADLINE, self.proxy.drain_handle().wait_parked())
+            .await
+            .expect("sessions parked");
+        self.wait_replicated().await;
+        self.cluster
+            .primary_mut()
+            .stop(understudy_testkit::understudy_cluster::StopMode::Fast)
+            .await
+            .expect("stop the primary");
+        self.cluster
+            .standby_mut(0)
+            .promote()
+            .await
+            .expect("promote");
+        self.topology.send_replace(Topology {
+            draining: false,
+            lossless: true,
+            successor: None,
+            primary: Some(addr(self.cluster.standby(0))),
+        });
+    }
+
     /// Waits until the first standby has replayed everything the primary
     /// wrote so far.
     pub async fn wait_replicated(&self) {

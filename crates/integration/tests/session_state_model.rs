@@ -1,10 +1,11 @@
-//! Session state after a failover, checked against a model. Each client
+//! Session state after a failover or a switchover, checked against a
+//! model. Each client
 //! changes its state in a sequence drawn from a fixed seed — settings by
 //! `SET`, `RESET` and `set_config`, through the simple and the extended
 //! protocol, in transactions kept and rolled back; SQL and protocol prepared
 //! statements made and dropped; `LISTEN` and `UNLISTEN`; committed writes in
 //! between — while a model records what its state must be. After the
-//! failover every client's settings, prepared statements and channels must
+//! move every client's settings, prepared statements and channels must
 //! be what its model says. `SESSION_MODEL_TRACE=1` prints each client's
 //! steps.
 
@@ -281,8 +282,23 @@ async fn check(client: &Client, model: &Model, seed: u64) {
     assert_eq!(channels, expected, "channels, seed {seed}");
 }
 
+/// How the sessions are moved to the standby.
+enum Move {
+    Failover,
+    Switchover,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_clients_session_state_is_what_its_model_says_after_a_failover() {
+    wander_then_move(Move::Failover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_clients_session_state_is_what_its_model_says_after_a_switchover() {
+    wander_then_move(Move::Switchover).await;
+}
+
+async fn wander_then_move(how: Move) {
     let mut h = Harness::start_with(1, |_| {}).await;
     h.cluster
         .connect()
@@ -317,11 +333,20 @@ async fn every_clients_session_state_is_what_its_model_says_after_a_failover() {
     check(&clients[0].1, &clients[0].2, clients[0].0).await;
     h.wait_replicated().await;
 
-    h.fail_over().await;
+    match how {
+        Move::Failover => h.fail_over().await,
+        Move::Switchover => h.switch_over().await,
+    }
 
     for (seed, client, model) in &clients {
         check(client, model, *seed).await;
     }
+    let moved = h
+        .proxy
+        .metrics()
+        .sessions_moved_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(moved, clients.len() as u64, "every session moved once");
     let counted: i64 = h
         .cluster
         .connect_to(1)
