@@ -12,6 +12,17 @@ use understudy_integration::{Harness, Target};
 
 const DEADLINE: Duration = understudy_integration::FAILOVER_DEADLINE;
 
+/// The first column of every row of a simple query's answer.
+fn first_column(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_session_keeps_its_settings_and_prepared_statements() {
     let mut h = Harness::start_with(1, |_| {}).await;
@@ -42,13 +53,7 @@ async fn idle_session_keeps_its_settings_and_prepared_statements() {
         .simple_query("show search_path; show timezone; execute one")
         .await
         .unwrap();
-    let values: Vec<&str> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
-            _ => None,
-        })
-        .collect();
+    let values = first_column(&rows);
     assert_eq!(values, ["app", "Asia/Tokyo", "1"]);
     let notes: Vec<String> = client
         .query("select note from items order by id", &[])
@@ -468,12 +473,6 @@ async fn settings_made_after_a_committed_write_survive() {
         .simple_query("show search_path; show timezone")
         .await
         .unwrap();
-    let values: Vec<&str> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
-            _ => None,
-        })
-        .collect();
+    let values = first_column(&rows);
     assert_eq!(values, ["app", "Asia/Tokyo"]);
 }

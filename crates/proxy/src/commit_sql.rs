@@ -49,24 +49,7 @@ fn words(sql: &[u8]) -> Option<Vec<&[u8]>> {
                 i += 1;
             }
         } else if sql[i..].starts_with(b"/*") {
-            let mut depth = 0usize;
-            while i < sql.len() {
-                if sql[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if sql[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            if depth != 0 {
-                return None;
-            }
+            i += crate::journal::lexer::block_comment_len(&sql[i..])?;
         } else if c == b';' {
             if ended {
                 return None;

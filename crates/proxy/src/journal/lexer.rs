@@ -84,7 +84,7 @@ pub fn tokens(sql: &[u8]) -> Vec<Token<'_>> {
         } else if rest.starts_with(b"--") {
             i += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         } else if rest.starts_with(b"/*") {
-            i += block_comment_len(rest);
+            i += block_comment_len(rest).unwrap_or(rest.len());
         } else if c == b'\'' {
             let escapes = i > 0 && sql[i - 1].eq_ignore_ascii_case(&b'e');
             i += quoted_len(rest, b'\'', escapes);
@@ -121,8 +121,9 @@ pub fn tokens(sql: &[u8]) -> Vec<Token<'_>> {
     out
 }
 
-/// Length of the (nested) block comment at the start of `sql`.
-fn block_comment_len(sql: &[u8]) -> usize {
+/// Length of the (nested) block comment at the start of `sql`; None when it
+/// is not closed.
+pub(crate) fn block_comment_len(sql: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < sql.len() {
@@ -133,13 +134,13 @@ fn block_comment_len(sql: &[u8]) -> usize {
             depth -= 1;
             i += 2;
             if depth == 0 {
-                return i;
+                return Some(i);
             }
         } else {
             i += 1;
         }
     }
-    sql.len()
+    None
 }
 
 /// Length of the literal quoted with `quote` at the start of `sql`, the

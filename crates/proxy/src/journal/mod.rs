@@ -5,7 +5,8 @@
 //! message since the session was last idle (`ReadyForQuery` with status
 //! `I`) is kept — the *unit*: the open transaction, or the requests in
 //! flight — with the server's reply to it, digested (byte count and an xxh3
-//! hash of the reply's messages, asynchronous ones excluded). When a unit
+//! hash of the reply's messages, asynchronous ones excluded, and a digest
+//! that ignores the order of its rows). When a unit
 //! ends, what it did to the session (`SET`, `LISTEN`, `PREPARE`, protocol
 //! prepared statements, …) moves to [`session::SessionState`] and the rest is
 //! dropped, so the journal of an idle session is only its session state.
@@ -20,39 +21,41 @@
 //! - `limits`: what the journal may hold, and why a session cannot move.
 //! - [`budget`]: the byte budget all sessions' journals share.
 //! - [`session`]: the session state a new backend must be given again.
+//! - `set_config`: `SELECT set_config(…)` statements counted as settings,
+//!   `SET LOCAL` as work.
+//! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
+//!   advisory locks), which keep a session from moving.
+//! - [`lexer`]: the keyword scan and small SQL lexer those two read with.
+//! - `statements`: which SQL text a request of the unit runs.
+//! - `committed`: a stamped transaction that committed, for the commit log.
 //! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
-mod lexer;
+mod committed;
+pub(crate) mod lexer;
 mod limits;
 pub mod pins;
 mod reply;
 pub mod request;
 pub mod session;
 mod set_config;
+mod statements;
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use understudy_protocol::backend::{self, TransactionStatus};
 use understudy_protocol::frontend;
 use understudy_protocol::scan::{body_of, Piece};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub use self::budget::JournalBudget;
+pub use self::committed::CommittedUnit;
 pub use self::limits::{Limits, NotReplayable};
 pub use self::reply::{Reply, Request};
 use self::request::{CommandKind, Expect};
 use self::session::SessionState;
 use crate::commit_sql::AutocommitKind;
-
-/// The statement an Execute runs.
-enum Executed<'a> {
-    /// Parsed in the open unit: its SQL text.
-    ParsedInUnit(&'a [u8]),
-    /// A statement the session prepared earlier: its name.
-    Prepared(&'a [u8]),
-}
 
 /// True for server messages the journal must see whole (their body
 /// matters); everything else may be followed piece by piece.
@@ -129,53 +132,6 @@ pub struct Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.limits.budget.release(self.arena.len());
-    }
-}
-
-/// A transaction that committed with a ledger stamp: what it takes to apply
-/// it again on a server that lost it, and the digest of its replies.
-#[derive(Debug, Clone)]
-pub struct CommittedUnit {
-    /// Its ledger token.
-    pub token: i64,
-    /// The client messages of the unit, the stamp included.
-    pub frames: Bytes,
-    /// Where the stamp is in `frames`.
-    pub stamp: Option<Range<usize>>,
-    /// The stamp is in an implicit transaction (an autocommit write): the
-    /// unit's Sync commits it, not a COMMIT.
-    pub stamp_implicit: bool,
-    /// Digest of all its replies.
-    pub digest: u64,
-}
-
-impl CommittedUnit {
-    fn of(token: i64, stamp_implicit: bool, finished: &[Request], arena: &[u8]) -> Self {
-        let mut frames = BytesMut::new();
-        let mut stamp = None;
-        let mut hash = Xxh3::new();
-        for request in finished {
-            // Rows in another order are the same result.
-            let digest = request
-                .reply
-                .rows_digest()
-                .unwrap_or_else(|| request.reply.digest());
-            hash.update(&request.reply.bytes.to_le_bytes());
-            hash.update(&digest.to_le_bytes());
-            if let Some(range) = &request.frame {
-                if request.injected {
-                    stamp = Some(frames.len()..frames.len() + range.len());
-                }
-                frames.extend_from_slice(&arena[range.clone()]);
-            }
-        }
-        CommittedUnit {
-            token,
-            frames: frames.freeze(),
-            stamp,
-            stamp_implicit,
-            digest: hash.digest(),
-        }
     }
 }
 
@@ -264,156 +220,10 @@ impl Journal {
     /// True when the request at index `i` runs a COMMIT (a Query, or an
     /// Execute of a COMMIT statement).
     pub fn request_commits(&self, i: usize) -> bool {
-        let Some(request) = self.requests.get(i) else {
-            return false;
-        };
-        let text = match request.tag {
-            frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
-            frontend::tag::EXECUTE => self.executed_text(i),
-            _ => None,
-        };
-        text.is_some_and(crate::commit_sql::is_commit)
-    }
-
-    /// The SQL text run by the Execute at index `i`: the statement of the
-    /// latest Bind before it, from a Parse in the unit or the session.
-    /// The SQL text request `i` ran: a Query's, or an Execute's statement.
-    fn statement_text(&self, i: usize) -> Option<&[u8]> {
-        let request = &self.requests[i];
-        match request.tag {
-            frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
-            frontend::tag::EXECUTE => self.executed_text(i),
-            _ => None,
-        }
-    }
-
-    fn executed_text(&self, i: usize) -> Option<&[u8]> {
-        match self.executed_statement(i)? {
-            Executed::ParsedInUnit(text) => Some(text),
-            Executed::Prepared(name) => self.session.prepared_text(name),
-        }
-    }
-
-    /// How the Execute at index `i` bears on an autocommit batch: worked out
-    /// from the text of a statement parsed in the unit, looked up for one
-    /// the session prepared earlier.
-    fn executed_kind(&self, i: usize) -> Option<AutocommitKind> {
-        match self.executed_statement(i)? {
-            Executed::ParsedInUnit(text) => Some(AutocommitKind::of(text)),
-            Executed::Prepared(name) => self.session.prepared_kind(name),
-        }
-    }
-
-    /// The statement the Execute at index `i` runs: that of the latest Bind
-    /// before it.
-    fn executed_statement(&self, i: usize) -> Option<Executed<'_>> {
-        let bind = self.requests[..i]
-            .iter()
-            .rev()
-            .find(|r| r.tag == frontend::tag::BIND)?;
-        let body = self.frame(bind)?.get(5..)?;
-        let portal_end = body.iter().position(|&b| b == 0)?;
-        let statement = cstr_at(body, portal_end + 1)?;
-        let parsed = self.requests[..i].iter().rev().find_map(|r| {
-            let frame = self.frame(r)?;
-            (r.tag == frontend::tag::PARSE && cstr_at(frame, 5)? == statement).then_some(frame)
-        });
-        match parsed {
-            Some(frame) => cstr_at(frame, 5 + statement.len() + 1).map(Executed::ParsedInUnit),
-            None => Some(Executed::Prepared(statement)),
-        }
-    }
-
-    /// The statements among the first `end` requests whose text mentions a
-    /// keyword of [`pins`] or [`set_config`] ([`lexer::worth_reading`]):
-    /// their index, text and how they ended (`committed` tells whether their
-    /// transaction did). One pass:
-    /// each Execute finds its statement through the Bind before it, and a
-    /// statement prepared in an earlier unit is checked by the flag kept
-    /// with it, so a unit that mentions no such object allocates nothing.
-    fn statements_worth_reading(
-        &self,
-        end: usize,
-        committed: bool,
-    ) -> Vec<(usize, Vec<u8>, pins::Outcome)> {
-        let mut found = Vec::new();
-        let mut unnamed_statement: Option<&[u8]> = None;
-        let mut named_statements: Vec<(&[u8], &[u8])> = Vec::new();
-        let mut unnamed_portal: Option<&[u8]> = None;
-        let mut named_portals: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
-        for (i, request) in self.requests[..end].iter().enumerate() {
-            if request.injected {
-                continue;
-            }
-            let Some(frame) = self.frame(request) else {
-                continue;
-            };
-            let outcome = pins::Outcome {
-                failed: request.reply.failed,
-                committed,
-            };
-            match request.tag {
-                frontend::tag::QUERY => {
-                    if let Some(text) = cstr_at(frame, 5).filter(|t| lexer::worth_reading(t)) {
-                        found.push((i, text.to_vec(), outcome));
-                    }
-                }
-                frontend::tag::PARSE => {
-                    let Some(name) = cstr_at(frame, 5) else {
-                        continue;
-                    };
-                    let text =
-                        cstr_at(frame, 5 + name.len() + 1).filter(|t| lexer::worth_reading(t));
-                    if name.is_empty() {
-                        unnamed_statement = text;
-                    } else if let Some(text) = text {
-                        named_statements.push((name, text));
-                    }
-                }
-                frontend::tag::BIND => {
-                    let Some(portal) = cstr_at(frame, 5) else {
-                        continue;
-                    };
-                    let statement = cstr_at(frame, 5 + portal.len() + 1).unwrap_or_default();
-                    let text = if statement.is_empty() {
-                        unnamed_statement
-                    } else {
-                        named_statements
-                            .iter()
-                            .rev()
-                            .find(|(name, _)| *name == statement)
-                            .map(|(_, text)| *text)
-                            .or_else(|| self.session.prepared_text_worth_reading(statement))
-                    };
-                    if portal.is_empty() {
-                        unnamed_portal = text;
-                    } else {
-                        named_portals.push((portal, text));
-                    }
-                }
-                frontend::tag::EXECUTE => {
-                    let Some(portal) = cstr_at(frame, 5) else {
-                        continue;
-                    };
-                    let text = if portal.is_empty() {
-                        unnamed_portal
-                    } else {
-                        named_portals
-                            .iter()
-                            .rev()
-                            .find(|(name, _)| *name == portal)
-                            .and_then(|(_, text)| *text)
-                    };
-                    // Skipped after an earlier error: it never ran.
-                    let ran = request.reply.bytes > 0;
-                    if let Some(text) = text.filter(|_| ran) {
-                        found.push((i, text.to_vec(), outcome));
-                    }
-                }
-                _ => {}
-            }
-        }
-        found
+        i < self.requests.len()
+            && self
+                .statement_text(i)
+                .is_some_and(crate::commit_sql::is_commit)
     }
 
     /// True when no request is open: the session is idle between units.
