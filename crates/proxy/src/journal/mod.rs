@@ -25,7 +25,7 @@
 //!   `SET LOCAL` as work.
 //! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
 //!   advisory locks), which keep a session from moving.
-//! - [`lexer`]: the keyword scan and small SQL lexer those two read with.
+//! - `lexer`: the keyword scan and small SQL lexer those two read with.
 //! - `statements`: which SQL text a request of the unit runs.
 //! - `committed`: a stamped transaction that committed, for the commit log.
 //! - this module: the unit, reply matching and commit bookkeeping.
@@ -122,7 +122,7 @@ pub struct Journal {
     /// Hash of the server message in progress, when it comes in pieces.
     message_hash: Xxh3,
     /// A request of the unit may run a statement whose text the journal
-    /// reads when the unit ends ([`lexer::worth_reading`]); most units have
+    /// reads when the unit ends (`lexer::worth_reading`); most units have
     /// none, and their end skips the reading.
     unit_worth_reading: bool,
     /// Units ended so far: tells one open unit from the next.

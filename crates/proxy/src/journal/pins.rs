@@ -7,8 +7,8 @@
 //! clear error instead of letting it go on without them.
 //!
 //! Found from the text of each statement the session ran, when its unit
-//! ends. Reading them is cheap on purpose, since every finished statement passes [`super::lexer::worth_reading`] and only the rare ones that
-//! mention a keyword are read further (by [`super::lexer`]). What the text cannot tell is
+//! ends. Reading them is cheap on purpose, since every finished statement passes `lexer::worth_reading` and only the rare ones that
+//! mention a keyword are read further (by `lexer`). What the text cannot tell is
 //! decided so that a session is kept rather than moved without its objects:
 //! every call of a locking function counts as a lock taken (a
 //! `pg_try_advisory_lock` that got nothing included), an unlock counts only

@@ -21,7 +21,7 @@ enum Entry {
         frame: BytesMut,
         kind: AutocommitKind,
         /// Its text mentions a word the journal acts on when it runs
-        /// ([`lexer::worth_reading`]).
+        /// (`lexer::worth_reading`).
         worth_reading: bool,
     },
     /// Client messages that changed settings; ends with a message that gets
@@ -159,13 +159,13 @@ impl SessionState {
     }
 
     /// True when a named prepared statement of the session mentions a word
-    /// the journal acts on ([`lexer::worth_reading`]).
+    /// the journal acts on (`lexer::worth_reading`).
     pub fn has_prepared_worth_reading(&self) -> bool {
         self.prepared_worth_reading > 0
     }
 
     /// The SQL text of a named prepared statement of the session, when it
-    /// mentions a word the journal acts on ([`lexer::worth_reading`]).
+    /// mentions a word the journal acts on (`lexer::worth_reading`).
     pub fn prepared_text_worth_reading(&self, wanted: &[u8]) -> Option<&[u8]> {
         let found = self.entries.iter().any(
             |e| matches!(e, Entry::Prepared { name, worth_reading: true, .. } if name == wanted),

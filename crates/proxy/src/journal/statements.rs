@@ -67,7 +67,7 @@ impl Journal {
     }
 
     /// The statements among the first `end` requests whose text mentions a
-    /// keyword of [`pins`] or [`set_config`] ([`lexer::worth_reading`]):
+    /// keyword of [`pins`] or [`set_config`] (`lexer::worth_reading`):
     /// their index, text and how they ended (`committed` tells whether their
     /// transaction did). One pass:
     /// each Execute finds its statement through the Bind before it, and a
