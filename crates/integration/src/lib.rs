@@ -440,6 +440,20 @@ impl RawConn {
     }
 }
 
+/// Appends a Bind of `statement` to `portal` with `params` in text format
+/// and text results.
+pub fn encode_bind_text(portal: &str, statement: &str, params: &[&str], out: &mut BytesMut) {
+    let mut w =
+        understudy_protocol::FrameWriter::tagged(out, understudy_protocol::frontend::tag::BIND);
+    w.cstr(portal).cstr(statement).i16(0);
+    w.i16(params.len() as i16);
+    for param in params {
+        w.i32(param.len() as i32).bytes(param.as_bytes());
+    }
+    w.i16(0);
+    w.finish();
+}
+
 /// A message, readable in a failure message.
 pub fn describe(frame: &Frame) -> String {
     match frame.tag {

@@ -5,9 +5,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use understudy_integration::{Harness, Target};
+use understudy_integration::{data_row_text, encode_bind_text, Harness, RawConn, Target};
+use understudy_protocol::backend::tag;
+use understudy_protocol::frontend::{
+    encode_close_statement, encode_execute, encode_parse, encode_sync,
+};
+use understudy_testkit::{PASSWORD, SUPERUSER};
 
 /// How the 20 commits the standby never receives are made.
 #[derive(Clone, Copy)]
@@ -216,6 +222,156 @@ async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
     assert_eq!(ids, (1..=20).collect::<Vec<_>>());
     // The new primary had every commit (promotion applies what the delay
     // held back): the ledger lookup found all 20, none was run again.
+    let log = h.proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
+    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+}
+
+/// A batch as JDBC sends the first execution of a statement it keeps: the
+/// named Parse, its Bind and Execute, and the Sync that commits it.
+fn prepare_and_insert(statement: &str, id: i32) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_parse(
+        statement,
+        "insert into t values ($1::text::int, 'prepared')",
+        &mut out,
+    );
+    encode_bind_text("", statement, &[&id.to_string()], &mut out);
+    encode_execute("", &mut out);
+    encode_sync(&mut out);
+    out
+}
+
+/// Drivers such as JDBC prepare a named statement in the same batch as its
+/// first execution, and close and prepare it again when it leaves their
+/// statement cache. Such commits must apply again on a server that lost
+/// them: each re-apply starts from the session state its transaction
+/// started from (without the statement it prepares), and a connection that
+/// re-applied one is put back into that state before it re-applies another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key, note text)")
+        .await
+        .unwrap();
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    h.wait_replicated().await;
+    let sender: i32 = h
+        .cluster
+        .connect()
+        .await
+        .query_one("select pid from pg_stat_replication", &[])
+        .await
+        .unwrap()
+        .get(0);
+    kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
+    // Prepared with the first insert, used by the second, closed, then
+    // prepared again with the third.
+    conn.send(&prepare_and_insert("S_1", 1)).await;
+    for t in [
+        tag::PARSE_COMPLETE,
+        tag::BIND_COMPLETE,
+        tag::COMMAND_COMPLETE,
+        tag::READY_FOR_QUERY,
+    ] {
+        conn.expect_frame(t).await;
+    }
+    let mut out = BytesMut::new();
+    encode_bind_text("", "S_1", &["2"], &mut out);
+    encode_execute("", &mut out);
+    encode_sync(&mut out);
+    encode_close_statement("S_1", &mut out);
+    encode_sync(&mut out);
+    conn.send(&out).await;
+    for t in [
+        tag::BIND_COMPLETE,
+        tag::COMMAND_COMPLETE,
+        tag::READY_FOR_QUERY,
+        tag::CLOSE_COMPLETE,
+        tag::READY_FOR_QUERY,
+    ] {
+        conn.expect_frame(t).await;
+    }
+    conn.send(&prepare_and_insert("S_1", 3)).await;
+    for t in [
+        tag::PARSE_COMPLETE,
+        tag::BIND_COMPLETE,
+        tag::COMMAND_COMPLETE,
+        tag::READY_FOR_QUERY,
+    ] {
+        conn.expect_frame(t).await;
+    }
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+
+    let frames = conn
+        .simple_query("select string_agg(id::text, ',' order by id) from t")
+        .await;
+    let row = frames
+        .iter()
+        .find(|f| f.tag == tag::DATA_ROW)
+        .expect("a row");
+    assert_eq!(data_row_text(&row.body, 0).as_deref(), Some("1,2,3"));
+    let log = h.proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 3);
+    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+}
+
+/// A transaction that wrote nothing leaves no token in the ledger, so a new
+/// primary could never be shown to have it: it is not kept as committed.
+/// Were it applied again after a failover, behind writes that came after
+/// it, it could act on them: here an autocommit `DELETE` that found no row
+/// would delete the row inserted after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_wrote_nothing_is_not_applied_again() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key, note text)")
+        .await
+        .unwrap();
+    let client = h.connect(Target::Proxy).await;
+    // A first commit starts the proxy's WAL sampler, which is then frozen:
+    // no commit leaves the log, even once the standby has it.
+    client
+        .batch_execute("insert into t values (0, 'first')")
+        .await
+        .unwrap();
+    let direct = h.cluster.connect().await;
+    let find_sampler = "select pid from pg_stat_activity where application_name = 'understudy-lsn'";
+    let started = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        direct.query_opt(find_sampler, &[]).await.unwrap().is_some()
+    })
+    .await;
+    assert!(started, "the WAL sampler connects");
+    let sampler: i32 = direct.query_one(find_sampler, &[]).await.unwrap().get(0);
+    kill(Pid::from_raw(sampler), Signal::SIGSTOP).unwrap();
+    client
+        .batch_execute("delete from t where id = 1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("insert into t values (1, 'after the delete')")
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sampler), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+
+    let count: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2, "the row inserted after the DELETE is there");
     let log = h.proxy.commit_log();
     assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
     assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);

@@ -8,13 +8,27 @@
 
 /// True when `sql` is exactly one transaction commit.
 pub fn is_commit(sql: &[u8]) -> bool {
+    is_transaction_end(sql, &[b"COMMIT", b"END"])
+}
+
+/// True when `sql` is exactly one statement that ends the transaction
+/// without chaining a new one: `COMMIT`, `END`, `ROLLBACK` or `ABORT`
+/// (not `ROLLBACK TO SAVEPOINT`). In a failed transaction each rolls it
+/// back.
+pub fn ends_transaction_alone(sql: &[u8]) -> bool {
+    is_transaction_end(sql, &[b"COMMIT", b"END", b"ROLLBACK", b"ABORT"])
+}
+
+/// True when `sql` is one of `keywords`, optionally followed by `WORK` or
+/// `TRANSACTION` and by `AND NO CHAIN`.
+fn is_transaction_end(sql: &[u8], keywords: &[&[u8]]) -> bool {
     let words = match words(sql) {
         Some(words) => words,
         None => return false,
     };
     let mut rest: &[&[u8]] = &words;
     match rest.first() {
-        Some(first) if is_one_of(first, &[b"COMMIT", b"END"]) => rest = &rest[1..],
+        Some(first) if is_one_of(first, keywords) => rest = &rest[1..],
         _ => return false,
     }
     if rest
@@ -174,10 +188,12 @@ mod tests {
     }
 }
 
-/// True when `sql` has a `COMMIT` or `END` keyword anywhere (outside quotes
-/// and comments): a statement list that may end a transaction.
-pub fn mentions_commit(sql: &[u8]) -> bool {
-    loose_words(sql).any(|w| is_one_of(w, &[b"COMMIT", b"END"]))
+/// True when `sql` has a `COMMIT`, `END`, `ROLLBACK` or `ABORT` keyword
+/// anywhere (outside quotes and comments): a statement list that may end
+/// a transaction and so commit, either at that COMMIT or in the implicit
+/// transaction the statements after a ROLLBACK run in.
+pub fn mentions_transaction_end(sql: &[u8]) -> bool {
+    loose_words(sql).any(|w| is_one_of(w, &[b"COMMIT", b"END", b"ROLLBACK", b"ABORT"]))
 }
 
 /// True when `sql` surely only reads: one statement whose first keyword is
@@ -297,6 +313,26 @@ pub fn rolls_back_to_savepoint(sql: &[u8]) -> bool {
         next = words.next();
     }
     next.is_some_and(|w| w.eq_ignore_ascii_case(b"TO"))
+}
+
+/// True when a server in a failed transaction refuses `sql` (with `25P02`):
+/// its first statement is not one that may end the transaction or roll back
+/// to a savepoint (`COMMIT`, `END`, `ROLLBACK`, `ABORT`, `PREPARE
+/// TRANSACTION`). Text that starts with no word is not known to be refused.
+pub fn refused_in_failed_transaction(sql: &[u8]) -> bool {
+    loose_words(sql).next().is_some_and(|first| {
+        first.iter().all(u8::is_ascii_alphabetic)
+            && !is_one_of(
+                first,
+                &[b"COMMIT", b"END", b"ROLLBACK", b"ABORT", b"PREPARE"],
+            )
+    })
+}
+
+/// True when `sql` may end a transaction: it is not known to be refused by
+/// a failed one, and it does not only roll back to a savepoint.
+pub fn may_end_transaction(sql: &[u8]) -> bool {
+    !refused_in_failed_transaction(sql) && !rolls_back_to_savepoint(sql)
 }
 
 /// True when `sql` is a COPY statement.

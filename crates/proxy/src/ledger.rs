@@ -2,10 +2,14 @@
 //! failover is resolved exactly once (docs/decisions/0001).
 //!
 //! When a client commits a transaction, the proxy sends, in the same write
-//! and inside that transaction, `SELECT understudy.stamp(<token>)`: if the
-//! transaction wrote anything (it has a transaction id) the token is
+//! and inside that transaction, `SELECT understudy.stamp_written(<token>)`:
+//! if the transaction wrote anything (it has a transaction id) the token is
 //! inserted into `understudy.ledger`, so the token exists exactly when the
-//! transaction committed. After a failover, `understudy.committed(<token>)`
+//! transaction committed, and the function returns it (`SELECT 1`); a
+//! transaction that wrote nothing gets no row and no token (`SELECT 0`),
+//! and is not kept in the commit log: the ledger could not tell later
+//! whether a new primary has it, and applying it again — after later
+//! writes — could change what they did. After a failover, `understudy.committed(<token>)`
 //! on the new primary tells whether the COMMIT in flight took effect there.
 //! The table and both functions live in each database clients use; they are
 //! created on first use by `auth.auth_user`. Old rows are deleted in the
@@ -32,11 +36,12 @@ const SETUP: &str = "
 CREATE SCHEMA IF NOT EXISTS understudy;
 CREATE TABLE IF NOT EXISTS understudy.ledger (token bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS ledger_token ON understudy.ledger USING brin (token);
-CREATE OR REPLACE FUNCTION understudy.stamp(token bigint) RETURNS void
+CREATE OR REPLACE FUNCTION understudy.stamp_written(token bigint) RETURNS SETOF bigint
     LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     IF pg_catalog.txid_current_if_assigned() IS NOT NULL THEN
-        INSERT INTO understudy.ledger (token) VALUES (stamp.token);
+        INSERT INTO understudy.ledger (token) VALUES (stamp_written.token);
+        RETURN NEXT stamp_written.token;
     END IF;
 END $$;
 CREATE OR REPLACE FUNCTION understudy.committed(token bigint) RETURNS boolean
@@ -52,7 +57,7 @@ CREATE OR REPLACE FUNCTION understudy.committed_among(tokens bigint[]) RETURNS S
 $$;
 REVOKE ALL ON understudy.ledger FROM PUBLIC;
 GRANT USAGE ON SCHEMA understudy TO PUBLIC;
-GRANT EXECUTE ON FUNCTION understudy.stamp(bigint), understudy.committed(bigint),
+GRANT EXECUTE ON FUNCTION understudy.stamp_written(bigint), understudy.committed(bigint),
     understudy.committed_among(bigint[]) TO PUBLIC;
 ";
 
@@ -69,10 +74,15 @@ const RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
 /// How often old rows are deleted.
 const CLEAN_EVERY: Duration = Duration::from_secs(60);
 
-/// The statement sent before a client's COMMIT.
+/// The statement sent before a client's COMMIT. Its CommandComplete is
+/// `SELECT 1` when the token was recorded, `SELECT 0` when the transaction
+/// wrote nothing ([`STAMPED_NOTHING`]).
 pub fn stamp_sql(token: i64) -> String {
-    format!("SELECT understudy.stamp({token})")
+    format!("SELECT understudy.stamp_written({token})")
 }
+
+/// The CommandComplete tag of a stamp whose transaction wrote nothing.
+pub const STAMPED_NOTHING: &[u8] = b"SELECT 0";
 
 /// The statement that tells whether a token's transaction committed.
 pub fn committed_sql(token: i64) -> String {
@@ -177,7 +187,7 @@ impl Ledgers {
             .query_one(
                 // The newest object of SETUP: a ledger made by an older
                 // version gets what it lacks.
-                "SELECT to_regprocedure('understudy.committed_among(bigint[])') IS NOT NULL",
+                "SELECT to_regprocedure('understudy.stamp_written(bigint)') IS NOT NULL",
                 &[],
             )
             .await

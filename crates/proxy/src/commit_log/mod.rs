@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::failover::Identity;
-use crate::journal::session::Snapshot;
 use crate::journal::CommittedUnit;
 
 /// One committed transaction.
@@ -34,9 +33,7 @@ pub struct Entry {
     pub round: u64,
     /// Who ran it.
     pub identity: Arc<Identity>,
-    /// The session state it ran with.
-    pub session: Snapshot,
-    /// The transaction.
+    /// The transaction, with the session state it started from.
     pub unit: CommittedUnit,
 }
 
@@ -76,12 +73,11 @@ impl CommitLog {
     }
 
     /// Adds a transaction that just committed.
-    pub fn push(&self, identity: &Arc<Identity>, session: Snapshot, unit: CommittedUnit) {
+    pub fn push(&self, identity: &Arc<Identity>, unit: CommittedUnit) {
         let entry = Entry {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             round: self.lsn.round(),
             identity: Arc::clone(identity),
-            session,
             unit,
         };
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);

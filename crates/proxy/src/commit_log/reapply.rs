@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::future::join_all;
 use tokio::io::AsyncWriteExt;
+use understudy_protocol::backend::ErrorFields;
 use understudy_protocol::frame::Frame;
 use understudy_protocol::scan::Piece;
 use understudy_protocol::DEFAULT_MAX_MESSAGE_LEN;
@@ -73,6 +74,15 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
             log.reapplied_mismatches.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        if std::mem::take(&mut slot.changed) {
+            // The entry before changed the connection's session state (it
+            // prepared a statement, say, which this one may prepare again).
+            if let Ok(conn) = &mut slot.conn {
+                if let Err(e) = reset(conn, &slot.session).await {
+                    slot.conn = Err(format!("resetting the session state failed: {e}"));
+                }
+            }
+        }
         if slot.conn.is_err() {
             // Opening failed: tried again for each of its entries, as it may pass.
             slot.conn = open(ctx, primary, entry).await;
@@ -89,6 +99,7 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
             }
         };
         let check = ledger.knows(entry.unit.token).is_none();
+        slot.changed = entry.unit.changes_session;
         match apply(conn, entry, check).await {
             Ok(Applied::AlreadyThere) => {}
             Ok(Applied::Same) => applied += 1,
@@ -120,19 +131,21 @@ pub async fn run(ctx: &ProxyContext, primary: &BackendAddr) {
     tracing::info!(primary = %primary, applied, "commits re-applied");
 }
 
-/// A connection with the session state some entries ran with.
+/// A connection with the session state some entries started from.
 struct Slot {
     identity: Arc<Identity>,
     session: Snapshot,
     conn: Result<BackendConn, String>,
+    /// The last entry applied on `conn` changed its session state.
+    changed: bool,
 }
 
 /// The connection for `entry`'s role and session state (one is opened for
 /// each by [`open_all`]).
 fn slot_for<'a>(slots: &'a mut [Slot], entry: &Entry) -> Option<&'a mut Slot> {
-    slots
-        .iter_mut()
-        .find(|slot| Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.session)
+    slots.iter_mut().find(|slot| {
+        Arc::ptr_eq(&slot.identity, &entry.identity) && slot.session == entry.unit.session
+    })
 }
 
 /// Opens, all at once, one connection per session state among `entries`:
@@ -142,7 +155,8 @@ async fn open_all(ctx: &ProxyContext, primary: &BackendAddr, entries: &[Entry]) 
     let mut firsts: Vec<&Entry> = Vec::new();
     for entry in entries {
         let seen = firsts.iter().any(|first| {
-            Arc::ptr_eq(&first.identity, &entry.identity) && first.session == entry.session
+            Arc::ptr_eq(&first.identity, &entry.identity)
+                && first.unit.session == entry.unit.session
         });
         if !seen {
             firsts.push(entry);
@@ -154,8 +168,9 @@ async fn open_all(ctx: &ProxyContext, primary: &BackendAddr, entries: &[Entry]) 
         .zip(opened)
         .map(|(entry, conn)| Slot {
             identity: Arc::clone(&entry.identity),
-            session: entry.session.clone(),
+            session: entry.unit.session.clone(),
             conn,
+            changed: false,
         })
         .collect()
 }
@@ -208,10 +223,32 @@ async fn open(
         .await
         .map_err(|e| e.to_string())?;
     let c = &mut conn.conn;
-    restore_snapshot(&mut c.stream, &mut c.rbuf, &entry.session)
+    restore_snapshot(&mut c.stream, &mut c.rbuf, &entry.unit.session)
         .await
         .map_err(|e| e.to_string())?;
     Ok(conn)
+}
+
+/// Puts `conn` back into `session`: `DISCARD ALL`, then the state again.
+async fn reset(conn: &mut BackendConn, session: &Snapshot) -> Result<(), ReplayError> {
+    let c = &mut conn.conn;
+    let mut out = BytesMut::new();
+    understudy_protocol::frontend::encode_query("DISCARD ALL", &mut out);
+    c.stream.write_all(&out).await.map_err(ReplayError::Io)?;
+    loop {
+        let frame = read_whole(&mut c.stream, &mut c.rbuf).await?;
+        match frame[0] {
+            b'E' => {
+                let fields = ErrorFields::parse(&frame[5..])
+                    .map_err(|e| ReplayError::Protocol(e.to_string()))?;
+                return Err(ReplayError::Restore(fields));
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    restore_snapshot(&mut c.stream, &mut c.rbuf, session).await?;
+    Ok(())
 }
 
 enum Applied {

@@ -7,6 +7,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::session::Snapshot;
 use super::Request;
 
 /// A transaction that committed with a ledger stamp: what it takes to apply
@@ -24,10 +25,25 @@ pub struct CommittedUnit {
     pub stamp_implicit: bool,
     /// Digest of all its replies.
     pub digest: u64,
+    /// The session state it started from: what a server applying it again
+    /// must be given first (not the state it left, or a statement it
+    /// prepared itself would already exist when its Parse runs again).
+    pub session: Snapshot,
+    /// It changed the session state (prepared a statement, changed a
+    /// setting): a connection it was applied again on is no longer in
+    /// `session`.
+    pub changes_session: bool,
 }
 
 impl CommittedUnit {
-    pub(super) fn of(token: i64, stamp_implicit: bool, finished: &[Request], arena: &[u8]) -> Self {
+    pub(super) fn of(
+        token: i64,
+        stamp_implicit: bool,
+        finished: &[Request],
+        arena: &[u8],
+        session: Snapshot,
+        changes_session: bool,
+    ) -> Self {
         let mut frames = BytesMut::new();
         let mut stamp = None;
         let mut hash = Xxh3::new();
@@ -52,6 +68,8 @@ impl CommittedUnit {
             stamp,
             stamp_implicit,
             digest: hash.digest(),
+            session,
+            changes_session,
         }
     }
 }

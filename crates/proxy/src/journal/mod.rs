@@ -35,6 +35,7 @@ mod committed;
 pub(crate) mod lexer;
 mod limits;
 pub mod pins;
+mod refused;
 mod reply;
 pub mod request;
 pub mod session;
@@ -117,6 +118,9 @@ pub struct Journal {
     /// The stamp went into an implicit transaction (an autocommit extended
     /// batch), which the unit's Sync commits.
     stamp_implicit: bool,
+    /// The stamp recorded no token: the transaction wrote nothing, and is
+    /// not kept as committed.
+    stamped_nothing: bool,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
     /// Hash of the server message in progress, when it comes in pieces.
@@ -152,6 +156,7 @@ impl Journal {
             session: SessionState::default(),
             commit_token: None,
             stamp_implicit: false,
+            stamped_nothing: false,
             committed: Vec::new(),
             message_hash: Xxh3::new(),
             unit_worth_reading: false,
@@ -194,8 +199,21 @@ impl Journal {
         if !end_outstanding || self.commit_token.is_some() {
             return false;
         }
+        if self.tx_status == TransactionStatus::Failed && self.refused_as_failed(old) {
+            return false;
+        }
         let explicit = self.tx_status != TransactionStatus::Idle;
         for (i, request) in self.requests.iter().enumerate() {
+            // In an open transaction, what was answered committed nothing,
+            // whatever it was (even an Execute of a statement that does not
+            // exist, whose text is unknown).
+            if explicit && !outstanding(i) {
+                continue;
+            }
+            if !explicit && request.tag == frontend::tag::EXECUTE && self.batch_rolled_back(i, old)
+            {
+                continue;
+            }
             let text = match request.tag {
                 frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
                 frontend::tag::EXECUTE => self.executed_text(i),
@@ -203,18 +221,68 @@ impl Journal {
                 _ => continue,
             };
             let Some(text) = text else {
+                if explicit && self.runs_unknown_named_statement(i) {
+                    continue;
+                }
                 return true;
             };
             let may_commit = explicit
-                && outstanding(i)
                 && (crate::commit_sql::is_commit(text)
                     || (crate::commit_sql::has_second_statement(text)
-                        && crate::commit_sql::mentions_commit(text)));
+                        && crate::commit_sql::mentions_transaction_end(text))
+                    || (crate::commit_sql::may_end_transaction(text) && self.writes_after(i, old)));
             if may_commit || (!explicit && !crate::commit_sql::is_harmless_to_repeat(text)) {
                 return true;
             }
         }
         false
+    }
+
+    /// True when the extended-protocol batch of request `i` (the messages
+    /// between two Syncs) got an error (in `old`, the replies from the lost
+    /// server) before which nothing controlled a
+    /// transaction: its implicit transaction rolled back, and the rest of
+    /// it was skipped.
+    fn batch_rolled_back(&self, i: usize, old: &[Reply]) -> bool {
+        let is_sync = |r: &Request| r.tag == frontend::tag::SYNC;
+        let start = self.requests[..i]
+            .iter()
+            .rposition(is_sync)
+            .map_or(0, |s| s + 1);
+        let end = self.requests[i..]
+            .iter()
+            .position(is_sync)
+            .map_or(self.requests.len(), |e| i + e);
+        let Some(failed) = (start..end).find(|&j| old.get(j).is_some_and(|o| o.failed)) else {
+            return false;
+        };
+        // What came after the error was skipped; what came before rolled
+        // back with it, unless it ended a transaction itself.
+        (start..failed).all(|j| match self.requests[j].tag {
+            frontend::tag::EXECUTE => self
+                .executed_text(j)
+                .is_some_and(|text| !crate::commit_sql::controls_transaction(text)),
+            frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => false,
+            _ => true,
+        })
+    }
+
+    /// True when a request after index `i` not answered yet may write:
+    /// after a ROLLBACK in the middle of a batch, the rest of it runs in an
+    /// implicit transaction that commits at its Sync.
+    pub(super) fn writes_after(&self, i: usize, old: &[Reply]) -> bool {
+        (i + 1..self.requests.len()).any(|j| {
+            let request = &self.requests[j];
+            let outstanding = old.get(j).is_some_and(|o| !o.done);
+            outstanding
+                && match request.tag {
+                    frontend::tag::QUERY | frontend::tag::EXECUTE => self
+                        .statement_text(j)
+                        .is_none_or(|text| !crate::commit_sql::is_harmless_to_repeat(text)),
+                    frontend::tag::FUNCTION_CALL => true,
+                    _ => false,
+                }
+        })
     }
 
     /// True when the request at index `i` runs a COMMIT (a Query, or an
@@ -455,6 +523,7 @@ impl Journal {
         self.unit_blocked = None;
         self.commit_token = None;
         self.stamp_implicit = false;
+        self.stamped_nothing = false;
         self.tx_status = status;
         self.units_ended += 1;
     }
@@ -535,6 +604,7 @@ impl Journal {
     /// Applies a complete server message to request `i`.
     fn complete_message(&mut self, i: usize, tag: u8, body: &[u8]) -> ServerEvent {
         let expect = self.requests[i].expect;
+        let injected = self.requests[i].injected;
         let reply = &mut self.requests[i].reply;
         match tag {
             backend::tag::PARSE_COMPLETE if expect == Expect::ParseComplete => reply.done = true,
@@ -560,6 +630,9 @@ impl Journal {
                 }
                 reply.rolled_back = command == b"ROLLBACK";
                 reply.committed |= command == b"COMMIT";
+                if injected && command == crate::ledger::STAMPED_NOTHING {
+                    self.stamped_nothing = true;
+                }
                 if expect == Expect::ExecuteEnd {
                     reply.done = true;
                 }
@@ -609,6 +682,10 @@ impl Journal {
     /// requests did to the session is kept, the rest is dropped.
     fn end_unit(&mut self, end: usize) {
         let end = end.min(self.requests.len());
+        // The state the unit started from, for the commit log: taken before
+        // what the unit did becomes session state.
+        let started_from = self.commit_token.map(|_| self.session.snapshot());
+        let version_before = self.session.version();
         // Prepared statements are not transactional: whatever the unit's
         // fate, the ones it created or closed stay so. They become session
         // state only now, so that a replay of an open unit recreates its own.
@@ -627,18 +704,6 @@ impl Journal {
             }
         }
         let finished = &self.requests[..end];
-        if let Some(token) = self.commit_token {
-            let implicit_committed =
-                self.stamp_implicit && !finished.iter().any(|r| r.reply.failed);
-            if implicit_committed || finished.iter().any(|r| r.reply.committed) {
-                self.committed.push(CommittedUnit::of(
-                    token,
-                    implicit_committed,
-                    finished,
-                    &self.arena,
-                ));
-            }
-        }
         // A ROLLBACK TO SAVEPOINT (tagged ROLLBACK too) does not end the
         // transaction; which settings it undid is not followed, so a unit
         // that changed settings and rolled back to a savepoint cannot be
@@ -702,6 +767,22 @@ impl Journal {
             self.session
                 .unit_finished(&frames, self.limits.max_session_bytes);
         }
+        if let (Some(token), Some(started_from)) = (self.commit_token, started_from) {
+            let finished = &self.requests[..end];
+            let implicit_committed =
+                self.stamp_implicit && !finished.iter().any(|r| r.reply.failed);
+            let committed = implicit_committed || finished.iter().any(|r| r.reply.committed);
+            if committed && !self.stamped_nothing {
+                self.committed.push(CommittedUnit::of(
+                    token,
+                    implicit_committed,
+                    finished,
+                    &self.arena,
+                    started_from,
+                    self.session.version() != version_before,
+                ));
+            }
+        }
         self.requests.drain(..end);
         self.units_ended += 1;
         self.cursor = 0;
@@ -709,6 +790,7 @@ impl Journal {
         // The stamp, if any, belonged to the transaction that just ended.
         self.commit_token = None;
         self.stamp_implicit = false;
+        self.stamped_nothing = false;
         if self.requests.is_empty() {
             self.clear_arena();
             self.unit_blocked = None;

@@ -64,6 +64,8 @@ pub struct SessionState {
     pub pins: Pins,
     /// How many named prepared statements mention a word the journal acts on.
     prepared_worth_reading: usize,
+    /// Counts the changes of `entries`.
+    version: u64,
 }
 
 impl SessionState {
@@ -108,7 +110,13 @@ impl SessionState {
         snapshot
     }
 
+    /// A number that changes whenever the state does.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     fn changed(&mut self) {
+        self.version += 1;
         *self
             .cached
             .get_mut()
@@ -265,8 +273,9 @@ impl SessionState {
     ) {
         // The serialised state is taken with every committed write (for the
         // commit log) and must not outlive a change.
-        self.changed();
-        if requests.iter().any(|(_, reply, _)| reply.discarded) {
+        let entries_before = self.entries.len();
+        let discarded = requests.iter().any(|(_, reply, _)| reply.discarded);
+        if discarded {
             self.entries.clear();
             self.prepared_worth_reading = 0;
         }
@@ -317,6 +326,9 @@ impl SessionState {
                 }
                 _ => {}
             }
+        }
+        if discarded || self.entries.len() != entries_before {
+            self.changed();
         }
         if self.bytes() > max_bytes {
             self.block(NotReplayable::SessionStateTooLarge);

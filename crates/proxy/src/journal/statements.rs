@@ -1,6 +1,6 @@
 //! Which SQL text a request of the unit runs: a Query's own, or for an
-//! Execute the statement of the Bind before it (parsed in the unit or
-//! prepared by the session earlier); and, at a unit's end, the statements
+//! Execute the statement of the latest Bind of its portal (parsed in the
+//! unit or prepared by the session earlier); and, at a unit's end, the statements
 //! whose text the journal reads ([`super::pins`], [`super::set_config`]).
 
 use understudy_protocol::frontend;
@@ -47,13 +47,50 @@ impl Journal {
     }
 
     /// The statement the Execute at index `i` runs: that of the latest Bind
-    /// before it.
+    /// of its portal before it.
     fn executed_statement(&self, i: usize) -> Option<Executed<'_>> {
-        let bind = self.requests[..i]
-            .iter()
-            .rev()
-            .find(|r| r.tag == frontend::tag::BIND)?;
-        let body = self.frame(bind)?.get(5..)?;
+        self.bound_statement(self.bind_of(i)?)
+    }
+
+    /// Index of the latest Bind of the portal the Execute at index `i` runs.
+    fn bind_of(&self, i: usize) -> Option<usize> {
+        let portal = cstr_at(self.frame(&self.requests[i])?, 5)?;
+        self.requests[..i].iter().rposition(|r| {
+            r.tag == frontend::tag::BIND
+                && self.frame(r).and_then(|f| cstr_at(f, 5)) == Some(portal)
+        })
+    }
+
+    /// True when the Bind or Execute at index `i` runs a named statement the
+    /// session never prepared through the protocol: one that does not
+    /// exist (the Bind fails), or one made by SQL `PREPARE`, which cannot
+    /// hold a statement that ends a transaction.
+    pub(super) fn runs_unknown_named_statement(&self, i: usize) -> bool {
+        let bind = match self.requests[i].tag {
+            frontend::tag::BIND => Some(i),
+            frontend::tag::EXECUTE => self.bind_of(i),
+            _ => None,
+        };
+        match bind.and_then(|b| self.bound_statement(b)) {
+            Some(Executed::Prepared(name)) => {
+                !name.is_empty() && self.session.prepared_text(name).is_none()
+            }
+            _ => false,
+        }
+    }
+
+    /// The SQL text the Bind at index `i` binds, when known.
+    pub(super) fn bound_text(&self, i: usize) -> Option<&[u8]> {
+        match self.bound_statement(i)? {
+            Executed::ParsedInUnit(text) => Some(text),
+            Executed::Prepared(name) => self.session.prepared_text(name),
+        }
+    }
+
+    /// The statement the Bind at index `i` binds: the latest Parse of its
+    /// name before it, or one the session prepared earlier.
+    fn bound_statement(&self, i: usize) -> Option<Executed<'_>> {
+        let body = self.frame(&self.requests[i])?.get(5..)?;
         let portal_end = body.iter().position(|&b| b == 0)?;
         let statement = cstr_at(body, portal_end + 1)?;
         let parsed = self.requests[..i].iter().rev().find_map(|r| {

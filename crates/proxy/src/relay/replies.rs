@@ -247,9 +247,8 @@ pub(super) fn scan_server(
         if state.journal.has_committed() {
             let committed = state.journal.take_committed();
             if let Some((log, identity)) = &state.commit_log {
-                let session = state.journal.session.snapshot();
                 for unit in committed {
-                    log.push(identity, session.clone(), unit);
+                    log.push(identity, unit);
                 }
             }
         }
