@@ -13,6 +13,7 @@ use understudy_protocol::backend::tag;
 use understudy_protocol::frontend::{
     encode_close_statement, encode_execute, encode_parse, encode_sync,
 };
+use understudy_testkit::understudy_cluster::StopMode;
 use understudy_testkit::{PASSWORD, SUPERUSER};
 
 /// How the 20 commits the standby never receives are made.
@@ -89,7 +90,12 @@ async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, s
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
     h.promote_standby().await;
+    count_after_failover(h, client).await;
+}
 
+/// After the failover: checks through `client` (whose session moves) and
+/// directly that all 21 transactions are there, once each.
+async fn count_after_failover(h: &Harness, client: &tokio_postgres::Client) {
     // The session moves on its next statement; the lost commits are
     // applied before it continues.
     let count: i64 = client
@@ -375,4 +381,43 @@ async fn a_transaction_that_wrote_nothing_is_not_applied_again() {
     let log = h.proxy.commit_log();
     assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
     assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+}
+
+/// The WAL sampler's round that finds no standby streaming — a primary
+/// dying takes its WAL senders with it, and the sampler's own backend may
+/// answer once more; a standby may be restarting — must not let go of the
+/// commits the failover needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_stay_in_the_log_while_no_standby_streams() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::InTransactionBlocks).await;
+    // The standby stops; the WAL sender, woken, finds its standby gone.
+    h.cluster.standby_mut(0).stop(StopMode::Fast).await.unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGCONT).unwrap();
+    let primary = h.cluster.connect().await;
+    let gone = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        primary
+            .query_one("select count(*) from pg_stat_replication", &[])
+            .await
+            .map(|row| row.get::<_, i64>(0) == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(gone, "no standby streams");
+    let log = h.proxy.commit_log();
+    let round = log.lsn.round();
+    // The sampler stops once the log is empty.
+    let sampled = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        log.lsn.round() >= round + 2 || log.is_empty()
+    })
+    .await;
+    assert!(sampled, "the sampler saw the primary without a standby");
+    assert!(log.len() >= 20, "{} commits kept", log.len());
+
+    // The primary dies before the standby is back: the standby never gets
+    // the 20 commits, and is promoted without them.
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    h.cluster.standby_mut(0).start().await.unwrap();
+    h.promote_standby().await;
+    count_after_failover(&h, &client).await;
 }

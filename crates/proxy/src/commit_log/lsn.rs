@@ -9,7 +9,7 @@
 //! flush position passes that, the commit is safe on them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub struct LsnTracker {
     /// Lowest flush position of the standbys, in the latest round; 0 when
     /// there is none.
     standby_flush: AtomicU64,
+    /// The configuration lists servers besides the primary: a round that
+    /// finds no standby streaming does not make anything safe.
+    standbys_listed: AtomicBool,
 }
 
 impl LsnTracker {
@@ -44,16 +47,19 @@ impl LsnTracker {
     }
 
     /// Entries acknowledged in rounds before this one are safe on the
-    /// standbys; `None` when nothing is known to be. Without any standby
-    /// there is nothing to fail over to and nothing to keep: everything is
-    /// "safe".
+    /// standbys; `None` when nothing is known to be. With no standby
+    /// streaming, nothing is: a listed standby may be reconnecting, and a
+    /// primary that just died took its WAL senders with it — a round
+    /// sampled then finds none, and must not let go of the very commits
+    /// the failover will need. Only with no standby configured at all is
+    /// there nothing to fail over to, and everything "safe".
     pub fn safe_round(&self) -> Option<u64> {
         if self.completed.load(Ordering::Acquire) == 0 {
             return None;
         }
         let flush = self.standby_flush.load(Ordering::Acquire);
         if flush == 0 {
-            return Some(u64::MAX);
+            return (!self.standbys_listed.load(Ordering::Acquire)).then_some(u64::MAX);
         }
         let inserts = self.inserts.lock().unwrap_or_else(PoisonError::into_inner);
         // The newest round whose insert position the standbys have flushed:
@@ -83,6 +89,9 @@ impl LsnTracker {
 /// Samples the current primary for as long as the proxy runs, purging the
 /// log after every round.
 pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
+    log.lsn
+        .standbys_listed
+        .store(config.servers.len() > 1, Ordering::Release);
     tokio::spawn(async move {
         let mut topology = topology;
         let mut client: Option<Sampler> = None;
@@ -155,5 +164,44 @@ impl Sampler {
             client,
             sample,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_are_safe_two_rounds_after_their_acknowledgement() {
+        let lsn = LsnTracker::default();
+        lsn.standbys_listed.store(true, Ordering::Release);
+        assert_eq!(lsn.safe_round(), None, "no round completed yet");
+        lsn.record(100, Some(50));
+        lsn.record(200, Some(100));
+        lsn.record(300, Some(250));
+        // Round 2 (insert 200) is flushed: commits acknowledged in round 0
+        // (before round 1 completed) are safe, not those of round 1.
+        assert_eq!(lsn.safe_round(), Some(1));
+    }
+
+    #[test]
+    fn a_round_without_a_streaming_standby_makes_nothing_safe() {
+        let lsn = LsnTracker::default();
+        lsn.standbys_listed.store(true, Ordering::Release);
+        lsn.record(100, Some(100));
+        lsn.record(200, Some(200));
+        lsn.record(300, Some(300));
+        assert_eq!(lsn.safe_round(), Some(2));
+        // The primary died: its WAL senders are gone before its last
+        // sampled round.
+        lsn.record(400, None);
+        assert_eq!(lsn.safe_round(), None);
+    }
+
+    #[test]
+    fn without_any_standby_configured_everything_is_safe() {
+        let lsn = LsnTracker::default();
+        lsn.record(100, None);
+        assert_eq!(lsn.safe_round(), Some(u64::MAX));
     }
 }
