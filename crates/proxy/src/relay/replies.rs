@@ -44,6 +44,7 @@ pub(super) fn scan_server(
         let mut fatal = None;
         let mut replace = None;
         let mut drop = None;
+        let mut unchanged = None;
         let mut copy_in = false;
         let mut notifications = Vec::new();
         let mut offset = 0;
@@ -127,6 +128,15 @@ pub(super) fn scan_server(
                             }
                             backend::tag::PARAMETER_STATUS => {
                                 if let Ok(p) = ParameterStatus::parse(body_of(bytes)) {
+                                    // A value the client has already is not
+                                    // repeated, as PostgreSQL does not: a
+                                    // backend opened on a standby before its
+                                    // promotion hears `in_hot_standby` turn
+                                    // off, which the client never saw on.
+                                    if parameters.get(&p.name) == Some(&p.value) {
+                                        unchanged = Some(total);
+                                        return ControlFlow::Break(Stop::Before);
+                                    }
                                     parameters.insert(p.name, p.value);
                                 }
                             }
@@ -187,6 +197,11 @@ pub(super) fn scan_server(
                     }
                 }
             }
+            continue;
+        }
+        if let Some(total) = unchanged {
+            let out = assembled.get_or_insert_with(BytesMut::new);
+            take_server_frame(pipe, total, &relayed, out, &mut state.journal);
             continue;
         }
         if let Some((total, error)) = refusal {
