@@ -32,8 +32,9 @@ const CLIENTS: usize = 12;
 const EXCHANGES: usize = 60;
 /// Rows each client's table starts with (keys `0..ROWS`).
 const ROWS: i32 = 8;
-/// The primary is killed once this share of all exchanges is done.
-const KILL_AT: f64 = 0.4;
+/// The sessions are moved once a share of all exchanges between these is
+/// done (drawn from the seed).
+const MOVE_BETWEEN: (f64, f64) = (0.25, 0.75);
 const INT4: i32 = 23;
 
 /// One request and how its answer ends.
@@ -62,7 +63,7 @@ impl Exchange {
 }
 
 /// The statements a client prepares; each takes one `int4` parameter.
-fn statements(id: usize) -> [String; 8] {
+fn statements(id: usize) -> [String; 9] {
     [
         format!("select k, v, s from t{id} where k >= $1 order by k"),
         format!("update t{id} set v = v + 1 where k = $1"),
@@ -75,6 +76,8 @@ fn statements(id: usize) -> [String; 8] {
         format!("select k, v from t{id} cross join pg_sleep(0.01) where k = $1"),
         "select 10 / ($1 - $1)".to_owned(),
         format!("select count(*), sum(v) from t{id} where k < $1"),
+        // A result of about 200 kB: a move may cut it in the middle.
+        "select g, md5(g::text) from generate_series(1, 5000 + $1) g".to_owned(),
     ]
 }
 
@@ -204,7 +207,12 @@ fn unit(
 fn next_exchange(id: usize, draw: &mut Draw, rng: &mut StdRng) -> Exchange {
     let k = rng.gen_range(0..ROWS + 2);
     match rng.gen_range(0..16) {
-        0 => Exchange::Simple(format!("select k, v, s from t{id} order by k")),
+        0 => Exchange::Simple(match rng.gen_range(0..6) {
+            0 => ";".to_owned(),
+            1 => format!("select k from t{id} order by k; select 1 / 0; select 2"),
+            2 => "select g, md5(g::text) from generate_series(1, 5000) g".to_owned(),
+            _ => format!("select k, v, s from t{id} order by k"),
+        }),
         1 => Exchange::Simple(match rng.gen_range(0..3) {
             0 => format!("update t{id} set v = v + 7 where k = {k}"),
             1 => format!("insert into t{id} values ({k}, {k}, 'q') on conflict (k) do nothing"),
@@ -429,7 +437,8 @@ enum Move {
 }
 
 /// Runs every client's script at once on `port`; with `movement`, the
-/// sessions are moved once `KILL_AT` of all exchanges are done.
+/// sessions are moved once a share of all exchanges drawn from `seed` (see
+/// [`MOVE_BETWEEN`]) is done.
 async fn run_all(
     h: &mut Harness,
     target: Target,
@@ -445,14 +454,15 @@ async fn run_all(
         })
         .collect();
     if let Some(movement) = movement {
-        let at = (CLIENTS as f64 * EXCHANGES as f64 * KILL_AT) as usize;
+        let share = StdRng::seed_from_u64(seed).gen_range(MOVE_BETWEEN.0..MOVE_BETWEEN.1);
+        let at = (CLIENTS as f64 * EXCHANGES as f64 * share) as usize;
         let reached =
             understudy_testkit::wait_until(understudy_integration::FAILOVER_DEADLINE, || {
                 let done = Arc::clone(&done);
                 async move { done.load(Ordering::SeqCst) >= at }
             })
             .await;
-        assert!(reached, "the clients got {KILL_AT} of the way");
+        assert!(reached, "the clients got {share:.2} of the way");
         match movement {
             Move::Failover => h.fail_over().await,
             Move::Switchover => h.switch_over().await,
