@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, NoTls};
-use understudy_integration::{Harness, Target};
+use understudy_integration::{Harness, RawConn, Target};
+use understudy_protocol::backend::tag;
+use understudy_testkit::{PASSWORD, SUPERUSER};
 
 const DEADLINE: Duration = understudy_integration::FAILOVER_DEADLINE;
 
@@ -475,4 +477,48 @@ async fn settings_made_after_a_committed_write_survive() {
         .unwrap();
     let values = first_column(&rows);
     assert_eq!(values, ["app", "Asia/Tokyo"]);
+}
+
+/// A transaction chained to one that committed (`COMMIT AND CHAIN`) cannot
+/// be replayed without running the committed one again: at a failover the
+/// session ends with `08006` saying why, and the committed row is on the
+/// new primary once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_chained_to_a_committed_one_ends_its_session_clearly() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table chained (id int primary key)")
+        .await
+        .unwrap();
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    for sql in [
+        "begin",
+        "insert into chained values (1)",
+        "commit and chain",
+        "insert into chained values (2)",
+    ] {
+        let frames = conn.simple_query(sql).await;
+        assert!(frames.iter().all(|f| f.tag != tag::ERROR_RESPONSE), "{sql}");
+    }
+    h.wait_replicated().await;
+
+    h.fail_over().await;
+
+    let error = conn.expect_error().await;
+    assert_eq!(error.code, "08006", "{error}");
+    assert!(error.message.contains("COMMIT AND CHAIN"), "{error}");
+    assert!(conn.closed().await, "the session ends after the error");
+    let ids: Vec<i32> = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query("select id from chained", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, vec![1]);
 }

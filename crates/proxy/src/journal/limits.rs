@@ -31,6 +31,9 @@ pub enum NotReplayable {
     /// Settings were changed in a transaction that rolled back to a
     /// savepoint: which of them PostgreSQL undid is not followed.
     SettingBesideSavepointRollback,
+    /// A transaction committed and the next began without the session
+    /// becoming idle (`COMMIT AND CHAIN`, or `COMMIT; BEGIN` in one Query).
+    CommitInsideUnit,
 }
 
 impl std::fmt::Display for NotReplayable {
@@ -61,6 +64,11 @@ impl std::fmt::Display for NotReplayable {
                     "the session's WITH HOLD cursor {name} existed only on the lost server \
                      (CLOSE it to let a session be moved again)"
                 )
+            }
+            NotReplayable::CommitInsideUnit => {
+                "a transaction committed and the next one began at once (COMMIT AND CHAIN, or \
+                 COMMIT and BEGIN in one query); the open one cannot be replayed without running \
+                 the committed one again"
             }
             NotReplayable::SettingBesideSavepointRollback => {
                 "settings were changed in a transaction that rolled back to a savepoint, and \

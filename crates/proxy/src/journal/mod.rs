@@ -121,6 +121,9 @@ pub struct Journal {
     /// The stamp recorded no token: the transaction wrote nothing, and is
     /// not kept as committed.
     stamped_nothing: bool,
+    /// A transaction committed inside the open unit and another began: the
+    /// unit is neither replayed nor kept in the commit log.
+    committed_inside: bool,
     /// Stamped transactions that committed, not yet taken by the relay.
     committed: Vec<CommittedUnit>,
     /// Hash of the server message in progress, when it comes in pieces.
@@ -157,6 +160,7 @@ impl Journal {
             commit_token: None,
             stamp_implicit: false,
             stamped_nothing: false,
+            committed_inside: false,
             committed: Vec::new(),
             message_hash: Xxh3::new(),
             unit_worth_reading: false,
@@ -524,6 +528,7 @@ impl Journal {
         self.commit_token = None;
         self.stamp_implicit = false;
         self.stamped_nothing = false;
+        self.committed_inside = false;
         self.tx_status = status;
         self.units_ended += 1;
     }
@@ -668,6 +673,14 @@ impl Journal {
                     self.tx_status = status;
                     if status == TransactionStatus::Idle {
                         self.end_unit(i + 1);
+                    } else if self.requests[..=i].iter().any(|r| r.reply.committed) {
+                        // A transaction committed and another one began in
+                        // the same unit (`COMMIT AND CHAIN`, `COMMIT;
+                        // BEGIN` in one Query): replayed, or applied again
+                        // from the commit log, the committed part would run
+                        // twice.
+                        self.committed_inside = true;
+                        self.block_unit(NotReplayable::CommitInsideUnit);
                     }
                     return ServerEvent::Ready(status);
                 }
@@ -772,7 +785,7 @@ impl Journal {
             let implicit_committed =
                 self.stamp_implicit && !finished.iter().any(|r| r.reply.failed);
             let committed = implicit_committed || finished.iter().any(|r| r.reply.committed);
-            if committed && !self.stamped_nothing {
+            if committed && !self.stamped_nothing && !self.committed_inside {
                 self.committed.push(CommittedUnit::of(
                     token,
                     implicit_committed,
@@ -791,6 +804,7 @@ impl Journal {
         self.commit_token = None;
         self.stamp_implicit = false;
         self.stamped_nothing = false;
+        self.committed_inside = false;
         if self.requests.is_empty() {
             self.clear_arena();
             self.unit_blocked = None;
