@@ -206,7 +206,7 @@ impl Journal {
         if self.tx_status == TransactionStatus::Failed && self.refused_as_failed(old) {
             return false;
         }
-        let explicit = self.tx_status != TransactionStatus::Idle;
+        let mut explicit = self.tx_status != TransactionStatus::Idle;
         for (i, request) in self.requests.iter().enumerate() {
             // In an open transaction, what was answered committed nothing,
             // whatever it was (even an Execute of a statement that does not
@@ -230,6 +230,13 @@ impl Journal {
                 }
                 return true;
             };
+            if crate::commit_sql::starts_transaction(text) {
+                // What follows runs in the transaction block it opens (a
+                // driver sends BEGIN in the same batch as the first
+                // statement): a Sync does not commit it.
+                explicit = true;
+                continue;
+            }
             let may_commit = explicit
                 && (crate::commit_sql::is_commit(text)
                     || (crate::commit_sql::has_second_statement(text)

@@ -901,3 +901,43 @@ fn a_commit_that_chains_the_next_transaction_is_neither_replayed_nor_kept() {
     );
     assert_eq!(j.replayable(), Ok(()));
 }
+
+#[test]
+fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
+    // As JDBC starts a transaction: BEGIN, the first statement, one Sync.
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("", "BEGIN"),
+            bind(""),
+            msg(b'E', b"\0\0\0\0\0"),
+            parse("", "insert into t values (1)"),
+            bind(""),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    let old = outstanding(&mut j);
+    assert!(!j.outcome_unknown(&old));
+
+    // A COMMIT in the same batch may have committed it.
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[
+            parse("", "BEGIN"),
+            bind(""),
+            msg(b'E', b"\0\0\0\0\0"),
+            parse("", "insert into t values (1)"),
+            bind(""),
+            msg(b'E', b"\0\0\0\0\0"),
+            parse("", "COMMIT"),
+            bind(""),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ],
+    );
+    let old = outstanding(&mut j);
+    assert!(j.outcome_unknown(&old));
+}

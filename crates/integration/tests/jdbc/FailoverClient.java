@@ -1,0 +1,141 @@
+// A JDBC client for the failover test (crates/integration/tests/jdbc.rs):
+// WORKERS threads, each on its own connection through the proxy, run
+// ROUNDS rounds of work as an application would, with the PostgreSQL JDBC
+// driver's server-side prepared statements from the first execution
+// (prepareThreshold=1: a named Parse with its Bind, Execute and Sync in one
+// batch), batches (addBatch/executeBatch) and transactions that read with
+// a fetch size (a named portal read a few rows per Execute). Any
+// SQLException is a failure: the failover must not reach the application.
+//
+// Prints "progress <worker> <round>" after each round and, at the end,
+// "committed <worker> <rows>" with the rows each worker saw committed.
+//
+// Usage: java -cp postgresql.jar:. FailoverClient <port> <password> <workers> <rounds>
+
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Properties;
+
+public class FailoverClient {
+    public static void main(String[] args) throws Exception {
+        String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/postgres";
+        Properties props = new Properties();
+        props.setProperty("user", "postgres");
+        props.setProperty("password", args[1]);
+        props.setProperty("prepareThreshold", "1");
+        props.setProperty("sslmode", "disable");
+        int workers = Integer.parseInt(args[2]);
+        int rounds = Integer.parseInt(args[3]);
+        List<Thread> threads = new ArrayList<>();
+        List<Throwable> failures = new ArrayList<>();
+        for (int w = 0; w < workers; w++) {
+            final int worker = w;
+            Thread t = new Thread(() -> {
+                try {
+                    run(url, props, worker, rounds);
+                } catch (Throwable e) {
+                    synchronized (failures) {
+                        failures.add(e);
+                    }
+                    System.out.println("failed " + worker + " " + e);
+                    e.printStackTrace(System.out);
+                }
+            });
+            threads.add(t);
+            t.start();
+        }
+        for (Thread t : threads) {
+            t.join();
+        }
+        System.out.flush();
+        System.exit(failures.isEmpty() ? 0 : 1);
+    }
+
+    static void run(String url, Properties props, int worker, int rounds) throws SQLException {
+        try (Connection conn = DriverManager.getConnection(url, props)) {
+            int base = worker * 1_000_000;
+            int next = 0;
+            int committed = 0;
+            PreparedStatement insert =
+                conn.prepareStatement("insert into jdbc_rows (id, worker, note) values (?, ?, ?)");
+            PreparedStatement count =
+                conn.prepareStatement("select count(*) from jdbc_rows where worker = ?");
+            PreparedStatement scan =
+                conn.prepareStatement("select id, note from jdbc_rows where worker = ? order by id");
+            for (int round = 0; round < rounds; round++) {
+                // Autocommit: one insert, then an update of it.
+                int id = base + next++;
+                insert.setInt(1, id);
+                insert.setInt(2, worker);
+                insert.setString(3, "r" + round);
+                check(insert.executeUpdate() == 1, "insert " + id);
+                // A statement of its own each round, as an application with
+                // many statement texts has: the driver prepares it by name in
+                // the batch that first runs it, and closes the previous one
+                // in a later batch.
+                try (PreparedStatement bump = conn.prepareStatement(
+                        "update jdbc_rows set note = note || '+' where id = ? /* round " + round + " */")) {
+                    bump.setInt(1, id);
+                    check(bump.executeUpdate() == 1, "update " + id);
+                }
+                committed++;
+                if (round % 3 == 1) {
+                    // A batch: several Bind/Execute with one Sync.
+                    for (int i = 0; i < 3; i++) {
+                        insert.setInt(1, base + next++);
+                        insert.setInt(2, worker);
+                        insert.setString(3, "b" + round);
+                        insert.addBatch();
+                    }
+                    for (int n : insert.executeBatch()) {
+                        check(n == 1, "batch insert");
+                    }
+                    committed += 3;
+                }
+                if (round % 3 == 2) {
+                    // A transaction that writes and reads its rows with a
+                    // fetch size: a named portal, a few rows per Execute.
+                    conn.setAutoCommit(false);
+                    insert.setInt(1, base + next++);
+                    insert.setInt(2, worker);
+                    insert.setString(3, "t" + round);
+                    check(insert.executeUpdate() == 1, "insert in transaction");
+                    scan.setFetchSize(4);
+                    scan.setInt(1, worker);
+                    int seen = 0;
+                    int last = -1;
+                    try (ResultSet rs = scan.executeQuery()) {
+                        while (rs.next()) {
+                            check(rs.getInt(1) > last, "rows in order");
+                            last = rs.getInt(1);
+                            seen++;
+                        }
+                    }
+                    check(seen == committed + 1, "worker " + worker + " sees " + seen
+                        + " rows, expected " + (committed + 1));
+                    conn.commit();
+                    conn.setAutoCommit(true);
+                    committed++;
+                }
+                count.setInt(1, worker);
+                try (ResultSet rs = count.executeQuery()) {
+                    check(rs.next() && rs.getLong(1) == committed,
+                        "worker " + worker + " counts its rows");
+                }
+                System.out.println("progress " + worker + " " + round);
+            }
+            System.out.println("committed " + worker + " " + committed);
+        }
+    }
+
+    static void check(boolean ok, String what) {
+        if (!ok) {
+            throw new IllegalStateException("wrong result: " + what);
+        }
+    }
+}
