@@ -28,14 +28,16 @@
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
 //! - `statements`: which SQL text a request of the unit runs.
 //! - `committed`: a stamped transaction that committed, for the commit log.
+//! - `outcome`: whether a lost server may have committed part of the unit
+//!   in flight.
 //! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
 mod committed;
 pub(crate) mod lexer;
 mod limits;
+mod outcome;
 pub mod pins;
-mod refused;
 mod reply;
 pub mod request;
 pub mod session;
@@ -186,114 +188,6 @@ impl Journal {
             (Some(reason), _) | (None, Some(reason)) => Err(reason.clone()),
             (None, None) => self.session.pins.reason().map_or(Ok(()), Err),
         }
-    }
-
-    /// True when the lost server may have committed part of the unit
-    /// without the client hearing of it, and no ledger stamp can tell: an
-    /// implicit transaction that may have written and whose end (Sync or the
-    /// end of a Query) was sent, or a COMMIT that carries no stamp. Such a
-    /// unit must not be replayed (it could apply twice).
-    pub fn outcome_unknown(&self, old: &[Reply]) -> bool {
-        let outstanding = |i: usize| old.get(i).is_some_and(|o| !o.done);
-        let end_outstanding = self
-            .requests
-            .iter()
-            .enumerate()
-            .any(|(i, r)| outstanding(i) && !r.injected && r.expect == Expect::Ready);
-        if !end_outstanding || self.commit_token.is_some() {
-            return false;
-        }
-        if self.tx_status == TransactionStatus::Failed && self.refused_as_failed(old) {
-            return false;
-        }
-        let mut explicit = self.tx_status != TransactionStatus::Idle;
-        for (i, request) in self.requests.iter().enumerate() {
-            // In an open transaction, what was answered committed nothing,
-            // whatever it was (even an Execute of a statement that does not
-            // exist, whose text is unknown).
-            if explicit && !outstanding(i) {
-                continue;
-            }
-            if !explicit && request.tag == frontend::tag::EXECUTE && self.batch_rolled_back(i, old)
-            {
-                continue;
-            }
-            let text = match request.tag {
-                frontend::tag::QUERY => self.frame(request).and_then(|f| cstr_at(f, 5)),
-                frontend::tag::EXECUTE => self.executed_text(i),
-                frontend::tag::FUNCTION_CALL => return true,
-                _ => continue,
-            };
-            let Some(text) = text else {
-                if explicit && self.runs_unknown_named_statement(i) {
-                    continue;
-                }
-                return true;
-            };
-            if crate::commit_sql::starts_transaction(text) {
-                // What follows runs in the transaction block it opens (a
-                // driver sends BEGIN in the same batch as the first
-                // statement): a Sync does not commit it.
-                explicit = true;
-                continue;
-            }
-            let may_commit = explicit
-                && (crate::commit_sql::is_commit(text)
-                    || (crate::commit_sql::has_second_statement(text)
-                        && crate::commit_sql::mentions_transaction_end(text))
-                    || (crate::commit_sql::may_end_transaction(text) && self.writes_after(i, old)));
-            if may_commit || (!explicit && !crate::commit_sql::is_harmless_to_repeat(text)) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// True when the extended-protocol batch of request `i` (the messages
-    /// between two Syncs) got an error (in `old`, the replies from the lost
-    /// server) before which nothing controlled a
-    /// transaction: its implicit transaction rolled back, and the rest of
-    /// it was skipped.
-    fn batch_rolled_back(&self, i: usize, old: &[Reply]) -> bool {
-        let is_sync = |r: &Request| r.tag == frontend::tag::SYNC;
-        let start = self.requests[..i]
-            .iter()
-            .rposition(is_sync)
-            .map_or(0, |s| s + 1);
-        let end = self.requests[i..]
-            .iter()
-            .position(is_sync)
-            .map_or(self.requests.len(), |e| i + e);
-        let Some(failed) = (start..end).find(|&j| old.get(j).is_some_and(|o| o.failed)) else {
-            return false;
-        };
-        // What came after the error was skipped; what came before rolled
-        // back with it, unless it ended a transaction itself.
-        (start..failed).all(|j| match self.requests[j].tag {
-            frontend::tag::EXECUTE => self
-                .executed_text(j)
-                .is_some_and(|text| !crate::commit_sql::controls_transaction(text)),
-            frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => false,
-            _ => true,
-        })
-    }
-
-    /// True when a request after index `i` not answered yet may write:
-    /// after a ROLLBACK in the middle of a batch, the rest of it runs in an
-    /// implicit transaction that commits at its Sync.
-    pub(super) fn writes_after(&self, i: usize, old: &[Reply]) -> bool {
-        (i + 1..self.requests.len()).any(|j| {
-            let request = &self.requests[j];
-            let outstanding = old.get(j).is_some_and(|o| !o.done);
-            outstanding
-                && match request.tag {
-                    frontend::tag::QUERY | frontend::tag::EXECUTE => self
-                        .statement_text(j)
-                        .is_none_or(|text| !crate::commit_sql::is_harmless_to_repeat(text)),
-                    frontend::tag::FUNCTION_CALL => true,
-                    _ => false,
-                }
-        })
     }
 
     /// True when the request at index `i` runs a COMMIT (a Query, or an

@@ -9,7 +9,7 @@ use understudy_protocol::FrameWriter;
 
 use super::{Journal, Limits, NotReplayable};
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::new();
     let mut w = FrameWriter::tagged(&mut out, tag);
     w.bytes(body);
@@ -17,30 +17,30 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     out.to_vec()
 }
 
-fn query(sql: &str) -> Vec<u8> {
+pub(super) fn query(sql: &str) -> Vec<u8> {
     msg(b'Q', format!("{sql}\0").as_bytes())
 }
 
-fn parse(name: &str, sql: &str) -> Vec<u8> {
+pub(super) fn parse(name: &str, sql: &str) -> Vec<u8> {
     msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
 }
 
-fn complete(tag: &str) -> Vec<u8> {
+pub(super) fn complete(tag: &str) -> Vec<u8> {
     msg(b'C', format!("{tag}\0").as_bytes())
 }
 
-fn ready(status: u8) -> Vec<u8> {
+pub(super) fn ready(status: u8) -> Vec<u8> {
     msg(b'Z', &[status])
 }
 
-fn client(journal: &mut Journal, frames: &[Vec<u8>]) {
+pub(super) fn client(journal: &mut Journal, frames: &[Vec<u8>]) {
     for frame in frames {
         journal.client_message(frame[0], Some(frame));
     }
 }
 
 /// Feeds server bytes through a scanner, in small chunks.
-fn server(journal: &mut Journal, frames: &[Vec<u8>]) {
+pub(super) fn server(journal: &mut Journal, frames: &[Vec<u8>]) {
     let stream: Vec<u8> = frames.concat();
     let mut scanner = Scanner::new(1 << 20);
     let mut pending = Vec::new();
@@ -273,74 +273,11 @@ fn the_shared_budget_blocks_the_session_that_does_not_fit_and_is_returned_at_uni
     assert_eq!(budget.used(), 0);
 }
 
-fn outstanding(j: &mut Journal) -> Vec<super::Reply> {
+pub(super) fn outstanding(j: &mut Journal) -> Vec<super::Reply> {
     j.restart_replies()
 }
 
-#[test]
-fn an_autocommit_write_whose_sync_was_sent_has_an_unknown_outcome() {
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[
-            parse("", "insert into t values (1)"),
-            msg(b'B', b"\0\0\0\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-}
-
-#[test]
-fn reads_and_transaction_starts_in_flight_are_safe_to_repeat() {
-    for sql in ["select 1", "begin", "set search_path = a"] {
-        let mut j = Journal::new(Limits::default());
-        client(&mut j, &[query(sql)]);
-        let old = outstanding(&mut j);
-        assert!(!j.outcome_unknown(&old), "{sql}");
-    }
-}
-
-#[test]
-fn an_unstamped_commit_in_flight_has_an_unknown_outcome_but_other_statements_do_not() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("update t set x = 1")]);
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old), "nothing commits before COMMIT");
-
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("commit")]);
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-}
-
-#[test]
-fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[parse("ins", "insert into t values ($1)"), msg(b'S', b"")],
-    );
-    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
-    client(
-        &mut j,
-        &[
-            msg(b'B', b"\0ins\0\0\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-}
-
-fn bind(statement: &str) -> Vec<u8> {
+pub(super) fn bind(statement: &str) -> Vec<u8> {
     msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
 }
 
@@ -673,205 +610,6 @@ fn the_same_rows_in_another_order_are_the_same_result() {
 }
 
 #[test]
-fn a_statement_in_flight_in_a_failed_transaction_commits_nothing() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("select 1/0")]);
-    server(
-        &mut j,
-        &[
-            msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0"),
-            ready(b'E'),
-        ],
-    );
-    client(&mut j, &[query("release savepoint sp0")]);
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-}
-
-#[test]
-fn an_execute_of_a_statement_that_does_not_exist_commits_nothing() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind("s10"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
-    server(
-        &mut j,
-        &[
-            msg(
-                b'E',
-                b"SERROR\0C26000\0Mprepared statement \"s10\" does not exist\0\0",
-            ),
-            ready(b'E'),
-        ],
-    );
-    client(&mut j, &[query("release savepoint sp0")]);
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-}
-
-#[test]
-fn work_after_a_rollback_in_the_same_batch_may_have_committed() {
-    // Simple protocol: the statements after ROLLBACK run in an implicit
-    // transaction that commits at the end of the Query.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("rollback; insert into t values (1)")]);
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-
-    // Extended protocol: the same up to the batch's Sync.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[
-            parse("", "rollback"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            parse("", "insert into t values (1)"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-
-    // A rollback alone commits nothing.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[
-            parse("", "rollback"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-}
-
-#[test]
-fn an_execute_runs_the_statement_bound_to_its_own_portal() {
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[
-            parse("w", "insert into t values (1)"),
-            parse("r", "select 1"),
-            msg(b'B', b"p1\0w\0\0\0\0\0\0\0"),
-            msg(b'B', b"p2\0r\0\0\0\0\0\0\0"),
-            msg(b'E', b"p1\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old), "the insert bound to p1 runs");
-}
-
-/// A journal in a transaction that failed (`select 1/0` got an error).
-fn in_failed_transaction() -> Journal {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("select 1/0")]);
-    server(
-        &mut j,
-        &[
-            msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0"),
-            ready(b'E'),
-        ],
-    );
-    j
-}
-
-#[test]
-fn a_commit_in_flight_in_a_failed_transaction_commits_nothing() {
-    let mut j = in_failed_transaction();
-    client(&mut j, &[query("commit")]);
-    let old = outstanding(&mut j);
-    assert!(
-        !j.outcome_unknown(&old),
-        "COMMIT of a failed transaction rolls back"
-    );
-
-    // What comes after it in the same batch runs on its own, and may commit.
-    let mut j = in_failed_transaction();
-    client(
-        &mut j,
-        &[query("commit"), query("insert into t values (1)")],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-}
-
-#[test]
-fn an_execute_of_a_statement_the_session_never_prepared_commits_nothing_in_a_transaction() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind("s10"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-
-    // The unnamed statement outlives the batch that parsed it: unknown,
-    // it may be anything.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind(""), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
-}
-
-#[test]
-fn an_autocommit_batch_that_failed_commits_nothing() {
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[
-            parse("", "update t set x = 1"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'H', b""),
-        ],
-    );
-    server(
-        &mut j,
-        &[
-            msg(b'1', b""),
-            msg(b'2', b""),
-            complete("UPDATE 0"),
-            msg(b'E', b"SERROR\0C55000\0Mportal \"\" cannot be run\0\0"),
-        ],
-    );
-    // The client sends the rest of its batch after reading the error.
-    client(
-        &mut j,
-        &[bind("s2"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-}
-
-#[test]
 fn a_commit_that_chains_the_next_transaction_is_neither_replayed_nor_kept() {
     let mut j = Journal::new(Limits::default());
     client(&mut j, &[query("begin")]);
@@ -900,44 +638,4 @@ fn a_commit_that_chains_the_next_transaction_is_neither_replayed_nor_kept() {
         "applied again, the chained part would run twice"
     );
     assert_eq!(j.replayable(), Ok(()));
-}
-
-#[test]
-fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
-    // As JDBC starts a transaction: BEGIN, the first statement, one Sync.
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[
-            parse("", "BEGIN"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            parse("", "insert into t values (1)"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(!j.outcome_unknown(&old));
-
-    // A COMMIT in the same batch may have committed it.
-    let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[
-            parse("", "BEGIN"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            parse("", "insert into t values (1)"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            parse("", "COMMIT"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
-    );
-    let old = outstanding(&mut j);
-    assert!(j.outcome_unknown(&old));
 }
