@@ -3,8 +3,9 @@
 // ROUNDS rounds of work as an application would, with the PostgreSQL JDBC
 // driver's server-side prepared statements from the first execution
 // (prepareThreshold=1: a named Parse with its Bind, Execute and Sync in one
-// batch), batches (addBatch/executeBatch) and transactions that read with
-// a fetch size (a named portal read a few rows per Execute). Any
+// batch), batches (addBatch/executeBatch) and transactions with a savepoint
+// (released or rolled back to) that read with a fetch size (a named portal
+// read a few rows per Execute). Any
 // SQLException is a failure: the failover must not reach the application.
 //
 // Prints "progress <worker> <round>" after each round and, at the end,
@@ -17,6 +18,7 @@ import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
+import java.sql.Savepoint;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
@@ -105,6 +107,19 @@ public class FailoverClient {
                     insert.setInt(2, worker);
                     insert.setString(3, "t" + round);
                     check(insert.executeUpdate() == 1, "insert in transaction");
+                    // A savepoint around a row kept on even rounds, rolled
+                    // back to on odd ones, as nested transactions of an ORM.
+                    Savepoint savepoint = conn.setSavepoint();
+                    insert.setInt(1, base + next++);
+                    insert.setInt(2, worker);
+                    insert.setString(3, (round % 2 == 0 ? "s" : "x") + round);
+                    check(insert.executeUpdate() == 1, "insert after a savepoint");
+                    if (round % 2 == 0) {
+                        conn.releaseSavepoint(savepoint);
+                        committed++;
+                    } else {
+                        conn.rollback(savepoint);
+                    }
                     scan.setFetchSize(4);
                     scan.setInt(1, worker);
                     int seen = 0;
