@@ -14,7 +14,8 @@
 //! must be the reference's, whichever exchange the move hit.
 //!
 //! `PROTOCOL_MODEL_SEED=n` draws other sequences; `PROTOCOL_MODEL_TRACE=1`
-//! prints each exchange.
+//! prints each exchange (and, with `RUST_LOG`, the proxy's log);
+//! `PROTOCOL_MODEL_CLIENTS` and `PROTOCOL_MODEL_EXCHANGES` make a run larger.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +29,25 @@ use understudy_protocol::frontend::{self, encode_flush, encode_query, encode_syn
 use understudy_protocol::{Frame, FrameWriter};
 use understudy_testkit::{PASSWORD, SUPERUSER};
 
+/// Clients and exchanges each (`PROTOCOL_MODEL_CLIENTS` and
+/// `PROTOCOL_MODEL_EXCHANGES` change them, for longer hunts by hand).
 const CLIENTS: usize = 12;
 const EXCHANGES: usize = 60;
+
+fn from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn clients() -> usize {
+    from_env("PROTOCOL_MODEL_CLIENTS", CLIENTS)
+}
+
+fn exchanges() -> usize {
+    from_env("PROTOCOL_MODEL_EXCHANGES", EXCHANGES)
+}
 /// Rows each client's table starts with (keys `0..ROWS`).
 const ROWS: i32 = 8;
 /// The sessions are moved once a share of all exchanges between these is
@@ -306,7 +324,7 @@ fn next_exchange(id: usize, draw: &mut Draw, rng: &mut StdRng) -> Exchange {
 fn script(id: usize, seed: u64) -> Vec<Exchange> {
     let mut rng = StdRng::seed_from_u64(seed * 1000 + id as u64);
     let mut draw = Draw::default();
-    (0..EXCHANGES)
+    (0..exchanges())
         .map(|_| next_exchange(id, &mut draw, &mut rng))
         .collect()
 }
@@ -414,7 +432,7 @@ fn show(answer: &Answer) -> String {
 }
 
 async fn reset_tables(h: &Harness) {
-    let sql: String = (0..CLIENTS)
+    let sql: String = (0..clients())
         .map(|id| {
             format!(
                 "create table if not exists t{id} (k int primary key, v int not null, s text not null);
@@ -447,7 +465,7 @@ async fn run_all(
 ) -> Vec<Vec<Answer>> {
     let done = Arc::new(AtomicUsize::new(0));
     let port = h.port(target);
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients())
         .map(|id| {
             let script = Arc::new(script(id, seed));
             tokio::spawn(run_script(port, id, script, Arc::clone(&done)))
@@ -455,7 +473,7 @@ async fn run_all(
         .collect();
     if let Some(movement) = movement {
         let share = StdRng::seed_from_u64(seed).gen_range(MOVE_BETWEEN.0..MOVE_BETWEEN.1);
-        let at = (CLIENTS as f64 * EXCHANGES as f64 * share) as usize;
+        let at = (clients() as f64 * exchanges() as f64 * share) as usize;
         let reached =
             understudy_testkit::wait_until(understudy_integration::FAILOVER_DEADLINE, || {
                 let done = Arc::clone(&done);

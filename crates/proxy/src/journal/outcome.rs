@@ -70,7 +70,7 @@ impl Journal {
                     || (commit_sql::has_second_statement(text)
                         && commit_sql::mentions_transaction_end(text))
                     || (commit_sql::may_end_transaction(text) && self.writes_after(i, old)));
-            if may_commit || (!explicit && !commit_sql::is_harmless_to_repeat(text)) {
+            if may_commit || (!explicit && !harmless_to_repeat(text)) {
                 return true;
             }
         }
@@ -117,7 +117,7 @@ impl Journal {
                 && match request.tag {
                     frontend::tag::QUERY | frontend::tag::EXECUTE => self
                         .statement_text(j)
-                        .is_none_or(|text| !commit_sql::is_harmless_to_repeat(text)),
+                        .is_none_or(|text| !harmless_to_repeat(text)),
                     frontend::tag::FUNCTION_CALL => true,
                     _ => false,
                 }
@@ -196,6 +196,25 @@ impl Journal {
         }
         true
     }
+}
+
+/// True when running `sql` again outside a transaction changes no data:
+/// [`commit_sql::is_harmless_to_repeat`], or several statements that each
+/// only read (split by PostgreSQL's parser: this runs only when a server
+/// is lost, never on the relay's path).
+fn harmless_to_repeat(sql: &[u8]) -> bool {
+    commit_sql::is_harmless_to_repeat(sql)
+        || std::str::from_utf8(sql)
+            .ok()
+            .and_then(|text| {
+                let ranges = understudy_rules::lexical::statements(text)?;
+                Some(
+                    ranges
+                        .into_iter()
+                        .all(|range| commit_sql::is_read_only(&sql[range])),
+                )
+            })
+            .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -305,3 +305,18 @@ fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
 }
+
+#[test]
+fn a_query_of_reads_only_is_safe_to_repeat() {
+    for (sql, unknown) in [
+        ("select 1; select 1 / 0; select 2", false),
+        ("select k from t order by k; show search_path", false),
+        ("select 1; insert into t values (1)", true),
+        ("select 1; select * into u from t", true),
+    ] {
+        let mut j = Journal::new(Limits::default());
+        client(&mut j, &[query(sql)]);
+        let old = outstanding(&mut j);
+        assert_eq!(j.outcome_unknown(&old), unknown, "{sql}");
+    }
+}
