@@ -567,6 +567,26 @@ impl Harness {
         });
     }
 
+    /// Freezes the primary's WAL sender (SIGSTOP): what commits from now on
+    /// never leaves the primary. Returns its pid, for the test to kill it
+    /// with the primary.
+    pub async fn freeze_wal_sender(&self) -> i32 {
+        let sender: i32 = self
+            .cluster
+            .connect()
+            .await
+            .query_one("select pid from pg_stat_replication", &[])
+            .await
+            .expect("the primary has a WAL sender")
+            .get(0);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sender),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("freeze the WAL sender");
+        sender
+    }
+
     /// Waits until the first standby has replayed everything the primary
     /// wrote so far.
     pub async fn wait_replicated(&self) {

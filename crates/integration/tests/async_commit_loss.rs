@@ -43,14 +43,6 @@ async fn commits_only_the_primary_has(
         .await
         .unwrap();
     h.wait_replicated().await;
-    let sender: i32 = h
-        .cluster
-        .connect()
-        .await
-        .query_one("select pid from pg_stat_replication", &[])
-        .await
-        .unwrap()
-        .get(0);
 
     let client = h.connect(Target::Proxy).await;
     // A first transaction gives the session its ledger.
@@ -60,7 +52,7 @@ async fn commits_only_the_primary_has(
     h.wait_replicated().await;
     // The primary's WAL sender is frozen: what commits now never leaves the
     // primary.
-    kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
+    let sender = h.freeze_wal_sender().await;
     for id in 1..=20 {
         let insert = "insert into t values ($1, 'lost unless re-applied')";
         match commits {
@@ -265,15 +257,7 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
         .unwrap();
     let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
     h.wait_replicated().await;
-    let sender: i32 = h
-        .cluster
-        .connect()
-        .await
-        .query_one("select pid from pg_stat_replication", &[])
-        .await
-        .unwrap()
-        .get(0);
-    kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
+    let sender = h.freeze_wal_sender().await;
     // Prepared with the first insert, used by the second, closed, then
     // prepared again with the third.
     conn.send(&prepare_and_insert("S_1", 1)).await;

@@ -137,15 +137,7 @@ async fn run_through(movement: Move) {
     output.wait_for_rounds(WORKERS * ROUNDS / 3).await;
     match movement {
         Move::Failover => {
-            let sender: i32 = h
-                .cluster
-                .connect()
-                .await
-                .query_one("select pid from pg_stat_replication", &[])
-                .await
-                .unwrap()
-                .get(0);
-            kill(Pid::from_raw(sender), Signal::SIGSTOP).unwrap();
+            let sender = h.freeze_wal_sender().await;
             output
                 .wait_for_rounds(WORKERS * ROUNDS / 3 + 2 * WORKERS)
                 .await;
