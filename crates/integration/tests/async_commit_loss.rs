@@ -75,6 +75,22 @@ async fn commits_only_the_primary_has(
     (client, sender)
 }
 
+/// The commit log re-applied `n` commits, each giving the replies the
+/// client had.
+fn assert_reapplied(h: &Harness, n: u64) {
+    let log = h.proxy.commit_log();
+    assert_eq!(
+        log.reapplied.load(Ordering::Acquire),
+        n,
+        "commits re-applied"
+    );
+    assert_eq!(
+        log.reapplied_mismatches.load(Ordering::Acquire),
+        0,
+        "re-applied commits whose replies differed"
+    );
+}
+
 /// Kills the primary and its frozen WAL sender, promotes the standby, and
 /// checks through `client` (whose session moves) and directly that all 21
 /// transactions are there, once each.
@@ -107,9 +123,7 @@ async fn count_after_failover(h: &Harness, client: &tokio_postgres::Client) {
     assert_eq!(direct, 21);
     // The first transaction was on the standby; the 20 others were applied
     // again, each giving the replies the client had.
-    let log = h.proxy.commit_log();
-    assert_eq!(log.reapplied.load(Ordering::Acquire), 20);
-    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+    assert_reapplied(&h, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,9 +234,7 @@ async fn commits_the_standby_had_not_applied_are_on_the_new_primary() {
     assert_eq!(ids, (1..=20).collect::<Vec<_>>());
     // The new primary had every commit (promotion applies what the delay
     // held back): the ledger lookup found all 20, none was run again.
-    let log = h.proxy.commit_log();
-    assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
-    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+    assert_reapplied(&h, 0);
 }
 
 /// A batch as JDBC sends the first execution of a statement it keeps: the
@@ -307,9 +319,7 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
         .find(|f| f.tag == tag::DATA_ROW)
         .expect("a row");
     assert_eq!(data_row_text(&row.body, 0).as_deref(), Some("1,2,3"));
-    let log = h.proxy.commit_log();
-    assert_eq!(log.reapplied.load(Ordering::Acquire), 3);
-    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+    assert_reapplied(&h, 3);
 }
 
 /// A transaction that wrote nothing leaves no token in the ledger, so a new
@@ -362,9 +372,7 @@ async fn a_transaction_that_wrote_nothing_is_not_applied_again() {
         .unwrap()
         .get(0);
     assert_eq!(count, 2, "the row inserted after the DELETE is there");
-    let log = h.proxy.commit_log();
-    assert_eq!(log.reapplied.load(Ordering::Acquire), 0);
-    assert_eq!(log.reapplied_mismatches.load(Ordering::Acquire), 0);
+    assert_reapplied(&h, 0);
 }
 
 /// The WAL sampler's round that finds no standby streaming — a primary
