@@ -123,7 +123,7 @@ async fn count_after_failover(h: &Harness, client: &tokio_postgres::Client) {
     assert_eq!(direct, 21);
     // The first transaction was on the standby; the 20 others were applied
     // again, each giving the replies the client had.
-    assert_reapplied(&h, 20);
+    assert_reapplied(h, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
