@@ -1,8 +1,9 @@
 //! What a client reads across a failover, compared byte for byte with what
 //! PostgreSQL itself answers to the same requests. Each client runs a
 //! sequence of exchanges drawn from a fixed seed on a table only it
-//! touches: simple queries (reads, writes, several statements), explicit
-//! transactions with savepoints, and extended-protocol batches — named and
+//! touches: simple queries (reads, writes, several statements, `COPY` in
+//! and out), explicit transactions with savepoints, and extended-protocol
+//! batches — named and
 //! unnamed statements and portals, text and binary parameters and results,
 //! `Describe`, `Execute` with a row limit (portals suspended and continued
 //! in a later batch), `Close`, `Flush` in the middle of a batch, errors that
@@ -69,12 +70,16 @@ enum Exchange {
         rest: BytesMut,
         trace: String,
     },
+    /// A `COPY … FROM STDIN` Query, then, once the server asks for it, its
+    /// data (CopyData messages and CopyDone); the answer ends at
+    /// ReadyForQuery.
+    CopyIn { sql: String, data: BytesMut },
 }
 
 impl Exchange {
     fn trace(&self) -> &str {
         match self {
-            Exchange::Simple(sql) => sql,
+            Exchange::Simple(sql) | Exchange::CopyIn { sql, .. } => sql,
             Exchange::Batch(_, trace) | Exchange::Flushed { trace, .. } => trace,
         }
     }
@@ -104,6 +109,8 @@ fn statements(id: usize) -> [String; 9] {
 #[derive(Default)]
 struct Draw {
     in_transaction: bool,
+    /// The next key a COPY adds (above the keys the other statements use).
+    next_copied: i32,
     named: Vec<(String, usize)>,
     next_name: usize,
     portals: Vec<String>,
@@ -225,8 +232,36 @@ fn unit(
 fn next_exchange(id: usize, draw: &mut Draw, rng: &mut StdRng) -> Exchange {
     let k = rng.gen_range(0..ROWS + 2);
     match rng.gen_range(0..16) {
-        0 => Exchange::Simple(match rng.gen_range(0..6) {
+        // Inside a transaction block only: an autocommit COPY FROM STDIN
+        // commits unstamped, and in flight at a failover gets 08007
+        // (docs/failover.md).
+        0 if draw.in_transaction && rng.gen_bool(0.5) => {
+            // Rows with keys of their own; now and then one that exists, and
+            // the COPY fails part way.
+            let mut data = BytesMut::new();
+            let rows = rng.gen_range(1..=20);
+            let clash = rng.gen_bool(0.1).then(|| rng.gen_range(0..rows));
+            for row in 0..rows {
+                let key = match clash {
+                    Some(at) if at == row => rng.gen_range(0..ROWS),
+                    _ => {
+                        draw.next_copied += 1;
+                        1000 + draw.next_copied
+                    }
+                };
+                let mut w = FrameWriter::tagged(&mut data, frontend::tag::COPY_DATA);
+                w.bytes(format!("{key}\t{row}\tcopied\n").as_bytes());
+                w.finish();
+            }
+            FrameWriter::tagged(&mut data, frontend::tag::COPY_DONE).finish();
+            Exchange::CopyIn {
+                sql: format!("copy t{id} (k, v, s) from stdin"),
+                data,
+            }
+        }
+        0 => Exchange::Simple(match rng.gen_range(0..7) {
             0 => ";".to_owned(),
+            6 => format!("copy (select k, v, s from t{id} order by k) to stdout"),
             1 => format!("select k from t{id} order by k; select 1 / 0; select 2"),
             2 => "select g, md5(g::text) from generate_series(1, 5000) g".to_owned(),
             _ => format!("select k, v, s from t{id} order by k"),
@@ -390,6 +425,26 @@ async fn run_exchange(conn: &mut RawConn, exchange: &Exchange) -> Answer {
             read_completions(conn, *answers, &mut answer).await;
             conn.send(rest).await;
             read_until_ready(conn, &mut answer).await;
+        }
+        Exchange::CopyIn { sql, data } => {
+            let mut out = BytesMut::new();
+            encode_query(sql, &mut out);
+            conn.send(&out).await;
+            // The server asks for the data, or refuses the COPY (in a failed
+            // transaction) and is ready again.
+            while let Some(frame) = conn.read_frame().await {
+                let t = frame.tag;
+                answer.push(frame);
+                match t {
+                    tag::COPY_IN_RESPONSE => {
+                        conn.send(data).await;
+                        read_until_ready(conn, &mut answer).await;
+                        break;
+                    }
+                    tag::READY_FOR_QUERY => break,
+                    _ => {}
+                }
+            }
         }
     }
     answer
