@@ -291,6 +291,14 @@ impl RawConn {
         frame
     }
 
+    /// Reads messages of the types `tags`, in that order, and fails the test
+    /// at the first other one.
+    pub async fn expect_frames(&mut self, tags: &[u8]) {
+        for &tag in tags {
+            self.expect_frame(tag).await;
+        }
+    }
+
     /// Reads one message, which must be an ErrorResponse, and returns its fields.
     pub async fn expect_error(&mut self) -> ErrorFields {
         let frame = self.expect_frame(tag::ERROR_RESPONSE).await;

@@ -273,14 +273,13 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
     // Prepared with the first insert, used by the second, closed, then
     // prepared again with the third.
     conn.send(&prepare_and_insert("S_1", 1)).await;
-    for t in [
+    conn.expect_frames(&[
         tag::PARSE_COMPLETE,
         tag::BIND_COMPLETE,
         tag::COMMAND_COMPLETE,
         tag::READY_FOR_QUERY,
-    ] {
-        conn.expect_frame(t).await;
-    }
+    ])
+    .await;
     let mut out = BytesMut::new();
     encode_bind_text("", "S_1", &["2"], &mut out);
     encode_execute("", &mut out);
@@ -288,24 +287,22 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
     encode_close_statement("S_1", &mut out);
     encode_sync(&mut out);
     conn.send(&out).await;
-    for t in [
+    conn.expect_frames(&[
         tag::BIND_COMPLETE,
         tag::COMMAND_COMPLETE,
         tag::READY_FOR_QUERY,
         tag::CLOSE_COMPLETE,
         tag::READY_FOR_QUERY,
-    ] {
-        conn.expect_frame(t).await;
-    }
+    ])
+    .await;
     conn.send(&prepare_and_insert("S_1", 3)).await;
-    for t in [
+    conn.expect_frames(&[
         tag::PARSE_COMPLETE,
         tag::BIND_COMPLETE,
         tag::COMMAND_COMPLETE,
         tag::READY_FOR_QUERY,
-    ] {
-        conn.expect_frame(t).await;
-    }
+    ])
+    .await;
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
