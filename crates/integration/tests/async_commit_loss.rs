@@ -36,12 +36,7 @@ async fn commits_only_the_primary_has(
     h: &Harness,
     commits: Commits,
 ) -> (tokio_postgres::Client, i32) {
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int primary key, note text)")
-        .await
-        .unwrap();
+    create_table(h).await;
     h.wait_replicated().await;
 
     let client = h.connect(Target::Proxy).await;
@@ -73,6 +68,16 @@ async fn commits_only_the_primary_has(
         }
     }
     (client, sender)
+}
+
+/// Creates the table the tests write to, on the primary.
+async fn create_table(h: &Harness) {
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int primary key, note text)")
+        .await
+        .unwrap();
 }
 
 /// The commit log re-applied `n` commits, each giving the replies the
@@ -261,12 +266,7 @@ fn prepare_and_insert(statement: &str, id: i32) -> BytesMut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int primary key, note text)")
-        .await
-        .unwrap();
+    create_table(&h).await;
     let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
     h.wait_replicated().await;
     let sender = h.freeze_wal_sender().await;
@@ -327,12 +327,7 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_wrote_nothing_is_not_applied_again() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int primary key, note text)")
-        .await
-        .unwrap();
+    create_table(&h).await;
     let client = h.connect(Target::Proxy).await;
     // A first commit starts the proxy's WAL sampler, which is then frozen:
     // no commit leaves the log, even once the standby has it.

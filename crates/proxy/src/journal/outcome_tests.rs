@@ -1,7 +1,9 @@
 //! Unit tests of [`Journal::outcome_unknown`]: what a lost server may have
 //! committed of the requests in flight.
 
-use super::super::tests::{bind, client, complete, msg, outstanding, parse, query, ready, server};
+use super::super::tests::{
+    bind, client, complete, execute, msg, outstanding, parse, query, ready, server,
+};
 use super::super::{Journal, Limits};
 
 #[test]
@@ -12,7 +14,7 @@ fn an_autocommit_write_whose_sync_was_sent_has_an_unknown_outcome() {
         &[
             parse("", "insert into t values (1)"),
             msg(b'B', b"\0\0\0\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             msg(b'S', b""),
         ],
     );
@@ -32,16 +34,12 @@ fn reads_and_transaction_starts_in_flight_are_safe_to_repeat() {
 
 #[test]
 fn an_unstamped_commit_in_flight_has_an_unknown_outcome_but_other_statements_do_not() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(&mut j, &[query("update t set x = 1")]);
     let old = outstanding(&mut j);
     assert!(!j.outcome_unknown(&old), "nothing commits before COMMIT");
 
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(&mut j, &[query("commit")]);
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
@@ -57,11 +55,7 @@ fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
     server(&mut j, &[msg(b'1', b""), ready(b'I')]);
     client(
         &mut j,
-        &[
-            msg(b'B', b"\0ins\0\0\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
+        &[msg(b'B', b"\0ins\0\0\0\0\0\0\0"), execute(), msg(b'S', b"")],
     );
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
@@ -69,9 +63,7 @@ fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
 
 #[test]
 fn a_statement_in_flight_in_a_failed_transaction_commits_nothing() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(&mut j, &[query("select 1/0")]);
     server(
         &mut j,
@@ -87,13 +79,8 @@ fn a_statement_in_flight_in_a_failed_transaction_commits_nothing() {
 
 #[test]
 fn an_execute_of_a_statement_that_does_not_exist_commits_nothing() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind("s10"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
+    let mut j = in_transaction();
+    client(&mut j, &[bind("s10"), execute(), msg(b'S', b"")]);
     server(
         &mut j,
         &[
@@ -113,26 +100,22 @@ fn an_execute_of_a_statement_that_does_not_exist_commits_nothing() {
 fn work_after_a_rollback_in_the_same_batch_may_have_committed() {
     // Simple protocol: the statements after ROLLBACK run in an implicit
     // transaction that commits at the end of the Query.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(&mut j, &[query("rollback; insert into t values (1)")]);
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
 
     // Extended protocol: the same up to the batch's Sync.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(
         &mut j,
         &[
             parse("", "rollback"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             parse("", "insert into t values (1)"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             msg(b'S', b""),
         ],
     );
@@ -140,17 +123,10 @@ fn work_after_a_rollback_in_the_same_batch_may_have_committed() {
     assert!(j.outcome_unknown(&old));
 
     // A rollback alone commits nothing.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    let mut j = in_transaction();
     client(
         &mut j,
-        &[
-            parse("", "rollback"),
-            bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ],
+        &[parse("", "rollback"), bind(""), execute(), msg(b'S', b"")],
     );
     let old = outstanding(&mut j);
     assert!(!j.outcome_unknown(&old));
@@ -174,11 +150,17 @@ fn an_execute_runs_the_statement_bound_to_its_own_portal() {
     assert!(j.outcome_unknown(&old), "the insert bound to p1 runs");
 }
 
-/// A journal in a transaction that failed (`select 1/0` got an error).
-fn in_failed_transaction() -> Journal {
+/// A journal in a transaction block (`begin` answered).
+fn in_transaction() -> Journal {
     let mut j = Journal::new(Limits::default());
     client(&mut j, &[query("begin")]);
     server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    j
+}
+
+/// A journal in a transaction that failed (`select 1/0` got an error).
+fn in_failed_transaction() -> Journal {
+    let mut j = in_transaction();
     client(&mut j, &[query("select 1/0")]);
     server(
         &mut j,
@@ -212,25 +194,15 @@ fn a_commit_in_flight_in_a_failed_transaction_commits_nothing() {
 
 #[test]
 fn an_execute_of_a_statement_the_session_never_prepared_commits_nothing_in_a_transaction() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind("s10"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
+    let mut j = in_transaction();
+    client(&mut j, &[bind("s10"), execute(), msg(b'S', b"")]);
     let old = outstanding(&mut j);
     assert!(!j.outcome_unknown(&old));
 
     // The unnamed statement outlives the batch that parsed it: unknown,
     // it may be anything.
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(
-        &mut j,
-        &[bind(""), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
+    let mut j = in_transaction();
+    client(&mut j, &[bind(""), execute(), msg(b'S', b"")]);
     let old = outstanding(&mut j);
     assert!(j.outcome_unknown(&old));
 }
@@ -243,8 +215,8 @@ fn an_autocommit_batch_that_failed_commits_nothing() {
         &[
             parse("", "update t set x = 1"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
+            execute(),
             msg(b'H', b""),
         ],
     );
@@ -258,10 +230,7 @@ fn an_autocommit_batch_that_failed_commits_nothing() {
         ],
     );
     // The client sends the rest of its batch after reading the error.
-    client(
-        &mut j,
-        &[bind("s2"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")],
-    );
+    client(&mut j, &[bind("s2"), execute(), msg(b'S', b"")]);
     let old = outstanding(&mut j);
     assert!(!j.outcome_unknown(&old));
 }
@@ -275,10 +244,10 @@ fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
         &[
             parse("", "BEGIN"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             parse("", "insert into t values (1)"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             msg(b'S', b""),
         ],
     );
@@ -292,13 +261,13 @@ fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
         &[
             parse("", "BEGIN"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             parse("", "insert into t values (1)"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             parse("", "COMMIT"),
             bind(""),
-            msg(b'E', b"\0\0\0\0\0"),
+            execute(),
             msg(b'S', b""),
         ],
     );

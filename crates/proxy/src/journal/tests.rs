@@ -281,7 +281,7 @@ pub(super) fn bind(statement: &str) -> Vec<u8> {
     msg(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
 }
 
-fn execute() -> Vec<u8> {
+pub(super) fn execute() -> Vec<u8> {
     msg(b'E', b"\0\0\0\0\0")
 }
 
