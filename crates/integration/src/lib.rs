@@ -9,8 +9,11 @@
 //! - [`connect_with`], [`sqlstate`], [`render`]: client helpers shared by the scenarios.
 //! - [`RawConn`]: a bare protocol connection, for tests that look at the
 //!   messages themselves (startup, BackendKeyData, CancelRequest).
+//! - [`application`]: applications on other languages' drivers, run
+//!   through a failover or a switchover.
 //! - The scenarios are in `tests/`, one file each.
 
+pub mod application;
 pub mod certs;
 pub mod run_process;
 

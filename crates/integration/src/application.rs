@@ -1,0 +1,227 @@
+//! Real applications, on the drivers of other languages, run through a
+//! failover or a switchover (`tests/jdbc.rs`, `tests/psycopg.rs`).
+//!
+//! Each application is a program of its own under `tests/<driver>/` that
+//! takes `<port> <password> <workers> <rounds>`, runs `workers` threads of
+//! `rounds` rounds each on connections through the proxy, prints
+//! `progress <worker> <round>` after every round and, at the end,
+//! `committed <worker> <rows>` with the rows each worker saw committed; it
+//! exits with a failure status on any driver error. [`run_through`] starts
+//! it, moves its sessions a third of the way through and returns its output
+//! once it has finished successfully. The applications write to a table
+//! made by [`create_rows_table`]; [`assert_rows_per_worker`] checks that
+//! the new primary holds exactly the rows each worker saw committed, and
+//! [`assert_every_note_matches`] that none was written twice.
+//!
+//! `APPLICATION_WORKERS` and `APPLICATION_ROUNDS` override the tests' sizes
+//! for longer hunts ([`size`]).
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{Harness, Target};
+
+/// How the sessions are moved.
+#[derive(Debug, Clone, Copy)]
+pub enum Move {
+    /// The primary is killed, with the last rounds' commits only on it:
+    /// its WAL sender is frozen two rounds per worker before.
+    Failover,
+    /// A planned switchover.
+    Switchover,
+}
+
+/// The application's output, read as it comes.
+struct Output {
+    rx: UnboundedReceiver<String>,
+    lines: Vec<String>,
+    /// Rounds done, all workers together.
+    progress: usize,
+}
+
+impl Output {
+    /// Reads until the workers have done `until` rounds together.
+    async fn wait_for_rounds(&mut self, until: usize) {
+        while self.progress < until {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the application stopped making progress:\n{}",
+                        self.lines.join("\n")
+                    )
+                })
+                .unwrap_or_else(|| {
+                    panic!("the application ended early:\n{}", self.lines.join("\n"))
+                });
+            self.progress += usize::from(line.starts_with("progress "));
+            self.lines.push(line);
+        }
+    }
+}
+
+/// The workers and rounds to run: the test's own, unless
+/// `APPLICATION_WORKERS` or `APPLICATION_ROUNDS` say otherwise.
+pub fn size(workers: usize, rounds: usize) -> (usize, usize) {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} is a number, not {v:?}"))
+            })
+            .unwrap_or(default)
+    };
+    (
+        var("APPLICATION_WORKERS", workers),
+        var("APPLICATION_ROUNDS", rounds),
+    )
+}
+
+/// Runs `application` (a command missing only its arguments) with
+/// `workers` threads of `rounds` rounds through the proxy, moves the
+/// sessions a third of the way through, and returns the application's
+/// output once it has exited successfully.
+pub async fn run_through(
+    h: &mut Harness,
+    mut application: tokio::process::Command,
+    workers: usize,
+    rounds: usize,
+    movement: Move,
+) -> String {
+    let mut child = application
+        .arg(h.port(Target::Proxy).to_string())
+        .arg(understudy_testkit::PASSWORD)
+        .arg(workers.to_string())
+        .arg(rounds.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {application:?}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("the application's output")).lines();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut output = Output {
+        rx,
+        lines: Vec::new(),
+        progress: 0,
+    };
+    output.wait_for_rounds(workers * rounds / 3).await;
+    match movement {
+        Move::Failover => {
+            let sender = h.freeze_wal_sender().await;
+            output
+                .wait_for_rounds(workers * rounds / 3 + 2 * workers)
+                .await;
+            h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+            kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+            h.promote_standby().await;
+        }
+        Move::Switchover => h.switch_over().await,
+    }
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .expect("the application finishes")
+        .expect("the application's exit status");
+    // The rest of the output, up to its end.
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(10), output.rx.recv())
+        .await
+        .expect("the application's output ends")
+    {
+        output.lines.push(line);
+    }
+    let output = output.lines.join("\n");
+    assert!(status.success(), "the application failed:\n{output}");
+    let metrics = h.proxy.metrics();
+    assert_eq!(
+        metrics.sessions_moved_total.load(Ordering::Acquire),
+        workers as u64,
+        "every session moved:\n{output}"
+    );
+    if let Move::Failover = movement {
+        let log = h.proxy.commit_log();
+        assert!(
+            log.reapplied.load(Ordering::Acquire) > 0,
+            "the commits only the old primary had were applied again"
+        );
+        assert_eq!(
+            log.reapplied_mismatches.load(Ordering::Acquire),
+            0,
+            "re-applied commits whose replies differed"
+        );
+    }
+    output
+}
+
+/// Creates `table (id int primary key, worker int, note text)` and waits
+/// until the standby has it.
+pub async fn create_rows_table(h: &Harness, table: &str) {
+    h.cluster
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "create table {table} (id int primary key, worker int not null, note text not null)"
+        ))
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+}
+
+/// Checks that the new primary's `table` holds, for each worker, exactly
+/// the rows it reported committed in the application's `output`.
+pub async fn assert_rows_per_worker(h: &Harness, table: &str, output: &str, workers: usize) {
+    let new_primary = h.cluster.connect_to(1).await;
+    for worker in 0..workers {
+        let reported: i64 = output
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("committed {worker} ")))
+            .unwrap_or_else(|| panic!("worker {worker} reports its rows:\n{output}"))
+            .parse()
+            .expect("a row count");
+        let rows: i64 = new_primary
+            .query_one(
+                &format!("select count(*) from {table} where worker = $1"),
+                &[&(worker as i32)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, reported, "worker {worker}'s rows");
+    }
+}
+
+/// Checks that every row's `note` on the new primary matches `pattern` (a
+/// PostgreSQL regular expression): the applications mark what each write
+/// did, so a row updated twice or a row rolled back shows here.
+pub async fn assert_every_note_matches(h: &Harness, table: &str, pattern: &str) {
+    let wrong: Vec<String> = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query(
+            &format!("select note from {table} where note !~ $1 order by id"),
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "rows written twice or not at all: {wrong:?}"
+    );
+}

@@ -1,0 +1,62 @@
+//! A real Python application, on psycopg 3, through a failover
+//! (`psycopg/failover_client.py`): four threads send work in pipeline mode
+//! (statements sent before any result is read, one Sync for several),
+//! prepare every statement on the server from its first execution with a
+//! cache small enough that old statements are closed in the pipelines that
+//! prepare new ones, run `executemany` with `RETURNING`, transactions with a
+//! nested savepoint (released or rolled back to), a notification and a
+//! server-side cursor, `COPY FROM STDIN` in a transaction and binary
+//! reads, while the primary is killed part way — with its last commits never
+//! sent to the standby, so that the commit log must apply them again — or a
+//! switchover moves the sessions. No psycopg error may reach the
+//! application; its `LISTEN` must still hold afterwards, no notification
+//! may be heard twice, and the new primary must hold exactly the rows each
+//! thread saw committed, each updated exactly once.
+//!
+//! Needs psycopg 3 for the machine's `python3` (`pip install
+//! "psycopg[binary]"`); `.ci/run` installs it.
+
+use std::path::Path;
+
+use understudy_integration::application::{
+    assert_every_note_matches, assert_rows_per_worker, create_rows_table, run_through, size, Move,
+};
+use understudy_integration::Harness;
+
+const WORKERS: usize = 4;
+const ROUNDS: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psycopg_application_runs_through_a_failover_without_an_error() {
+    run(Move::Failover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psycopg_application_runs_through_a_switchover_without_an_error() {
+    run(Move::Switchover).await;
+}
+
+/// Runs the application through `movement` and checks what the new
+/// primary has.
+async fn run(movement: Move) {
+    let have_psycopg = std::process::Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .status()
+        .unwrap_or_else(|e| panic!("running python3: {e} (install Python 3)"));
+    assert!(
+        have_psycopg.success(),
+        "psycopg 3 is missing: pip install \"psycopg[binary]\" (.ci/run does)"
+    );
+    let mut h = Harness::start_with(1, |_| {}).await;
+    create_rows_table(&h, "py_rows").await;
+
+    let mut python = tokio::process::Command::new("python3");
+    python.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/psycopg/failover_client.py"));
+    let (workers, rounds) = size(WORKERS, ROUNDS);
+    let output = run_through(&mut h, python, workers, rounds, movement).await;
+
+    assert_rows_per_worker(&h, "py_rows", &output, workers).await;
+    // Each pipelined insert was updated once; the other rows never; rows
+    // rolled back to their savepoint (`x…`) are not there.
+    assert_every_note_matches(&h, "py_rows", "^(r[0-9]+[+]|[mtsc][0-9]+)$").await;
+}
