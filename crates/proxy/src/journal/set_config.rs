@@ -67,7 +67,10 @@ enum Scope {
 
 /// For `SELECT [pg_catalog.]set_config(…) [[AS] alias] [, …]` and nothing
 /// else, with no query in the arguments: what it changes. None for any
-/// other statement.
+/// other statement. Calls of `current_setting(…)` may stand beside them:
+/// reading a setting as it is changed is harmless to run again (asyncpg
+/// turns `jit` off around its catalog lookups with `SELECT
+/// current_setting('jit') AS cur, set_config('jit', 'off', false) AS new`).
 fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
     let (first, mut rest) = statement.split_first()?;
     if !is_word(first, b"SELECT") {
@@ -84,7 +87,8 @@ fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
         let [name, Token::Open, tail @ ..] = rest else {
             return None;
         };
-        if !is_word(name, b"set_config") {
+        let sets = is_word(name, b"set_config");
+        if !sets && !is_word(name, b"current_setting") {
             return None;
         }
         let close = matching_close(tail)?;
@@ -92,7 +96,7 @@ fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
         if arguments.iter().any(|t| is_word(t, b"SELECT")) {
             return None;
         }
-        if !matches!(arguments, [.., Token::Comma, last] if is_word(last, b"true")) {
+        if sets && !matches!(arguments, [.., Token::Comma, last] if is_word(last, b"true")) {
             scope = Scope::Session;
         }
         rest = &tail[close + 1..];
@@ -150,6 +154,7 @@ mod tests {
             "SELECT pg_catalog.set_config('app.tenant', $1, false) AS tenant",
             "select set_config('a.b', 'x', false), set_config('a.c', lower('Y'), false)",
             "select set_config('search_path', 'app, public', false);",
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
         ] {
             assert_eq!(counted(sql, 1), (1, 0), "{sql}");
         }
@@ -168,6 +173,7 @@ mod tests {
             "select set_config('a.b', '1', false), count(*) from t",
             "select set_config('a.b', (select max(x)::text from t), false)",
             "update t set x = 1 where set_config('a.b', '1', false) is not null",
+            "select current_setting('a.b'), set_config('a.b', '1', false), x from t",
         ] {
             let (session, other) = counted(sql, 1);
             assert!(session > 0 && other > 0, "{sql}");
