@@ -303,6 +303,10 @@ impl SessionState {
                     }
                     group.clear();
                 }
+                // What a Describe, Close or Flush did leaves nothing a new
+                // backend needs, and a Describe or Close may name a
+                // statement closed before the session moves.
+                (tag::DESCRIBE | tag::CLOSE | tag::FLUSH, _) => {}
                 (tag::BIND, Some(frame)) => match self.unnamed_version(frame) {
                     // A named statement may be closed before the session
                     // moves: the script runs its text as the unnamed one.

@@ -639,3 +639,45 @@ fn a_commit_that_chains_the_next_transaction_is_neither_replayed_nor_kept() {
     );
     assert_eq!(j.replayable(), Ok(()));
 }
+
+#[test]
+fn a_setting_made_through_a_statement_closed_later_is_restored_without_it() {
+    // asyncpg's catalog lookup: Parse, Describe and Flush of each statement,
+    // then Bind, Execute and Sync; the statement is closed a few units on.
+    let mut j = Journal::new(Limits::default());
+    let setting = "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new";
+    client(
+        &mut j,
+        &[
+            parse("s3", setting),
+            msg(b'D', b"Ss3\0"),
+            msg(b'H', b""),
+            bind("s3"),
+            execute(),
+            msg(b'S', b""),
+        ],
+    );
+    server(
+        &mut j,
+        &[
+            msg(b'1', b""),
+            msg(b't', b"\0\0"),
+            msg(b'T', b"desc"),
+            msg(b'2', b""),
+            msg(b'D', b"row"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    client(&mut j, &[msg(b'C', b"Ss3\0"), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'3', b""), ready(b'I')]);
+    assert_eq!(j.session.blocked, None);
+    assert_eq!(j.session.prepared_count(), 0);
+    let snapshot = j.session.snapshot();
+    let messages = &snapshot.messages[..];
+    assert!(
+        !messages.windows(3).any(|w| w == b"s3\0"),
+        "the script names the closed statement: {messages:?}"
+    );
+    assert!(messages.windows(12).any(|w| w == b"set_config('"));
+}
