@@ -16,6 +16,7 @@
 //! `APPLICATION_WORKERS` and `APPLICATION_ROUNDS` override the tests' sizes
 //! for longer hunts ([`size`]).
 
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -82,6 +83,22 @@ pub fn size(workers: usize, rounds: usize) -> (usize, usize) {
         var("APPLICATION_WORKERS", workers),
         var("APPLICATION_ROUNDS", rounds),
     )
+}
+
+/// The command that runs the Python client `script`, after checking that
+/// `python3` can import `module` (`install` says how to get it).
+pub fn python_client(module: &str, script: &Path, install: &str) -> tokio::process::Command {
+    let importable = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .unwrap_or_else(|e| panic!("running python3: {e} (install Python 3)"));
+    assert!(
+        importable.success(),
+        "python3 cannot import {module}: {install} (.ci/run does)"
+    );
+    let mut command = tokio::process::Command::new("python3");
+    command.arg(script);
+    command
 }
 
 /// Runs `application` (a command missing only its arguments) with

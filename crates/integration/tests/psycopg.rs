@@ -19,7 +19,8 @@
 use std::path::Path;
 
 use understudy_integration::application::{
-    assert_every_note_matches, assert_rows_per_worker, create_rows_table, run_through, size, Move,
+    assert_every_note_matches, assert_rows_per_worker, create_rows_table, python_client,
+    run_through, size, Move,
 };
 use understudy_integration::Harness;
 
@@ -39,21 +40,16 @@ async fn a_psycopg_application_runs_through_a_switchover_without_an_error() {
 /// Runs the application through `movement` and checks what the new
 /// primary has.
 async fn run(movement: Move) {
-    let have_psycopg = std::process::Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .status()
-        .unwrap_or_else(|e| panic!("running python3: {e} (install Python 3)"));
-    assert!(
-        have_psycopg.success(),
-        "psycopg 3 is missing: pip install \"psycopg[binary]\" (.ci/run does)"
+    let client = python_client(
+        "psycopg",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/psycopg/failover_client.py"),
+        "pip install \"psycopg[binary]\"",
     );
     let mut h = Harness::start_with(1, |_| {}).await;
     create_rows_table(&h, "py_rows").await;
 
-    let mut python = tokio::process::Command::new("python3");
-    python.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/psycopg/failover_client.py"));
     let (workers, rounds) = size(WORKERS, ROUNDS);
-    let output = run_through(&mut h, python, workers, rounds, movement).await;
+    let output = run_through(&mut h, client, workers, rounds, movement).await;
 
     assert_rows_per_worker(&h, "py_rows", &output, workers).await;
     // Each pipelined insert was updated once; the other rows never; rows
