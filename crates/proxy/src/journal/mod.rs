@@ -23,6 +23,7 @@
 //! - [`session`]: the session state a new backend must be given again.
 //! - `set_config`: `SELECT set_config(…)` statements counted as settings,
 //!   `SET LOCAL` as work.
+//! - `mixed_query`: the settings of a Query that also did other work.
 //! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
 //!   advisory locks), which keep a session from moving.
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
@@ -36,6 +37,7 @@ pub mod budget;
 mod committed;
 pub(crate) mod lexer;
 mod limits;
+mod mixed_query;
 mod outcome;
 pub mod pins;
 mod reply;

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
 use super::lexer;
+use super::mixed_query;
 use super::pins::Pins;
 use super::request::Expect;
 use super::{NotReplayable, Reply};
@@ -287,7 +288,18 @@ impl SessionState {
         for (message_tag, reply, frame) in requests {
             let expect = Expect::of(*message_tag);
             if reply.session_commands > 0 && reply.other_commands > 0 {
-                self.block(NotReplayable::MixedSessionStatement);
+                // A Query keeps its settings statements when they can be
+                // told apart; anything else cannot be run again alone.
+                let settings = match (*message_tag, frame) {
+                    (tag::QUERY, Some(frame)) if !reply.failed => {
+                        mixed_query::settings_only(query_text(frame), reply.session_commands)
+                    }
+                    _ => None,
+                };
+                match settings {
+                    Some(script) => self.entries.push(Entry::Script(script)),
+                    None => self.block(NotReplayable::MixedSessionStatement),
+                }
                 continue;
             }
             match (*message_tag, frame) {
@@ -381,6 +393,11 @@ fn frame_of(message_tag: u8, parts: &[&[u8]]) -> BytesMut {
 fn is_named_parse(message_tag: u8, frame: &[u8]) -> bool {
     message_tag == tag::PARSE
         && first_cstr(frame.get(5..).unwrap_or_default()).is_some_and(|name| !name.is_empty())
+}
+
+/// The SQL text of a Query message.
+fn query_text(frame: &[u8]) -> &[u8] {
+    first_cstr(frame.get(5..).unwrap_or_default()).unwrap_or_default()
 }
 
 fn first_cstr(bytes: &[u8]) -> Option<&[u8]> {

@@ -57,7 +57,7 @@ pub fn count_as_settings(sql: &[u8], reply: &mut Reply) {
 }
 
 /// What a statement that only calls `set_config` changes.
-enum Scope {
+pub(super) enum Scope {
     /// At least one call may change the session (`is_local` not the literal
     /// `true`).
     Session,
@@ -71,7 +71,7 @@ enum Scope {
 /// reading a setting as it is changed is harmless to run again (asyncpg
 /// turns `jit` off around its catalog lookups with `SELECT
 /// current_setting('jit') AS cur, set_config('jit', 'off', false) AS new`).
-fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
+pub(super) fn only_calls_set_config(statement: &[Token<'_>]) -> Option<Scope> {
     let (first, mut rest) = statement.split_first()?;
     if !is_word(first, b"SELECT") {
         return None;

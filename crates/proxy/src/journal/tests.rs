@@ -125,12 +125,39 @@ fn settings_are_kept_unless_rolled_back() {
 }
 
 #[test]
-fn a_statement_mixing_settings_and_work_blocks_replay() {
+fn a_query_mixing_settings_and_work_keeps_only_its_settings() {
     let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("set a.b = 1; insert into t values (1)")]);
+    client(
+        &mut j,
+        &[query("set a.b = 1; insert into t values (1); listen c")],
+    );
     server(
         &mut j,
-        &[complete("SET"), complete("INSERT 0 1"), ready(b'I')],
+        &[
+            complete("SET"),
+            complete("INSERT 0 1"),
+            complete("LISTEN"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(j.replayable(), Ok(()));
+    let snapshot = j.session.snapshot();
+    assert_eq!(snapshot.readies, 1);
+    assert_eq!(&snapshot.messages[..], &query("set a.b = 1; listen c;")[..]);
+}
+
+#[test]
+fn a_statement_mixing_settings_and_work_blocks_replay() {
+    let mut j = Journal::new(Limits::default());
+    client(
+        &mut j,
+        &[query(
+            "select set_config('a.b', '1', false), count(*) from t",
+        )],
+    );
+    server(
+        &mut j,
+        &[msg(b'D', b"row"), complete("SELECT 1"), ready(b'I')],
     );
     assert_eq!(j.replayable(), Err(NotReplayable::MixedSessionStatement));
 }
