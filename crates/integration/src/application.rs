@@ -137,6 +137,13 @@ pub async fn run_through(
         progress: 0,
     };
     output.wait_for_rounds(workers * rounds / 3).await;
+    let metrics = h.proxy.metrics();
+    // Every worker's sessions are open by now, and stay so to the end.
+    let sessions = metrics.sessions_active.load(Ordering::Acquire);
+    assert!(
+        sessions >= workers as u64,
+        "{sessions} sessions for {workers} workers"
+    );
     match movement {
         Move::Failover => {
             let sender = h.freeze_wal_sender().await;
@@ -162,10 +169,9 @@ pub async fn run_through(
     }
     let output = output.lines.join("\n");
     assert!(status.success(), "the application failed:\n{output}");
-    let metrics = h.proxy.metrics();
     assert_eq!(
         metrics.sessions_moved_total.load(Ordering::Acquire),
-        workers as u64,
+        sessions,
         "every session moved:\n{output}"
     );
     if let Move::Failover = movement {

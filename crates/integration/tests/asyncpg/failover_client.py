@@ -9,8 +9,9 @@ parameters and results, an enum type it looks up in the catalog on first
 use, executemany (several Bind/Execute with one Sync, atomic), explicit
 prepared statements, transactions with a nested savepoint (released or
 rolled back to), a cursor (a named portal read a few rows per Execute),
-binary COPY FROM STDIN in a transaction, simple-protocol statements and
-LISTEN/NOTIFY on a channel of the worker's own. Any asyncpg error is a
+binary COPY FROM STDIN in a transaction, simple-protocol statements,
+LISTEN/NOTIFY on a channel of the worker's own, and a pool of one
+connection that asyncpg resets each time it is given back. Any asyncpg error is a
 failure: the failover must not reach the application.
 
 Prints "progress <worker> <round>" after each round and, at the end,
@@ -64,6 +65,20 @@ class Worker:
         )
         self = cls(conn, worker)
         await conn.add_listener(self.channel, self.heard_notification)
+        # A pool of one connection, taken for a statement or two each round:
+        # asyncpg resets the connection each time it is given back
+        # (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+        # ALL;` in one Query).
+        self.pool = await asyncpg.create_pool(
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            password=password,
+            database="postgres",
+            ssl=False,
+            min_size=1,
+            max_size=1,
+        )
         return self
 
     def heard_notification(self, _conn, _pid, channel, payload):
@@ -164,6 +179,18 @@ class Worker:
 
         counted = await self.count()
         check(counted == self.committed, f"worker {self.worker} counts {counted} rows, expected {self.committed}")
+        # The pooled connection: a setting that lasts until it is given back,
+        # and a count under it.
+        async with self.pool.acquire() as pooled:
+            check(
+                await pooled.fetchval("show search_path") == '"$user", public',
+                "the pool reset the connection's settings",
+            )
+            await pooled.execute("set search_path = pg_catalog, public")
+            counted = await pooled.fetchval(
+                "select count(*) from apg_rows where worker = $1", self.worker
+            )
+            check(counted == self.committed, f"the pooled connection counts {counted} rows")
 
     async def finish(self):
         # LISTEN still holds: a notification sent now is heard.
@@ -178,6 +205,7 @@ class Worker:
         # whose commit was answered from the ledger cannot be heard.)
         check(len(self.heard) == len(set(self.heard)), f"notifications heard twice: {self.heard}")
         check(set(self.heard) <= set(self.sent), f"notifications never sent: {self.heard}")
+        await self.pool.close()
         await self.conn.close()
 
 
