@@ -24,6 +24,7 @@
 //! - `set_config`: `SELECT set_config(…)` statements counted as settings,
 //!   `SET LOCAL` as work.
 //! - `mixed_query`: the settings of a Query that also did other work.
+//! - `compaction`: earlier settings scripts a new one makes void.
 //! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
 //!   advisory locks), which keep a session from moving.
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
@@ -35,6 +36,7 @@
 
 pub mod budget;
 mod committed;
+mod compaction;
 pub(crate) mod lexer;
 mod limits;
 mod mixed_query;

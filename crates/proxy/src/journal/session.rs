@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
+use super::compaction::{self, Effect};
 use super::lexer;
 use super::mixed_query;
 use super::pins::Pins;
@@ -27,7 +28,7 @@ enum Entry {
     },
     /// Client messages that changed settings; ends with a message that gets
     /// ReadyForQuery (a Query or a Sync).
-    Script(BytesMut),
+    Script { frames: BytesMut, effect: Effect },
 }
 
 /// An item of the replay, in the order the session made them.
@@ -128,7 +129,7 @@ impl SessionState {
     pub fn replay_items(&self) -> impl Iterator<Item = ReplayItem<'_>> {
         self.entries.iter().map(|entry| match entry {
             Entry::Prepared { frame, .. } => ReplayItem::Parse(frame),
-            Entry::Script(frames) => ReplayItem::Script(frames),
+            Entry::Script { frames, .. } => ReplayItem::Script(frames),
         })
     }
 
@@ -150,7 +151,7 @@ impl SessionState {
             .iter()
             .map(|e| match e {
                 Entry::Prepared { name, frame, .. } => name.len() + frame.len(),
-                Entry::Script(frames) => frames.len(),
+                Entry::Script { frames, .. } => frames.len(),
             })
             .sum()
     }
@@ -297,21 +298,19 @@ impl SessionState {
                     _ => None,
                 };
                 match settings {
-                    Some(script) => self.entries.push(Entry::Script(script)),
+                    Some(script) => self.push_script(script),
                     None => self.block(NotReplayable::MixedSessionStatement),
                 }
                 continue;
             }
             match (*message_tag, frame) {
                 (tag::QUERY, _) if reply.session_commands == 0 || reply.failed => {}
-                (tag::QUERY, Some(frame)) => {
-                    self.entries.push(Entry::Script(BytesMut::from(*frame)))
-                }
+                (tag::QUERY, Some(frame)) => self.push_script(BytesMut::from(*frame)),
                 (tag::QUERY, None) => self.block(NotReplayable::MessageTooLarge),
                 (tag::SYNC, Some(frame)) => {
                     if !kept.is_empty() {
                         kept.put_slice(frame);
-                        self.entries.push(Entry::Script(std::mem::take(&mut kept)));
+                        self.push_script(std::mem::take(&mut kept));
                     }
                     group.clear();
                 }
@@ -353,6 +352,70 @@ impl SessionState {
 }
 
 impl SessionState {
+    /// Keeps a settings script, first dropping the earlier ones it makes
+    /// void (`compaction`).
+    fn push_script(&mut self, frames: BytesMut) {
+        let effect = script_text(&frames).map_or(Effect::Other, compaction::effect_of);
+        match &effect {
+            Effect::Setting {
+                name,
+                parse_sensitive,
+            } => {
+                // The latest earlier setting of the same parameter, unless
+                // something between may depend on it.
+                for i in (0..self.entries.len()).rev() {
+                    match &self.entries[i] {
+                        Entry::Script {
+                            effect: Effect::Setting { name: earlier, .. },
+                            ..
+                        } if earlier == name => {
+                            self.entries.remove(i);
+                            break;
+                        }
+                        Entry::Script {
+                            effect: Effect::Setting { .. } | Effect::Listen,
+                            ..
+                        } => {}
+                        Entry::Prepared { .. } if !parse_sensitive => {}
+                        _ => break,
+                    }
+                }
+            }
+            Effect::Reset { settings, listens } => {
+                // Walking back: what a prepared statement kept after it may
+                // have been parsed under stays.
+                let mut parsed_after = false;
+                for i in (0..self.entries.len()).rev() {
+                    let void = match &self.entries[i] {
+                        Entry::Prepared { .. } => {
+                            parsed_after = true;
+                            false
+                        }
+                        Entry::Script {
+                            effect: earlier, ..
+                        } => match earlier {
+                            Effect::Setting {
+                                parse_sensitive, ..
+                            } => *settings && !(*parse_sensitive && parsed_after),
+                            Effect::Listen => *listens,
+                            Effect::Reset { .. } => *earlier == effect && !parsed_after,
+                            Effect::Other => {
+                                parsed_after = true;
+                                false
+                            }
+                        },
+                    };
+                    if void {
+                        self.entries.remove(i);
+                    }
+                }
+            }
+            Effect::Listen | Effect::Other => {}
+        }
+        self.entries.push(Entry::Script { frames, effect });
+        self.changed();
+    }
+
     /// For a Bind of a named statement the session prepared: a Parse of
     /// the same text and parameter types as the unnamed statement, and the
     /// Bind rewritten to use it. None for the unnamed statement or one the
@@ -393,6 +456,34 @@ fn frame_of(message_tag: u8, parts: &[&[u8]]) -> BytesMut {
 fn is_named_parse(message_tag: u8, frame: &[u8]) -> bool {
     message_tag == tag::PARSE
         && first_cstr(frame.get(5..).unwrap_or_default()).is_some_and(|name| !name.is_empty())
+}
+
+/// The SQL text a settings script runs: a Query's, or that of the one
+/// statement an extended-protocol script parses and executes. None for
+/// anything else.
+fn script_text(frames: &[u8]) -> Option<&[u8]> {
+    let mut text = None;
+    let mut executes = 0;
+    let mut rest = frames;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let frame = rest.get(..1 + len)?;
+        match frame[0] {
+            tag::QUERY if rest.len() == frame.len() && text.is_none() => {
+                return Some(query_text(frame))
+            }
+            tag::PARSE if text.is_none() => {
+                let body = frame.get(5..)?;
+                let name = first_cstr(body)?;
+                text = first_cstr(body.get(name.len() + 1..)?);
+            }
+            tag::PARSE => return None,
+            tag::EXECUTE => executes += 1,
+            _ => {}
+        }
+        rest = &rest[frame.len()..];
+    }
+    (executes == 1).then_some(text).flatten()
 }
 
 /// The SQL text of a Query message.

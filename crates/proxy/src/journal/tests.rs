@@ -708,3 +708,113 @@ fn a_setting_made_through_a_statement_closed_later_is_restored_without_it() {
     );
     assert!(messages.windows(12).any(|w| w == b"set_config('"));
 }
+
+/// Runs `sql` as an autocommit Query answered with `tags`.
+fn session_query(j: &mut Journal, sql: &str, tags: &[&str]) {
+    client(j, &[query(sql)]);
+    let mut replies: Vec<Vec<u8>> = tags.iter().map(|t| complete(t)).collect();
+    replies.push(ready(b'I'));
+    server(j, &replies);
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_setting_made_on_every_request_is_kept_once() {
+    let mut j = Journal::new(Limits::default());
+    session_query(&mut j, "listen c", &["LISTEN"]);
+    for n in 0..1000 {
+        // Row-level security: the tenant set through the extended protocol,
+        // a named statement prepared now and then, the application name in
+        // a Query.
+        let tenant = format!("SELECT set_config('app.tenant', '{n}', false)");
+        client(
+            &mut j,
+            &[parse("", &tenant), bind(""), execute(), msg(b'S', b"")],
+        );
+        server(
+            &mut j,
+            &[
+                msg(b'1', b""),
+                msg(b'2', b""),
+                msg(b'D', b"row"),
+                complete("SELECT 1"),
+                ready(b'I'),
+            ],
+        );
+        if n % 100 == 0 {
+            client(
+                &mut j,
+                &[parse(&format!("s{n}"), "select 1"), msg(b'S', b"")],
+            );
+            server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+        }
+        session_query(
+            &mut j,
+            &format!("set application_name = 'app {n}'"),
+            &["SET"],
+        );
+    }
+    assert_eq!(j.replayable(), Ok(()));
+    assert_eq!(j.session.prepared_count(), 10);
+    assert_eq!(
+        j.session.script_len(),
+        3,
+        "the listen, the tenant, the name"
+    );
+    let snapshot = j.session.snapshot();
+    assert!(contains(&snapshot.messages, "listen c"));
+    assert!(contains(
+        &snapshot.messages,
+        "set_config('app.tenant', '999', false)"
+    ));
+    assert!(!contains(&snapshot.messages, "'998'"));
+    assert!(contains(&snapshot.messages, "'app 999'"));
+}
+
+#[test]
+fn the_snapshot_follows_a_setting_that_replaced_an_earlier_one() {
+    let mut j = Journal::new(Limits::default());
+    session_query(&mut j, "set app.x = 'one'", &["SET"]);
+    assert!(contains(&j.session.snapshot().messages, "'one'"));
+    session_query(&mut j, "set app.x = 'two'", &["SET"]);
+    let snapshot = j.session.snapshot();
+    assert!(contains(&snapshot.messages, "'two'"));
+    assert!(!contains(&snapshot.messages, "'one'"));
+}
+
+#[test]
+fn a_pool_reset_on_every_release_keeps_the_state_small() {
+    let mut j = Journal::new(Limits::default());
+    for n in 0..1000 {
+        session_query(&mut j, &format!("set app.user = '{n}'"), &["SET"]);
+        session_query(&mut j, "listen c", &["LISTEN"]);
+        session_query(
+            &mut j,
+            "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+            &["SELECT 1", "CLOSE CURSOR ALL", "UNLISTEN", "RESET"],
+        );
+    }
+    assert_eq!(j.replayable(), Ok(()));
+    assert_eq!(j.session.script_len(), 1, "one reset");
+}
+
+#[test]
+fn a_setting_that_changes_parsing_stays_before_a_statement_parsed_under_it() {
+    let mut j = Journal::new(Limits::default());
+    session_query(&mut j, "set search_path = a", &["SET"]);
+    client(&mut j, &[parse("s1", "select * from t"), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    session_query(&mut j, "set search_path = b", &["SET"]);
+    session_query(&mut j, "set search_path = c", &["SET"]);
+    session_query(&mut j, "reset all", &["RESET"]);
+    let snapshot = j.session.snapshot();
+    assert!(contains(&snapshot.messages, "search_path = a"));
+    assert!(!contains(&snapshot.messages, "search_path = b"));
+    assert!(!contains(&snapshot.messages, "search_path = c"));
+    assert_eq!(j.session.script_len(), 2, "search_path = a, reset all");
+}
