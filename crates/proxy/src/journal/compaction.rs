@@ -7,14 +7,16 @@
 //! every move would replay them all.
 //!
 //! Each script is classified by what it does ([`Effect`]); a new script
-//! drops the earlier ones it makes void: a setting drops the latest earlier
-//! setting of the same parameter, a reset drops the settings (and, with
-//! `UNLISTEN *`, the listens) before it, and an identical earlier reset. A
-//! named prepared statement was parsed under the settings of its time, so a
-//! setting that can change how a statement parses (`search_path`,
-//! `TimeZone`, …: anything but custom `a.b` parameters and a few known
-//! others) is never dropped from before one that is still kept; neither is
-//! anything from before a script the journal cannot classify.
+//! drops the earlier entries it makes void ([`verdict`]): a setting drops
+//! the latest earlier setting of the same parameter, a reset drops the
+//! settings (and, with `UNLISTEN *`, the listens) before it, and an
+//! identical earlier reset; a `DEALLOCATE` drops the statement it
+//! deallocates (a protocol one, or a SQL `PREPARE`) and is then not kept
+//! itself. A named prepared statement was parsed under the settings of its
+//! time, so a setting that can change how a statement parses
+//! (`search_path`, `TimeZone`, …: anything but custom `a.b` parameters and
+//! a few known others) is never dropped from before one that is still kept;
+//! nothing is dropped from before a script the journal cannot classify.
 
 use super::lexer::{tokens, Token};
 use super::set_config::{only_calls_set_config, Scope};
@@ -38,6 +40,10 @@ pub enum Effect {
     },
     /// `LISTEN` or `UNLISTEN` of named channels only.
     Listen,
+    /// `PREPARE name …` alone.
+    Prepare(Vec<u8>),
+    /// `DEALLOCATE [PREPARE] name` alone; `None` for `DEALLOCATE ALL`.
+    Deallocate(Option<Vec<u8>>),
     /// Anything else (several settings, `PREPARE`, a form not read here).
     Other,
 }
@@ -56,6 +62,112 @@ const PARSE_NEUTRAL: &[&[u8]] = &[
     b"synchronous_commit",
     b"client_min_messages",
 ];
+
+/// An entry of the session state, as compaction sees it.
+pub enum Kept<'a> {
+    /// A named protocol prepared statement.
+    Prepared(&'a [u8]),
+    /// A settings script.
+    Script(&'a Effect),
+}
+
+/// What a new script does to the entries kept before it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Indexes of the earlier entries it makes void, in increasing order.
+    pub void: Vec<usize>,
+    /// The new script must be kept.
+    pub keep_new: bool,
+}
+
+/// Which of the `earlier` entries the new script of effect `new` makes
+/// void, and whether it must be kept itself.
+pub fn verdict(new: &Effect, earlier: &[Kept<'_>]) -> Verdict {
+    let mut void = Vec::new();
+    let mut keep_new = true;
+    match new {
+        Effect::Setting {
+            name,
+            parse_sensitive,
+        } => {
+            // The latest earlier setting of the same parameter, unless
+            // something between may depend on it.
+            for (i, entry) in earlier.iter().enumerate().rev() {
+                match entry {
+                    Kept::Script(Effect::Setting { name: n, .. }) if n == name => {
+                        void.push(i);
+                        break;
+                    }
+                    Kept::Script(
+                        Effect::Setting { .. } | Effect::Listen | Effect::Deallocate(_),
+                    ) => {}
+                    Kept::Prepared(_) | Kept::Script(Effect::Prepare(_)) if !parse_sensitive => {}
+                    _ => break,
+                }
+            }
+        }
+        Effect::Reset { settings, listens } => {
+            // Walking back: what a statement kept after it may have been
+            // parsed under stays.
+            let mut parsed_after = false;
+            for (i, entry) in earlier.iter().enumerate().rev() {
+                let dropped = match entry {
+                    Kept::Prepared(_) | Kept::Script(Effect::Prepare(_) | Effect::Other) => {
+                        parsed_after = true;
+                        false
+                    }
+                    Kept::Script(Effect::Setting {
+                        parse_sensitive, ..
+                    }) => *settings && !(*parse_sensitive && parsed_after),
+                    Kept::Script(Effect::Listen) => *listens,
+                    Kept::Script(reset @ Effect::Reset { .. }) => *reset == new && !parsed_after,
+                    Kept::Script(Effect::Deallocate(_)) => false,
+                };
+                if dropped {
+                    void.push(i);
+                }
+            }
+        }
+        Effect::Deallocate(Some(name)) => {
+            // The statement it deallocates, unless a script the journal
+            // cannot read may use it or deallocate it. Not kept when the
+            // state holds no such statement: run again, it would fail.
+            keep_new = false;
+            for (i, entry) in earlier.iter().enumerate().rev() {
+                match entry {
+                    Kept::Prepared(n) if *n == name.as_slice() => {}
+                    Kept::Script(Effect::Prepare(n)) if n == name => {}
+                    Kept::Script(Effect::Other) => {
+                        keep_new = true;
+                        break;
+                    }
+                    _ => continue,
+                }
+                void.push(i);
+                break;
+            }
+        }
+        Effect::Deallocate(None) => {
+            // Every statement back to the first script the journal cannot
+            // read; kept only if there is one, which may have prepared more.
+            keep_new = false;
+            for (i, entry) in earlier.iter().enumerate().rev() {
+                match entry {
+                    Kept::Prepared(_)
+                    | Kept::Script(Effect::Prepare(_) | Effect::Deallocate(_)) => void.push(i),
+                    Kept::Script(Effect::Other) => {
+                        keep_new = true;
+                        break;
+                    }
+                    Kept::Script(_) => {}
+                }
+            }
+        }
+        Effect::Listen | Effect::Prepare(_) | Effect::Other => {}
+    }
+    void.reverse();
+    Verdict { void, keep_new }
+}
 
 /// The effect of a script whose SQL text is `sql` (a Query's text, or the
 /// text of the one statement an extended-protocol script runs).
@@ -79,7 +191,11 @@ pub fn effect_of(sql: &[u8]) -> Effect {
                 listens |= l;
             }
             Some(Effect::Listen) => named_listens = true,
-            Some(one @ Effect::Setting { .. }) if statements.len() == 1 => setting = Some(one),
+            Some(one @ (Effect::Setting { .. } | Effect::Prepare(_) | Effect::Deallocate(_)))
+                if statements.len() == 1 =>
+            {
+                setting = Some(one)
+            }
             _ => return Effect::Other,
         }
     }
@@ -107,6 +223,21 @@ fn statement_effect(statement: &[Token<'_>], sql: &[u8]) -> Option<Effect> {
     }
     if (word(0, b"LISTEN") || word(0, b"UNLISTEN")) && statement.len() == 2 {
         return Some(Effect::Listen);
+    }
+    if word(0, b"PREPARE")
+        && statement
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(b"AS")))
+    {
+        return Some(Effect::Prepare(statement.get(1)?.name()?));
+    }
+    if word(0, b"DEALLOCATE") {
+        let name = if word(1, b"PREPARE") { 2 } else { 1 };
+        return match statement.get(name..)? {
+            [Token::Word(w)] if w.eq_ignore_ascii_case(b"ALL") => Some(Effect::Deallocate(None)),
+            [one] => Some(Effect::Deallocate(Some(one.name()?))),
+            _ => None,
+        };
     }
     if word(0, b"RESET") {
         // `RESET name`; not `RESET SESSION AUTHORIZATION` or `RESET TIME ZONE`.
@@ -247,18 +378,80 @@ mod tests {
     }
 
     #[test]
+    fn prepare_and_deallocate_are_read_alone() {
+        assert_eq!(
+            effect_of(b"PREPARE Q (int) AS select $1"),
+            Effect::Prepare(b"q".to_vec())
+        );
+        assert_eq!(
+            effect_of(b"DEALLOCATE pdo_stmt_00000001"),
+            Effect::Deallocate(Some(b"pdo_stmt_00000001".to_vec()))
+        );
+        assert_eq!(
+            effect_of(b"deallocate prepare \"S_1\""),
+            Effect::Deallocate(Some(b"S_1".to_vec()))
+        );
+        assert_eq!(effect_of(b"DEALLOCATE ALL"), Effect::Deallocate(None));
+    }
+
+    #[test]
+    fn a_deallocate_drops_its_statement_unless_an_unread_script_follows_it() {
+        let setting = setting_of("app.x", false);
+        let other = Effect::Other;
+        let prepare = Effect::Prepare(b"p".to_vec());
+        let deallocate = Effect::Deallocate(Some(b"p".to_vec()));
+        assert_eq!(
+            verdict(&deallocate, &[Kept::Prepared(b"p"), Kept::Script(&setting)]),
+            Verdict {
+                void: vec![0],
+                keep_new: false
+            }
+        );
+        assert_eq!(
+            verdict(&deallocate, &[Kept::Script(&prepare), Kept::Prepared(b"q")]),
+            Verdict {
+                void: vec![0],
+                keep_new: false
+            }
+        );
+        assert_eq!(
+            verdict(&deallocate, &[Kept::Prepared(b"p"), Kept::Script(&other)]),
+            Verdict {
+                void: vec![],
+                keep_new: true
+            }
+        );
+        assert_eq!(
+            verdict(
+                &Effect::Deallocate(None),
+                &[
+                    Kept::Prepared(b"a"),
+                    Kept::Script(&other),
+                    Kept::Script(&prepare),
+                    Kept::Script(&setting),
+                    Kept::Prepared(b"b"),
+                ]
+            ),
+            Verdict {
+                void: vec![2, 4],
+                keep_new: true
+            }
+        );
+    }
+
+    #[test]
     fn anything_else_is_other() {
         for sql in [
             "set a.b = 1; set a.c = 2",
             "set local a.b = 1",
             "set role admin",
             "set time zone 'UTC'",
-            "prepare p as select 1",
+            "prepare p as select 1; set a.b = 1",
             "listen a; reset all",
             "select set_config('a.b', '1', false), set_config('a.c', '1', false)",
             "select set_config('a.b', '1', true)",
             "select set_config('a.b', current_setting('a.c'), false)",
-            "deallocate all",
+            "deallocate all; set a.b = 1",
             "reset session authorization",
             "reset time zone",
         ] {

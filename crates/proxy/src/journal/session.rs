@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use understudy_protocol::frontend::tag;
 
-use super::compaction::{self, Effect};
+use super::compaction::{self, Effect, Kept};
 use super::lexer;
 use super::mixed_query;
 use super::pins::Pins;
@@ -286,8 +286,11 @@ impl SessionState {
         // session command, and what a Sync ends becomes one script.
         let mut kept = BytesMut::new();
         let mut group = BytesMut::new();
-        for (message_tag, reply, frame) in requests {
+        for (k, (message_tag, reply, frame)) in requests.iter().enumerate() {
             let expect = Expect::of(*message_tag);
+            // Statements the unit parsed after this request are already
+            // in the state; a script kept now goes before them.
+            let parsed_later = || parsed_names(&requests[k + 1..]);
             if reply.session_commands > 0 && reply.other_commands > 0 {
                 // A Query keeps its settings statements when they can be
                 // told apart; anything else cannot be run again alone.
@@ -298,19 +301,21 @@ impl SessionState {
                     _ => None,
                 };
                 match settings {
-                    Some(script) => self.push_script(script),
+                    Some(script) => self.push_script(script, &parsed_later()),
                     None => self.block(NotReplayable::MixedSessionStatement),
                 }
                 continue;
             }
             match (*message_tag, frame) {
                 (tag::QUERY, _) if reply.session_commands == 0 || reply.failed => {}
-                (tag::QUERY, Some(frame)) => self.push_script(BytesMut::from(*frame)),
+                (tag::QUERY, Some(frame)) => {
+                    self.push_script(BytesMut::from(*frame), &parsed_later())
+                }
                 (tag::QUERY, None) => self.block(NotReplayable::MessageTooLarge),
                 (tag::SYNC, Some(frame)) => {
                     if !kept.is_empty() {
                         kept.put_slice(frame);
-                        self.push_script(std::mem::take(&mut kept));
+                        self.push_script(std::mem::take(&mut kept), &parsed_later());
                     }
                     group.clear();
                 }
@@ -352,67 +357,40 @@ impl SessionState {
 }
 
 impl SessionState {
-    /// Keeps a settings script, first dropping the earlier ones it makes
-    /// void (`compaction`).
-    fn push_script(&mut self, frames: BytesMut) {
+    /// Keeps a settings script, first dropping the earlier entries it makes
+    /// void (`compaction`); a script whose whole effect was to undo what it
+    /// dropped (`DEALLOCATE` of a statement the state holds) is not kept
+    /// either. `parsed_later` names the statements its unit prepared after
+    /// it: they are neither voided by it nor restored before it.
+    fn push_script(&mut self, frames: BytesMut, parsed_later: &[Vec<u8>]) {
         let effect = script_text(&frames).map_or(Effect::Other, compaction::effect_of);
-        match &effect {
-            Effect::Setting {
-                name,
-                parse_sensitive,
-            } => {
-                // The latest earlier setting of the same parameter, unless
-                // something between may depend on it.
-                for i in (0..self.entries.len()).rev() {
-                    match &self.entries[i] {
-                        Entry::Script {
-                            effect: Effect::Setting { name: earlier, .. },
-                            ..
-                        } if earlier == name => {
-                            self.entries.remove(i);
-                            break;
-                        }
-                        Entry::Script {
-                            effect: Effect::Setting { .. } | Effect::Listen,
-                            ..
-                        } => {}
-                        Entry::Prepared { .. } if !parse_sensitive => {}
-                        _ => break,
-                    }
-                }
+        let is_later = |entry: &Entry| matches!(entry, Entry::Prepared { name, .. } if parsed_later.contains(name));
+        let mut later = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            if is_later(&self.entries[i]) {
+                later.push(self.entries.remove(i));
+            } else {
+                i += 1;
             }
-            Effect::Reset { settings, listens } => {
-                // Walking back: what a prepared statement kept after it may
-                // have been parsed under stays.
-                let mut parsed_after = false;
-                for i in (0..self.entries.len()).rev() {
-                    let void = match &self.entries[i] {
-                        Entry::Prepared { .. } => {
-                            parsed_after = true;
-                            false
-                        }
-                        Entry::Script {
-                            effect: earlier, ..
-                        } => match earlier {
-                            Effect::Setting {
-                                parse_sensitive, ..
-                            } => *settings && !(*parse_sensitive && parsed_after),
-                            Effect::Listen => *listens,
-                            Effect::Reset { .. } => *earlier == effect && !parsed_after,
-                            Effect::Other => {
-                                parsed_after = true;
-                                false
-                            }
-                        },
-                    };
-                    if void {
-                        self.entries.remove(i);
-                    }
-                }
-            }
-            Effect::Listen | Effect::Other => {}
         }
-        self.entries.push(Entry::Script { frames, effect });
+        let kept: Vec<Kept<'_>> = self
+            .entries
+            .iter()
+            .map(|entry| match entry {
+                Entry::Prepared { name, .. } => Kept::Prepared(name),
+                Entry::Script { effect, .. } => Kept::Script(effect),
+            })
+            .collect();
+        let verdict = compaction::verdict(&effect, &kept);
+        for &i in verdict.void.iter().rev() {
+            self.entries.remove(i);
+        }
+        if verdict.keep_new {
+            self.entries.push(Entry::Script { frames, effect });
+        }
+        self.entries.extend(later);
+        self.count_prepared_worth_reading();
         self.changed();
     }
 
@@ -456,6 +434,19 @@ fn frame_of(message_tag: u8, parts: &[&[u8]]) -> BytesMut {
 fn is_named_parse(message_tag: u8, frame: &[u8]) -> bool {
     message_tag == tag::PARSE
         && first_cstr(frame.get(5..).unwrap_or_default()).is_some_and(|name| !name.is_empty())
+}
+
+/// Names of the named statements that `requests` prepared.
+fn parsed_names(requests: &[(u8, Reply, Option<&[u8]>)]) -> Vec<Vec<u8>> {
+    requests
+        .iter()
+        .filter(|(message_tag, reply, _)| {
+            *message_tag == tag::PARSE && reply.bytes > 0 && !reply.failed
+        })
+        .filter_map(|(_, _, frame)| first_cstr(frame.and_then(|f| f.get(5..))?))
+        .filter(|name| !name.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// The SQL text a settings script runs: a Query's, or that of the one

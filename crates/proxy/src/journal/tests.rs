@@ -818,3 +818,61 @@ fn a_setting_that_changes_parsing_stays_before_a_statement_parsed_under_it() {
     assert!(!contains(&snapshot.messages, "search_path = c"));
     assert_eq!(j.session.script_len(), 2, "search_path = a, reset all");
 }
+
+#[test]
+fn statements_prepared_and_deallocated_on_every_request_leave_nothing() {
+    let mut j = Journal::new(Limits::default());
+    for n in 0..1000 {
+        // PHP's PDO: a protocol prepared statement, deallocated in SQL.
+        let name = format!("pdo_stmt_{n:08}");
+        client(&mut j, &[parse(&name, "select 1"), msg(b'S', b"")]);
+        server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+        session_query(&mut j, &format!("DEALLOCATE {name}"), &["DEALLOCATE"]);
+        // A SQL PREPARE and DEALLOCATE.
+        session_query(&mut j, "prepare q as select 2", &["PREPARE"]);
+        session_query(&mut j, "deallocate q", &["DEALLOCATE"]);
+        if n % 10 == 0 {
+            session_query(&mut j, "prepare r as select 3", &["PREPARE"]);
+            session_query(&mut j, "deallocate all", &["DEALLOCATE ALL"]);
+        }
+    }
+    assert_eq!(j.replayable(), Ok(()));
+    assert_eq!(j.session.prepared_count(), 0);
+    assert_eq!(j.session.script_len(), 0);
+    assert_eq!(j.session.snapshot().readies, 0);
+}
+
+fn position(haystack: &[u8], needle: &str) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_statement_prepared_after_a_script_in_the_same_unit_is_restored_after_it() {
+    // psycopg: DEALLOCATE ALL in a transaction, then a new statement
+    // prepared before the COMMIT; and a search path set before a statement
+    // that is parsed under it.
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[parse("old", "select 0"), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    session_query(&mut j, "begin", &["BEGIN"]);
+    client(&mut j, &[query("deallocate all")]);
+    server(&mut j, &[complete("DEALLOCATE ALL"), ready(b'T')]);
+    client(&mut j, &[query("set search_path = a")]);
+    server(&mut j, &[complete("SET"), ready(b'T')]);
+    client(&mut j, &[parse("s1", "select * from t"), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'1', b""), ready(b'T')]);
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    assert_eq!(j.session.prepared_count(), 1);
+    let snapshot = j.session.snapshot();
+    let messages = &snapshot.messages[..];
+    assert_eq!(position(messages, "select 0"), None, "deallocated");
+    let set = position(messages, "search_path = a").expect("the setting");
+    let parsed = position(messages, "select * from t").expect("the statement");
+    assert!(
+        set < parsed,
+        "the statement is parsed under its search path"
+    );
+}
