@@ -212,11 +212,12 @@ pub fn is_read_only(sql: &[u8]) -> bool {
 }
 
 /// True when running `sql` again outside a transaction changes no data: a
-/// read, or one statement that starts a transaction, rolls one back, or
-/// changes session settings.
+/// read, or one statement that starts a transaction, rolls one back,
+/// changes session settings or closes cursors.
 pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
     const HARMLESS_FIRST: &[&[u8]] = &[
         b"BEGIN",
+        b"CLOSE",
         b"START",
         b"SET",
         b"RESET",

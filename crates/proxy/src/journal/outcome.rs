@@ -200,8 +200,9 @@ impl Journal {
 
 /// True when running `sql` again outside a transaction changes no data:
 /// [`commit_sql::is_harmless_to_repeat`], or several statements that each
-/// only read (split by PostgreSQL's parser: this runs only when a server
-/// is lost, never on the relay's path).
+/// are (reads and settings, as a pool's reset of its connection; split by
+/// PostgreSQL's parser: this runs only when a server is lost, never on the
+/// relay's path).
 fn harmless_to_repeat(sql: &[u8]) -> bool {
     commit_sql::is_harmless_to_repeat(sql)
         || std::str::from_utf8(sql)
@@ -211,7 +212,7 @@ fn harmless_to_repeat(sql: &[u8]) -> bool {
                 Some(
                     ranges
                         .into_iter()
-                        .all(|range| commit_sql::is_read_only(&sql[range])),
+                        .all(|range| commit_sql::is_harmless_to_repeat(&sql[range])),
                 )
             })
             .unwrap_or(false)

@@ -276,10 +276,16 @@ fn a_write_behind_a_begin_in_the_same_batch_commits_nothing() {
 }
 
 #[test]
-fn a_query_of_reads_only_is_safe_to_repeat() {
+fn a_query_of_reads_and_settings_only_is_safe_to_repeat() {
     for (sql, unknown) in [
         ("select 1; select 1 / 0; select 2", false),
         ("select k from t order by k; show search_path", false),
+        (
+            // asyncpg's reset of a connection given back to its pool.
+            "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+            false,
+        ),
+        ("set a.b = 1; update t set k = 1", true),
         ("select 1; insert into t values (1)", true),
         ("select 1; select * into u from t", true),
     ] {
