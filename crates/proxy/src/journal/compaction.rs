@@ -38,8 +38,10 @@ pub enum Effect {
         /// `UNLISTEN *`: no channel listened to.
         listens: bool,
     },
-    /// `LISTEN` or `UNLISTEN` of named channels only.
+    /// `LISTEN` or `UNLISTEN` of named channels only, several of them.
     Listen,
+    /// `LISTEN name` or `UNLISTEN name` alone (lower-cased name).
+    Channel(Vec<u8>),
     /// `PREPARE name …` alone.
     Prepare(Vec<u8>),
     /// `DEALLOCATE [PREPARE] name` alone; `None` for `DEALLOCATE ALL`.
@@ -99,7 +101,10 @@ pub fn verdict(new: &Effect, earlier: &[Kept<'_>]) -> Verdict {
                         break;
                     }
                     Kept::Script(
-                        Effect::Setting { .. } | Effect::Listen | Effect::Deallocate(_),
+                        Effect::Setting { .. }
+                        | Effect::Listen
+                        | Effect::Channel(_)
+                        | Effect::Deallocate(_),
                     ) => {}
                     Kept::Prepared(_) | Kept::Script(Effect::Prepare(_)) if !parse_sensitive => {}
                     _ => break,
@@ -119,7 +124,7 @@ pub fn verdict(new: &Effect, earlier: &[Kept<'_>]) -> Verdict {
                     Kept::Script(Effect::Setting {
                         parse_sensitive, ..
                     }) => *settings && !(*parse_sensitive && parsed_after),
-                    Kept::Script(Effect::Listen) => *listens,
+                    Kept::Script(Effect::Listen | Effect::Channel(_)) => *listens,
                     Kept::Script(reset @ Effect::Reset { .. }) => *reset == new && !parsed_after,
                     Kept::Script(Effect::Deallocate(_)) => false,
                 };
@@ -163,6 +168,27 @@ pub fn verdict(new: &Effect, earlier: &[Kept<'_>]) -> Verdict {
                 }
             }
         }
+        Effect::Channel(channel) => {
+            // The latest earlier LISTEN or UNLISTEN of the same channel:
+            // only the last one counts (UNLISTEN of a channel not listened
+            // to is no error).
+            for (i, entry) in earlier.iter().enumerate().rev() {
+                match entry {
+                    Kept::Script(Effect::Channel(c)) if c == channel => {
+                        void.push(i);
+                        break;
+                    }
+                    Kept::Prepared(_)
+                    | Kept::Script(
+                        Effect::Setting { .. }
+                        | Effect::Channel(_)
+                        | Effect::Prepare(_)
+                        | Effect::Deallocate(_),
+                    ) => {}
+                    Kept::Script(Effect::Listen | Effect::Reset { .. } | Effect::Other) => break,
+                }
+            }
+        }
         Effect::Listen | Effect::Prepare(_) | Effect::Other => {}
     }
     void.reverse();
@@ -190,12 +216,13 @@ pub fn effect_of(sql: &[u8]) -> Effect {
                 settings |= s;
                 listens |= l;
             }
-            Some(Effect::Listen) => named_listens = true,
-            Some(one @ (Effect::Setting { .. } | Effect::Prepare(_) | Effect::Deallocate(_)))
-                if statements.len() == 1 =>
-            {
-                setting = Some(one)
-            }
+            Some(Effect::Channel(_)) if statements.len() > 1 => named_listens = true,
+            Some(
+                one @ (Effect::Setting { .. }
+                | Effect::Channel(_)
+                | Effect::Prepare(_)
+                | Effect::Deallocate(_)),
+            ) if statements.len() == 1 => setting = Some(one),
             _ => return Effect::Other,
         }
     }
@@ -222,7 +249,7 @@ fn statement_effect(statement: &[Token<'_>], sql: &[u8]) -> Option<Effect> {
         });
     }
     if (word(0, b"LISTEN") || word(0, b"UNLISTEN")) && statement.len() == 2 {
-        return Some(Effect::Listen);
+        return Some(Effect::Channel(statement[1].name()?));
     }
     if word(0, b"PREPARE")
         && statement
@@ -375,6 +402,7 @@ mod tests {
             }
         );
         assert_eq!(effect_of(b"listen a; unlisten \"B\""), Effect::Listen);
+        assert_eq!(effect_of(b"LISTEN Jobs"), Effect::Channel(b"jobs".to_vec()));
     }
 
     #[test]
@@ -434,6 +462,30 @@ mod tests {
             ),
             Verdict {
                 void: vec![2, 4],
+                keep_new: true
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_last_listen_or_unlisten_of_a_channel_counts() {
+        let listen = Effect::Channel(b"c".to_vec());
+        let other_channel = Effect::Channel(b"d".to_vec());
+        let several = Effect::Listen;
+        assert_eq!(
+            verdict(
+                &listen,
+                &[Kept::Script(&listen), Kept::Script(&other_channel)]
+            ),
+            Verdict {
+                void: vec![0],
+                keep_new: true
+            }
+        );
+        assert_eq!(
+            verdict(&listen, &[Kept::Script(&listen), Kept::Script(&several)]),
+            Verdict {
+                void: vec![],
                 keep_new: true
             }
         );

@@ -758,6 +758,7 @@ fn a_setting_made_on_every_request_is_kept_once() {
             &format!("set application_name = 'app {n}'"),
             &["SET"],
         );
+        session_query(&mut j, "listen c", &["LISTEN"]);
     }
     assert_eq!(j.replayable(), Ok(()));
     assert_eq!(j.session.prepared_count(), 10);
