@@ -766,3 +766,6 @@ fn status_of(body: &[u8]) -> Option<TransactionStatus> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod state_tests;
