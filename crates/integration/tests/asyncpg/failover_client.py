@@ -52,33 +52,24 @@ class Worker:
 
     @classmethod
     async def connect(cls, port, password, worker):
-        conn = await asyncpg.connect(
+        server = dict(
             host="127.0.0.1",
             port=port,
             user="postgres",
             password=password,
             database="postgres",
             ssl=False,
-            # A small cache: asyncpg closes the oldest statement when it
-            # prepares a new one, which it does every round.
-            statement_cache_size=3,
         )
+        # A small cache: asyncpg closes the oldest statement when it
+        # prepares a new one, which it does every round.
+        conn = await asyncpg.connect(**server, statement_cache_size=3)
         self = cls(conn, worker)
         await conn.add_listener(self.channel, self.heard_notification)
         # A pool of one connection, taken for a statement or two each round:
         # asyncpg resets the connection each time it is given back
         # (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
         # ALL;` in one Query).
-        self.pool = await asyncpg.create_pool(
-            host="127.0.0.1",
-            port=port,
-            user="postgres",
-            password=password,
-            database="postgres",
-            ssl=False,
-            min_size=1,
-            max_size=1,
-        )
+        self.pool = await asyncpg.create_pool(**server, min_size=1, max_size=1)
         return self
 
     def heard_notification(self, _conn, _pid, channel, payload):
