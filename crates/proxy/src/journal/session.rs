@@ -364,16 +364,12 @@ impl SessionState {
     /// it: they are neither voided by it nor restored before it.
     fn push_script(&mut self, frames: BytesMut, parsed_later: &[Vec<u8>]) {
         let effect = script_text(&frames).map_or(Effect::Other, compaction::effect_of);
-        let is_later = |entry: &Entry| matches!(entry, Entry::Prepared { name, .. } if parsed_later.contains(name));
-        let mut later = Vec::new();
-        let mut i = 0;
-        while i < self.entries.len() {
-            if is_later(&self.entries[i]) {
-                later.push(self.entries.remove(i));
-            } else {
-                i += 1;
-            }
-        }
+        let later: Vec<Entry> = self
+            .entries
+            .extract_if(.., |entry| {
+                matches!(entry, Entry::Prepared { name, .. } if parsed_later.contains(name))
+            })
+            .collect();
         let kept: Vec<Kept<'_>> = self
             .entries
             .iter()
