@@ -2,7 +2,7 @@
 //! committed of the requests in flight.
 
 use super::super::tests::{
-    bind, client, complete, execute, msg, outstanding, parse, query, ready, server,
+    bind, client, complete, execute, msg, outstanding, parse, prepare_named, query, ready, server,
 };
 use super::super::{Journal, Limits};
 
@@ -48,11 +48,7 @@ fn an_unstamped_commit_in_flight_has_an_unknown_outcome_but_other_statements_do_
 #[test]
 fn a_named_statement_prepared_earlier_is_classified_by_its_text() {
     let mut j = Journal::new(Limits::default());
-    client(
-        &mut j,
-        &[parse("ins", "insert into t values ($1)"), msg(b'S', b"")],
-    );
-    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    prepare_named(&mut j, "ins", "insert into t values ($1)");
     client(
         &mut j,
         &[msg(b'B', b"\0ins\0\0\0\0\0\0\0"), execute(), msg(b'S', b"")],

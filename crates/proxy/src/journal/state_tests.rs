@@ -2,7 +2,9 @@
 //! name closed statements, compaction of repeated settings, resets and
 //! deallocations, and the order of statements prepared after a script.
 
-use super::tests::{bind, client, complete, execute, msg, parse, query, ready, server};
+use super::tests::{
+    bind, client, complete, execute, msg, parse, prepare_named, query, ready, server, session_query,
+};
 use super::{Journal, Limits};
 
 #[test]
@@ -47,14 +49,6 @@ fn a_setting_made_through_a_statement_closed_later_is_restored_without_it() {
     assert!(messages.windows(12).any(|w| w == b"set_config('"));
 }
 
-/// Runs `sql` as an autocommit Query answered with `tags`.
-fn session_query(j: &mut Journal, sql: &str, tags: &[&str]) {
-    client(j, &[query(sql)]);
-    let mut replies: Vec<Vec<u8>> = tags.iter().map(|t| complete(t)).collect();
-    replies.push(ready(b'I'));
-    server(j, &replies);
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -85,11 +79,7 @@ fn a_setting_made_on_every_request_is_kept_once() {
             ],
         );
         if n % 100 == 0 {
-            client(
-                &mut j,
-                &[parse(&format!("s{n}"), "select 1"), msg(b'S', b"")],
-            );
-            server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+            prepare_named(&mut j, &format!("s{n}"), "select 1");
         }
         session_query(
             &mut j,
@@ -146,8 +136,7 @@ fn a_pool_reset_on_every_release_keeps_the_state_small() {
 fn a_setting_that_changes_parsing_stays_before_a_statement_parsed_under_it() {
     let mut j = Journal::new(Limits::default());
     session_query(&mut j, "set search_path = a", &["SET"]);
-    client(&mut j, &[parse("s1", "select * from t"), msg(b'S', b"")]);
-    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    prepare_named(&mut j, "s1", "select * from t");
     session_query(&mut j, "set search_path = b", &["SET"]);
     session_query(&mut j, "set search_path = c", &["SET"]);
     session_query(&mut j, "reset all", &["RESET"]);
@@ -164,8 +153,7 @@ fn statements_prepared_and_deallocated_on_every_request_leave_nothing() {
     for n in 0..1000 {
         // PHP's PDO: a protocol prepared statement, deallocated in SQL.
         let name = format!("pdo_stmt_{n:08}");
-        client(&mut j, &[parse(&name, "select 1"), msg(b'S', b"")]);
-        server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+        prepare_named(&mut j, &name, "select 1");
         session_query(&mut j, &format!("DEALLOCATE {name}"), &["DEALLOCATE"]);
         // A SQL PREPARE and DEALLOCATE.
         session_query(&mut j, "prepare q as select 2", &["PREPARE"]);
@@ -193,8 +181,7 @@ fn a_statement_prepared_after_a_script_in_the_same_unit_is_restored_after_it() {
     // prepared before the COMMIT; and a search path set before a statement
     // that is parsed under it.
     let mut j = Journal::new(Limits::default());
-    client(&mut j, &[parse("old", "select 0"), msg(b'S', b"")]);
-    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    prepare_named(&mut j, "old", "select 0");
     session_query(&mut j, "begin", &["BEGIN"]);
     client(&mut j, &[query("deallocate all")]);
     server(&mut j, &[complete("DEALLOCATE ALL"), ready(b'T')]);

@@ -97,8 +97,7 @@ fn a_transaction_stays_in_the_unit_until_it_ends() {
 #[test]
 fn settings_are_kept_unless_rolled_back() {
     let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("set search_path = a")]);
-    server(&mut j, &[complete("SET"), ready(b'I')]);
+    session_query(&mut j, "set search_path = a", &["SET"]);
     client(
         &mut j,
         &[
@@ -298,6 +297,20 @@ fn the_shared_budget_blocks_the_session_that_does_not_fit_and_is_returned_at_uni
     assert_eq!(budget.used(), 0, "an ended unit gives its bytes back");
     drop(second);
     assert_eq!(budget.used(), 0);
+}
+
+/// Runs `sql` as an autocommit Query answered with `tags`.
+pub(super) fn session_query(j: &mut Journal, sql: &str, tags: &[&str]) {
+    client(j, &[query(sql)]);
+    let mut replies: Vec<Vec<u8>> = tags.iter().map(|t| complete(t)).collect();
+    replies.push(ready(b'I'));
+    server(j, &replies);
+}
+
+/// Prepares the named statement `name` in a batch of its own.
+pub(super) fn prepare_named(j: &mut Journal, name: &str, sql: &str) {
+    client(j, &[parse(name, sql), msg(b'S', b"")]);
+    server(j, &[msg(b'1', b""), ready(b'I')]);
 }
 
 pub(super) fn outstanding(j: &mut Journal) -> Vec<super::Reply> {
@@ -516,14 +529,11 @@ fn an_advisory_lock_taken_through_a_prepared_statement_makes_the_session_unmovab
 #[test]
 fn the_session_snapshot_follows_settings_made_after_it_was_taken() {
     let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("set search_path = a")]);
-    server(&mut j, &[complete("SET"), ready(b'I')]);
+    session_query(&mut j, "set search_path = a", &["SET"]);
     assert_eq!(j.session.snapshot().readies, 1);
-    client(&mut j, &[query("set timezone = 'UTC'")]);
-    server(&mut j, &[complete("SET"), ready(b'I')]);
+    session_query(&mut j, "set timezone = 'UTC'", &["SET"]);
     assert_eq!(j.session.snapshot().readies, 2);
-    client(&mut j, &[query("discard all")]);
-    server(&mut j, &[complete("DISCARD ALL"), ready(b'I')]);
+    session_query(&mut j, "discard all", &["DISCARD ALL"]);
     assert_eq!(j.session.snapshot().readies, 0);
 }
 
