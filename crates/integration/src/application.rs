@@ -6,15 +6,16 @@
 //! `rounds` rounds each on connections through the proxy, prints
 //! `progress <worker> <round>` after every round and, at the end,
 //! `committed <worker> <rows>` with the rows each worker saw committed; it
-//! exits with a failure status on any driver error. [`run_through`] starts
-//! it, moves its sessions a third of the way through and returns its output
-//! once it has finished successfully. The applications write to a table
-//! made by [`create_rows_table`]; [`assert_rows_per_worker`] checks that
-//! the new primary holds exactly the rows each worker saw committed, and
-//! [`assert_every_note_matches`] that none was written twice.
+//! exits with a failure status on any driver error. The applications write
+//! to a table made by [`create_rows_table`], marking in each row's `note`
+//! what was done to it. [`run_through`] runs one with 4 workers of 60 rounds,
+//! moves its sessions a third of the way through, and once it has finished
+//! successfully checks that the new primary holds exactly the rows each
+//! worker saw committed and that every note matches what the application
+//! wrote (none written twice).
 //!
-//! `APPLICATION_WORKERS` and `APPLICATION_ROUNDS` override the tests' sizes
-//! for longer hunts ([`size`]).
+//! `APPLICATION_WORKERS` and `APPLICATION_ROUNDS` override the sizes for
+//! longer hunts.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -31,8 +32,8 @@ use crate::{Harness, Target};
 /// How the sessions are moved.
 #[derive(Debug, Clone, Copy)]
 pub enum Move {
-    /// The primary is killed, with the last rounds' commits only on it:
-    /// its WAL sender is frozen two rounds per worker before.
+    /// The primary is killed, with the last commits only on it: its WAL
+    /// sender is frozen until two rows per worker are not on the standby.
     Failover,
     /// A planned switchover.
     Switchover,
@@ -67,9 +68,13 @@ impl Output {
     }
 }
 
-/// The workers and rounds to run: the test's own, unless
-/// `APPLICATION_WORKERS` or `APPLICATION_ROUNDS` say otherwise.
-pub fn size(workers: usize, rounds: usize) -> (usize, usize) {
+/// Workers and rounds of each application, unless `APPLICATION_WORKERS` or
+/// `APPLICATION_ROUNDS` say otherwise.
+const WORKERS: usize = 4;
+const ROUNDS: usize = 60;
+
+/// The workers and rounds to run.
+fn size(workers: usize, rounds: usize) -> (usize, usize) {
     let var = |name: &str, default: usize| {
         std::env::var(name)
             .ok()
@@ -101,13 +106,31 @@ pub fn python_client(module: &str, script: &Path, install: &str) -> tokio::proce
     command
 }
 
-/// Runs `application` (a command missing only its arguments) with
-/// `workers` threads of `rounds` rounds through the proxy, moves the
-/// sessions a third of the way through, and returns the application's
-/// output once it has exited successfully.
+/// Runs `application` (a command missing only its arguments) through
+/// `movement`, then checks its rows in `table`: as many per worker as it
+/// saw committed, each `note` matching `notes` (a PostgreSQL regular
+/// expression).
 pub async fn run_through(
     h: &mut Harness,
+    application: tokio::process::Command,
+    table: &str,
+    notes: &str,
+    movement: Move,
+) {
+    let (workers, rounds) = size(WORKERS, ROUNDS);
+    let output = run_application(h, application, table, workers, rounds, movement).await;
+    assert_rows_per_worker(h, table, &output, workers).await;
+    assert_every_note_matches(h, table, notes).await;
+}
+
+/// Runs `application` with `workers` threads of `rounds` rounds through the
+/// proxy, moves the sessions a third of the way through — for a failover,
+/// once it has committed rows to `table` that only the primary has — and
+/// returns the application's output once it has exited successfully.
+async fn run_application(
+    h: &mut Harness,
     mut application: tokio::process::Command,
+    table: &str,
     workers: usize,
     rounds: usize,
     movement: Move,
@@ -147,9 +170,22 @@ pub async fn run_through(
     match movement {
         Move::Failover => {
             let sender = h.freeze_wal_sender().await;
-            output
-                .wait_for_rounds(workers * rounds / 3 + 2 * workers)
+            // Progress lines already on their way were written before the
+            // freeze: what counts is rows the standby does not have.
+            let primary = h.cluster.connect().await;
+            let standby = h.cluster.connect_to(1).await;
+            let count = format!("select count(*) from {table}");
+            let (primary, standby, count) = (&primary, &standby, &count);
+            let primary_only =
+                understudy_testkit::wait_until(Duration::from_secs(60), || async move {
+                    row_count(primary, count).await - row_count(standby, count).await
+                        >= 2 * workers as i64
+                })
                 .await;
+            assert!(
+                primary_only,
+                "the application committed rows the standby does not have"
+            );
             h.cluster.primary().kill(Signal::SIGKILL).unwrap();
             kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
             h.promote_standby().await;
@@ -189,6 +225,15 @@ pub async fn run_through(
     output
 }
 
+/// The one number `sql` returns.
+async fn row_count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// Creates `table (id int primary key, worker int, note text)` and waits
 /// until the standby has it.
 pub async fn create_rows_table(h: &Harness, table: &str) {
@@ -205,7 +250,7 @@ pub async fn create_rows_table(h: &Harness, table: &str) {
 
 /// Checks that the new primary's `table` holds, for each worker, exactly
 /// the rows it reported committed in the application's `output`.
-pub async fn assert_rows_per_worker(h: &Harness, table: &str, output: &str, workers: usize) {
+async fn assert_rows_per_worker(h: &Harness, table: &str, output: &str, workers: usize) {
     let new_primary = h.cluster.connect_to(1).await;
     for worker in 0..workers {
         let reported: i64 = output
@@ -229,7 +274,7 @@ pub async fn assert_rows_per_worker(h: &Harness, table: &str, output: &str, work
 /// Checks that every row's `note` on the new primary matches `pattern` (a
 /// PostgreSQL regular expression): the applications mark what each write
 /// did, so a row updated twice or a row rolled back shows here.
-pub async fn assert_every_note_matches(h: &Harness, table: &str, pattern: &str) {
+async fn assert_every_note_matches(h: &Harness, table: &str, pattern: &str) {
     let wrong: Vec<String> = h
         .cluster
         .connect_to(1)
