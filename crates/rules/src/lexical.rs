@@ -93,9 +93,29 @@ pub fn statements(sql: &str) -> Option<Vec<std::ops::Range<usize>>> {
     )
 }
 
+/// True when `sql` is exactly one `COPY … FROM STDIN` (the client sends the
+/// rows), as PostgreSQL's parser reads it: not `COPY … TO`, nor a `COPY`
+/// from a server file or program, nor a string it would refuse.
+pub fn is_copy_from_stdin(sql: &str) -> bool {
+    use pg_query::NodeEnum;
+    // A statement that breaks one of pg_query's assertions must not end the
+    // session (see `analysis`).
+    let Ok(Ok(parsed)) = std::panic::catch_unwind(|| pg_query::parse(sql)) else {
+        return false;
+    };
+    match &parsed.protobuf.stmts[..] {
+        [only] => matches!(
+            only.stmt.as_ref().and_then(|s| s.node.as_ref()),
+            Some(NodeEnum::CopyStmt(copy))
+                if copy.is_from && !copy.is_program && copy.filename.is_empty()
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{shape, statements, Shape};
+    use super::{is_copy_from_stdin, shape, statements, Shape};
 
     #[test]
     fn statements_are_located_by_the_parser() {
@@ -196,5 +216,27 @@ mod tests {
     fn unterminated_text_is_rejected() {
         assert_eq!(shape("insert into t values ('abc"), None);
         assert_eq!(shape("select 1 /* open"), None);
+    }
+
+    #[test]
+    fn copy_from_stdin_is_told_apart_from_other_copies() {
+        for sql in [
+            "copy t from stdin",
+            "COPY public.t (a, b) FROM STDIN WITH (FORMAT binary);",
+            "copy t from stdin where a > 1",
+        ] {
+            assert!(is_copy_from_stdin(sql), "{sql}");
+        }
+        for sql in [
+            "copy t to stdout",
+            "copy (select * from stdin) to stdout",
+            "copy t from '/tmp/file'",
+            "copy t from program 'cat'",
+            "copy t from stdin; select 1",
+            "copy t from",
+            "insert into t values (1)",
+        ] {
+            assert!(!is_copy_from_stdin(sql), "{sql}");
+        }
     }
 }

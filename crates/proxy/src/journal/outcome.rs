@@ -4,7 +4,8 @@
 //! an autocommit write whose end (Sync or the end of a Query) was sent, a
 //! COMMIT that carries no stamp, work after a ROLLBACK in the same batch;
 //! what does not: answered requests of an open transaction, statements
-//! behind a BEGIN in the same batch, a batch that got an error, and
+//! behind a BEGIN in the same batch, a batch that got an error, a COPY
+//! whose rows the client has not completed, and
 //! whatever a failed transaction refuses — until the client ends it,
 //! PostgreSQL answers every statement with `25P02` and, in the extended
 //! protocol, skips the rest of the batch up to its Sync.
@@ -52,6 +53,9 @@ impl Journal {
                 frontend::tag::FUNCTION_CALL => return true,
                 _ => continue,
             };
+            if !explicit && self.copy_not_completed(i, text) {
+                continue;
+            }
             let Some(text) = text else {
                 if explicit && self.runs_unknown_named_statement(i) {
                     continue;
@@ -75,6 +79,22 @@ impl Journal {
             }
         }
         false
+    }
+
+    /// True when request `i` is a simple Query of one `COPY … FROM STDIN`
+    /// (`text`) whose rows the client has not completed with a CopyDone:
+    /// the server is still waiting for them, or the client's CopyFail made
+    /// it fail, so the Query has not committed anything. (Parsed: this runs
+    /// only when a server is lost.)
+    fn copy_not_completed(&self, i: usize, text: Option<&[u8]>) -> bool {
+        let completed = |r: &Request| r.tag == frontend::tag::COPY_DONE;
+        self.requests[i].tag == frontend::tag::QUERY
+            && text.is_some_and(|sql| {
+                commit_sql::is_copy(sql)
+                    && std::str::from_utf8(sql)
+                        .is_ok_and(understudy_rules::lexical::is_copy_from_stdin)
+            })
+            && !self.requests[i + 1..].iter().any(completed)
     }
 
     /// True when the extended-protocol batch of request `i` (the messages

@@ -33,6 +33,36 @@ fn reads_and_transaction_starts_in_flight_are_safe_to_repeat() {
 }
 
 #[test]
+fn a_copy_from_stdin_commits_nothing_until_its_rows_end() {
+    let copy_data = msg(b'd', b"1\n");
+    let unfinished = [query("copy t from stdin"), copy_data.clone()];
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &unfinished);
+    let old = outstanding(&mut j);
+    assert!(!j.outcome_unknown(&old), "the server waits for more rows");
+
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &unfinished);
+    client(&mut j, &[msg(b'f', b"gave up\0")]);
+    let old = outstanding(&mut j);
+    assert!(!j.outcome_unknown(&old), "the client failed the COPY");
+
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &unfinished);
+    client(&mut j, &[msg(b'c', b"")]);
+    let old = outstanding(&mut j);
+    assert!(
+        j.outcome_unknown(&old),
+        "the rows are complete: it may have committed"
+    );
+
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("copy t from '/tmp/rows'")]);
+    let old = outstanding(&mut j);
+    assert!(j.outcome_unknown(&old), "a COPY from a server file");
+}
+
+#[test]
 fn an_unstamped_commit_in_flight_has_an_unknown_outcome_but_other_statements_do_not() {
     let mut j = in_transaction();
     client(&mut j, &[query("update t set x = 1")]);

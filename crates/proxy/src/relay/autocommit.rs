@@ -10,7 +10,8 @@
 
 use bytes::BytesMut;
 use understudy_protocol::frontend::{
-    encode_bind, encode_close_statement, encode_execute, encode_parse, encode_sync, tag,
+    encode_bind, encode_close_statement, encode_execute, encode_flush, encode_parse, encode_sync,
+    tag,
 };
 
 use super::{translate, Pipe, RelayState};
@@ -36,6 +37,12 @@ pub enum SyncHold {
     /// The batch went with its stamp and Sync: the client is read again once
     /// the batch's ReadyForQuery is in.
     Sent,
+    /// A `COPY … FROM STDIN` sent as a simple Query runs through the
+    /// extended protocol and the server takes the client's rows: the stamp
+    /// and the proxy's Sync follow the client's CopyDone
+    /// ([`RelayState::end_copy_in`]), or the Sync alone its CopyFail or the
+    /// server's error.
+    CopyIn,
 }
 
 impl RelayState {
@@ -48,7 +55,13 @@ impl RelayState {
             SyncHold::Waiting if self.journal.outstanding() == 0 => {
                 self.sync_hold = SyncHold::Ready
             }
-            SyncHold::Waiting | SyncHold::Off | SyncHold::Sent => return,
+            // The move ended the COPY (its transaction failed, or its outcome
+            // is unknown): the client's next rows go nowhere.
+            SyncHold::CopyIn if self.journal.is_idle() => {
+                self.sync_hold = SyncHold::Off;
+                return;
+            }
+            SyncHold::Waiting | SyncHold::Off | SyncHold::Sent | SyncHold::CopyIn => return,
             SyncHold::Ready | SyncHold::Pass => {}
         }
         // The proxy's own Sync is sent by the relay, not read from the client.
@@ -64,6 +77,48 @@ impl RelayState {
             && self.journal.commit_token.is_none()
             && self.journal.tx_status == understudy_protocol::backend::TransactionStatus::Idle
             && !self.journal.skipping_to_sync()
+    }
+
+    /// The client ended the rows of a translated `COPY … FROM STDIN` with
+    /// CopyDone (`complete`) or CopyFail, appended to `out`: the proxy's
+    /// Sync follows, behind the stamp when the rows are complete, so that
+    /// the COPY and its stamp commit together; the client is read again
+    /// once the ReadyForQuery is in. While a cancel is in flight the Sync
+    /// waits for the COPY's answer and the cancels' end
+    /// ([`Self::release_proxys_sync`]).
+    pub(super) fn end_copy_in(&mut self, complete: bool, out: &mut BytesMut) {
+        if complete && self.cancel_settling {
+            self.sync_hold = SyncHold::Waiting;
+            self.held_sync_is_proxys = true;
+            return;
+        }
+        let stamped = complete && self.stamps_implicit();
+        if stamped {
+            // As for any autocommit write: the COPY's answer is on its way
+            // before the stamp commits (docs/decisions/0007).
+            let start = out.len();
+            encode_flush(out);
+            self.journal.injected_request(&out[start..]);
+            inject_implicit_stamp(out, &mut self.journal);
+        }
+        let start = out.len();
+        encode_sync(out);
+        self.journal.client_message(tag::SYNC, Some(&out[start..]));
+        self.sync_hold = SyncHold::Sent;
+        if stamped {
+            self.hold_replies_of_batch();
+        }
+    }
+
+    /// The server refused a translated `COPY … FROM STDIN` while its rows
+    /// came in, and skips to a Sync: the proxy's goes at once, without a
+    /// stamp, since the client, told of the error, may wait for its
+    /// ReadyForQuery without ending the rows.
+    pub(super) fn copy_in_refused(&mut self) {
+        if self.sync_hold == SyncHold::CopyIn && self.journal.skipping_to_sync() {
+            self.sync_hold = SyncHold::Pass;
+            self.held_sync_is_proxys = true;
+        }
     }
 
     /// Sends the proxy's own Sync of a translated Query once its hold is

@@ -376,6 +376,7 @@ fn scan_client(
         let mut wait = false;
         let mut translate = None;
         let mut wait_for_replies = false;
+        let mut copy_end = None;
         let scanned = pipe
             .scanner
             .scan(
@@ -408,6 +409,14 @@ fn scan_client(
                     if parking && journal.is_idle() {
                         parked = true;
                         return ControlFlow::Break(Stop::Before);
+                    }
+                    if hold == SyncHold::CopyIn
+                        && rest == 0
+                        && matches!(tag, frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL)
+                    {
+                        journal.client_message(tag, Some(bytes));
+                        copy_end = Some(tag);
+                        return ControlFlow::Break(Stop::After);
                     }
                     if tag == frontend::tag::SYNC && rest == 0 {
                         match hold {
@@ -500,6 +509,17 @@ fn scan_client(
             let mut out = assembled.take().unwrap_or_default();
             out.extend_from_slice(&relayed);
             metrics::inc(&metrics.queries_total);
+            if translation.copy_in {
+                // The rows follow: the client is read on, and its CopyDone
+                // gets the stamp and the proxy's Sync (`end_copy_in`).
+                for sql in &translation.statements {
+                    translate::encode_statement(sql, &mut out, &mut state.journal);
+                }
+                state.sync_hold = SyncHold::CopyIn;
+                pipe.out = out.freeze();
+                pipe.unscanned = true;
+                return Ok(());
+            }
             translate::encode_statements(&translation.statements, &mut out, &mut state.journal);
             if state.cancel_settling {
                 // No stamp while a cancel is in flight: the proxy's Sync
@@ -527,6 +547,13 @@ fn scan_client(
             if stamped {
                 state.hold_replies_of_batch();
             }
+            pipe.pause_after(out.freeze());
+            return Ok(());
+        }
+        if let Some(end) = copy_end {
+            let mut out = assembled.take().unwrap_or_default();
+            out.extend_from_slice(&relayed);
+            state.end_copy_in(end == frontend::tag::COPY_DONE, &mut out);
             pipe.pause_after(out.freeze());
             return Ok(());
         }

@@ -250,6 +250,7 @@ pub(super) fn scan_server(
             state.server_fatal = fatal;
             pipe.done_reading = true;
         }
+        state.copy_in_refused();
         if state.sync_hold == SyncHold::Waiting {
             if copy_in {
                 // The server wants the client's data (a COPY the batch check

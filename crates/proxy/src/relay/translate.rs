@@ -7,8 +7,9 @@
 //!
 //! Translated: a Query of data writes and reads outside a transaction block
 //! (one implicit transaction, as PostgreSQL runs a multi-statement Query),
-//! and `BEGIN; …; COMMIT` (its COMMIT goes with the stamp once the rest is
-//! answered). Anything else — DDL, `CALL`, `COPY`, a transaction control
+//! `BEGIN; …; COMMIT` (its COMMIT goes with the stamp once the rest is
+//! answered), and a lone `COPY … FROM STDIN` (the stamp and the Sync follow
+//! the client's CopyDone). Anything else — DDL, `CALL`, another `COPY`, a transaction control
 //! statement elsewhere, `$n` references, a session whose text PostgreSQL's
 //! lexer would not read as the server does — is sent as it is.
 //!
@@ -40,6 +41,10 @@ pub struct Translation {
     /// The COMMIT ending a `BEGIN; …; COMMIT` Query: sent behind the stamp
     /// once the other statements are answered.
     pub commit: Option<String>,
+    /// A `COPY … FROM STDIN`: the client's rows follow the statement, and
+    /// its CopyDone, not the end of the Query, is where the stamp and the
+    /// proxy's Sync go.
+    pub copy_in: bool,
 }
 
 /// How the client's simple Query (its body, NUL included) runs through the
@@ -47,10 +52,11 @@ pub struct Translation {
 pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<Translation> {
     let sql = body.strip_suffix(&[0])?;
     // Cheap checks first: most Queries are reads or single statements.
+    let copy = commit_sql::is_copy(sql);
     let single_write = commit_sql::is_data_write(sql);
     let several_with_a_write =
         commit_sql::has_second_statement(sql) && commit_sql::mentions_data_write(sql);
-    if !single_write && !several_with_a_write {
+    if !copy && !single_write && !several_with_a_write {
         return None;
     }
     let is = |name: &str, value: &str| parameters.get(name).is_some_and(|v| v == value);
@@ -58,6 +64,19 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
+    if copy {
+        // Parsed whole: a COPY is rare and carries its rows, and `COPY … TO`,
+        // `COPY (query) TO` and a COPY from a server file look alike to the
+        // cheap checks. A `$n` would be refused differently.
+        let plain = !understudy_rules::lexical::shape(text)?.has_parameters;
+        return (plain && understudy_rules::lexical::is_copy_from_stdin(text)).then(|| {
+            Translation {
+                statements: vec![text.to_owned()],
+                commit: None,
+                copy_in: true,
+            }
+        });
+    }
     let shape = understudy_rules::lexical::shape(text)?;
     if shape.has_parameters || shape.statements == 0 {
         return None;
@@ -66,6 +85,7 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         return single_write.then(|| Translation {
             statements: vec![text.to_owned()],
             commit: None,
+            copy_in: false,
         });
     }
     if text.len().saturating_mul(shape.statements) > MAX_TRANSLATED_BYTES {
@@ -102,6 +122,7 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
     Some(Translation {
         statements: (0..sent).map(padded).collect(),
         commit: block.then(|| padded(statements.len() - 1)),
+        copy_in: false,
     })
 }
 
@@ -180,6 +201,14 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_from_stdin_waits_for_its_rows() {
+        let t = of("copy t (a) from stdin with (format csv)").expect("translated");
+        assert_eq!(t.statements, ["copy t (a) from stdin with (format csv)"]);
+        assert!(t.copy_in);
+        assert!(!of("insert into t values (1)").expect("translated").copy_in);
+    }
+
+    #[test]
     fn everything_else_is_sent_as_it_is() {
         for sql in [
             "select 1",
@@ -191,6 +220,10 @@ mod tests {
             "insert into t values ($1)",
             "insert into t values (1); insert into",
             "call p()",
+            "copy t to stdout",
+            "copy t from '/tmp/rows'",
+            "copy t from stdin; select 1",
+            "copy t from stdin where a = $1",
         ] {
             assert_eq!(of(sql), None, "{sql}");
         }
