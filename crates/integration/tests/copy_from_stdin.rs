@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::SinkExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::task::JoinHandle;
 use understudy_integration::understudy_testkit::{wait_until, PASSWORD, SUPERUSER};
 use understudy_integration::{describe, Harness, RawConn, Target};
 use understudy_protocol::backend::tag;
@@ -338,12 +340,71 @@ async fn synchronous(h: &Harness, level: &str) {
     assert!(ready, "standby is synchronous");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_whose_commit_reached_the_standby_is_reported_once() {
+/// How the client sends its COPY.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// A simple Query, then the rows and CopyDone.
+    Simple,
+    /// tokio-postgres: Bind/Execute/Sync, the rows, then CopyDone and a
+    /// second Sync (the server ignores the first one while it copies).
+    Extended,
+}
+
+/// A session through the proxy, of the kind `protocol` needs.
+enum Session {
+    Raw(RawConn),
+    Driver(tokio_postgres::Client),
+}
+
+/// Opens a session through the proxy (before the test stalls replication:
+/// the proxy's first session may create the ledger, a commit of its own).
+async fn open_session(h: &Harness, protocol: Protocol) -> Session {
+    match protocol {
+        Protocol::Simple => Session::Raw(
+            RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD)
+                .await
+                .0,
+        ),
+        Protocol::Extended => Session::Driver(h.connect(Target::Proxy).await),
+    }
+}
+
+/// Starts `session` copying rows 1 to 100 into `t`, in a task of its own
+/// that ends once the COPY is answered: it returns the rows the client was
+/// told were copied, having checked that the session goes on.
+fn copy_100_rows(session: Session) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        match session {
+            Session::Raw(mut conn) => {
+                start_copy(&mut conn).await;
+                conn.send(&rows(1..101)).await;
+                conn.send(&copy_done()).await;
+                expect_copied(&mut conn, 100).await;
+                session_goes_on(&mut conn).await;
+                100
+            }
+            Session::Driver(client) => {
+                let sink = client
+                    .copy_in::<_, bytes::Bytes>("copy t from stdin")
+                    .await
+                    .expect("the COPY starts");
+                futures_util::pin_mut!(sink);
+                let lines: String = (1..101).map(|id| format!("{id}\n")).collect();
+                sink.send(lines.into()).await.expect("the rows are sent");
+                let copied = sink.finish().await.expect("the COPY succeeds");
+                let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+                assert_eq!(one, 1, "the session goes on");
+                copied
+            }
+        }
+    })
+}
+
+async fn a_copy_whose_commit_reached_the_standby(protocol: Protocol) {
     let mut h = Harness::start_with(1, |_| {}).await;
     create_table(&h).await;
     synchronous(&h, "remote_apply").await;
-    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let session = open_session(&h, protocol).await;
     // The standby receives the commit record but does not apply it, so the
     // primary never acknowledges the COPY.
     h.cluster
@@ -352,20 +413,17 @@ async fn a_copy_whose_commit_reached_the_standby_is_reported_once() {
         .batch_execute("select pg_wal_replay_pause()")
         .await
         .unwrap();
-    start_copy(&mut conn).await;
-    conn.send(&rows(1..101)).await;
-    conn.send(&copy_done()).await;
+    let copy = copy_100_rows(session);
     commit_waits_for_the_standby(&h).await;
 
     h.fail_over().await;
 
-    expect_copied(&mut conn, 100).await;
+    let copied = tokio::time::timeout(DEADLINE, copy).await.unwrap().unwrap();
+    assert_eq!(copied, 100, "the client is told of its rows once");
     assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
-    session_goes_on(&mut conn).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_whose_commit_never_reached_the_standby_is_replayed_once() {
+async fn a_copy_whose_commit_never_reached_the_standby(protocol: Protocol) {
     let mut h = Harness::start_with(1, |_| {}).await;
     create_table(&h).await;
     synchronous(&h, "on").await;
@@ -375,11 +433,9 @@ async fn a_copy_whose_commit_never_reached_the_standby_is_replayed_once() {
         .await
         .unwrap()
         .get(0);
-    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let session = open_session(&h, protocol).await;
     kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
-    start_copy(&mut conn).await;
-    conn.send(&rows(1..101)).await;
-    conn.send(&copy_done()).await;
+    let copy = copy_100_rows(session);
     commit_waits_for_the_standby(&h).await;
     let backend: i32 = h
         .cluster
@@ -392,13 +448,82 @@ async fn a_copy_whose_commit_never_reached_the_standby_is_replayed_once() {
         .await
         .unwrap()
         .get(0);
+    // The COPY's backend dies with its commit unacknowledged, and the
+    // standby never gets the commit record.
     kill(Pid::from_raw(backend), Signal::SIGSTOP).unwrap();
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(backend), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
     h.promote_standby().await;
 
-    expect_copied(&mut conn, 100).await;
+    let copied = tokio::time::timeout(DEADLINE, copy).await.unwrap().unwrap();
+    assert_eq!(copied, 100, "the client is told of its rows once");
     assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
-    session_goes_on(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_commit_reached_the_standby_is_reported_once() {
+    a_copy_whose_commit_reached_the_standby(Protocol::Simple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_commit_never_reached_the_standby_is_replayed_once() {
+    a_copy_whose_commit_never_reached_the_standby(Protocol::Simple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_protocol_copy_whose_commit_reached_the_standby_is_reported_once() {
+    a_copy_whose_commit_reached_the_standby(Protocol::Extended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_protocol_copy_whose_commit_never_reached_the_standby_is_replayed_once() {
+    a_copy_whose_commit_never_reached_the_standby(Protocol::Extended).await;
+}
+
+/// After a COPY sent with the extended protocol, whose first Sync the
+/// server ignored, the session goes on as usual: the COPY and the next
+/// write each stamped, the write answered, the session movable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_sent_with_the_extended_protocol_leaves_the_session_as_it_was() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    create_table(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    let admin = h.connect(Target::Direct).await;
+    let stamps_before = ledger_rows(&admin).await;
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("copy t from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(
+        ledger_rows(&admin).await,
+        stamps_before + 1,
+        "the COPY was stamped"
+    );
+    let inserted = tokio::time::timeout(
+        DEADLINE,
+        client.execute("insert into t values ($1)", &[&3i32]),
+    )
+    .await
+    .expect("the INSERT is answered")
+    .unwrap();
+    assert_eq!(inserted, 1);
+    assert_eq!(
+        ledger_rows(&admin).await,
+        stamps_before + 2,
+        "the INSERT was stamped"
+    );
+    h.wait_replicated().await;
+    h.fail_over().await;
+    let rows: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3, "the session moved with nothing lost");
 }

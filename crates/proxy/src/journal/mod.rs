@@ -140,6 +140,10 @@ pub struct Journal {
     unit_worth_reading: bool,
     /// Units ended so far: tells one open unit from the next.
     units_ended: u64,
+    /// An Execute started a `COPY … FROM STDIN` and the client has not
+    /// ended its rows: the server ignores the Syncs and Flushes it sends
+    /// meanwhile (see [`Journal::copy_in_started`]).
+    copying_in: bool,
 }
 
 impl Drop for Journal {
@@ -171,6 +175,7 @@ impl Journal {
             message_hash: Xxh3::new(),
             unit_worth_reading: false,
             units_ended: 0,
+            copying_in: false,
         }
     }
 
@@ -248,8 +253,11 @@ impl Journal {
         if expect == Expect::Nothing || (self.skipping_new_requests && expect.is_extended()) {
             reply.done = true;
         }
-        if tag == frontend::tag::SYNC {
-            self.skipping_new_requests = false;
+        match tag {
+            frontend::tag::SYNC | frontend::tag::FLUSH if self.copying_in => reply.done = true,
+            frontend::tag::SYNC => self.skipping_new_requests = false,
+            frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => self.copying_in = false,
+            _ => {}
         }
         if !self.unit_worth_reading {
             let bytes = frame.clone().map(|r| &self.arena[r]);
@@ -351,21 +359,35 @@ impl Journal {
 
     /// True when the extended-protocol batch sent since the unit's last Sync
     /// may write: an Execute whose statement is unknown or not harmless to
-    /// repeat, and nothing in it that starts or ends a transaction (those
-    /// batches are not autocommit writes) and no simple Query.
+    /// repeat, or a COPY whose rows the client completed, and nothing in it
+    /// that starts or ends a transaction (those batches are not autocommit
+    /// writes) and no simple Query. A Sync the server ignored because it
+    /// came while a COPY took rows does not end the batch.
     pub fn batch_may_write(&self) -> bool {
         let mut may_write = false;
+        let mut rows_completed = false;
         for i in (0..self.requests.len()).rev() {
             let request = &self.requests[i];
             if request.injected {
                 continue;
             }
             match request.tag {
+                frontend::tag::SYNC if request.reply.done && request.reply.bytes == 0 => {}
                 frontend::tag::SYNC => break,
+                frontend::tag::COPY_DONE => rows_completed = true,
                 frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
                 frontend::tag::EXECUTE => match self.executed_kind(i) {
-                    // COPY FROM STDIN needs the client's data before it can
-                    // be answered: its Sync cannot wait for the answer.
+                    // A COPY FROM STDIN whose rows are complete commits at
+                    // this Sync; the client's rows still to come, it is not
+                    // answered before they are.
+                    Some(AutocommitKind::NeverHold)
+                        if rows_completed
+                            && self
+                                .executed_text(i)
+                                .is_some_and(crate::commit_sql::is_copy) =>
+                    {
+                        may_write = true
+                    }
                     Some(AutocommitKind::NeverHold) => return false,
                     Some(AutocommitKind::Harmless) => {}
                     Some(AutocommitKind::MayWrite) | None => may_write = true,
@@ -429,6 +451,7 @@ impl Journal {
         self.frame_owner = None;
         self.skipping_to_sync = false;
         self.skipping_new_requests = false;
+        self.copying_in = false;
         self.unit_blocked = None;
         self.commit_token = None;
         self.stamp_implicit = false;
@@ -511,9 +534,32 @@ impl Journal {
         ServerEvent::None
     }
 
+    /// An Execute (request `i`) started a `COPY … FROM STDIN`. Until the
+    /// client's CopyDone or CopyFail the server reads only COPY messages and
+    /// ignores Flush and Sync, which a driver may send right behind the
+    /// Execute (tokio-postgres sends Bind/Execute/Sync, the rows, then
+    /// CopyDone and a second Sync): those get no reply.
+    fn copy_in_started(&mut self, i: usize) {
+        self.copying_in = true;
+        for later in &mut self.requests[i + 1..] {
+            match later.tag {
+                frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => {
+                    self.copying_in = false;
+                    break;
+                }
+                frontend::tag::SYNC | frontend::tag::FLUSH => later.reply.done = true,
+                _ => {}
+            }
+        }
+    }
+
     /// Applies a complete server message to request `i`.
     fn complete_message(&mut self, i: usize, tag: u8, body: &[u8]) -> ServerEvent {
         let expect = self.requests[i].expect;
+        if tag == backend::tag::COPY_IN_RESPONSE && expect == Expect::ExecuteEnd {
+            self.copy_in_started(i);
+            return ServerEvent::None;
+        }
         let injected = self.requests[i].injected;
         let reply = &mut self.requests[i].reply;
         match tag {
@@ -554,6 +600,8 @@ impl Journal {
             }
             backend::tag::ERROR_RESPONSE => {
                 reply.failed = true;
+                // A COPY that fails stops copying.
+                self.copying_in = false;
                 if expect.is_extended() {
                     reply.done = true;
                     self.skipping_to_sync = true;
@@ -744,6 +792,8 @@ impl Journal {
         self.frame_owner = None;
         self.skipping_to_sync = false;
         self.skipping_new_requests = false;
+        // Found again when the replayed COPY starts.
+        self.copying_in = false;
         old
     }
 }

@@ -367,6 +367,34 @@ fn a_copy_in_is_one_request_however_many_rows_it_sends() {
 }
 
 #[test]
+fn syncs_sent_while_a_copy_takes_rows_get_no_reply() {
+    // tokio-postgres: Bind/Execute/Sync, the rows, CopyDone and a second
+    // Sync. The server ignores the first Sync, as it ignores a Flush, while
+    // it copies; the second one's ReadyForQuery ends the unit.
+    let mut j = Journal::new(Limits::default());
+    prepare_named(&mut j, "s0", "copy t from stdin");
+    client(&mut j, &[bind("s0"), execute(), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'2', b""), msg(b'G', b"\0\0\0")]);
+    client(&mut j, &[msg(b'd', b"1\n"), msg(b'H', b""), msg(b'c', b"")]);
+    assert!(
+        j.batch_may_write(),
+        "the rows are complete: the COPY commits at the next Sync"
+    );
+    client(&mut j, &[msg(b'S', b"")]);
+    server(&mut j, &[complete("COPY 1"), ready(b'I')]);
+    assert!(
+        j.is_idle(),
+        "the second Sync's ReadyForQuery ended the unit"
+    );
+    client(&mut j, &[query("select 1")]);
+    server(
+        &mut j,
+        &[msg(b'T', b"desc"), complete("SELECT 1"), ready(b'I')],
+    );
+    assert!(j.is_idle(), "the replies of the next request are its own");
+}
+
+#[test]
 fn requests_sent_behind_the_sync_of_a_failed_batch_are_not_skipped() {
     // A driver sends its next batch as soon as it reads the error, before
     // the failed batch's ReadyForQuery: the server runs that batch.
