@@ -58,7 +58,7 @@ async fn run(movement: Move) {
         &mut h,
         client,
         "apg_rows",
-        "^(r[0-9]+[+]|[mtsc][0-9]+)$",
+        "^(r[0-9]+[+]|[mtsca][0-9]+)$",
         movement,
     )
     .await;

@@ -259,3 +259,26 @@ async fn a_read_prepared_behind_a_failed_batch_is_not_stamped() {
         "a batch of reads was stamped"
     );
 }
+
+/// A Flush sent between requests (psycopg sends one after a pipeline) asks
+/// nothing of the server: the next autocommit write is stamped as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_between_requests_does_not_keep_the_next_write_from_its_stamp() {
+    use bytes::BytesMut;
+    use understudy_protocol::frontend::encode_flush;
+
+    let h = Harness::start().await;
+    let direct = h.connect(Target::Direct).await;
+    direct
+        .batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    conn.simple_query("select 1").await;
+    let mut flush = BytesMut::new();
+    encode_flush(&mut flush);
+    conn.send(&flush).await;
+    let before = stamps(&direct).await;
+    conn.simple_query("insert into t values (1)").await;
+    assert_eq!(stamps(&direct).await, before + 1, "the write was stamped");
+}

@@ -527,3 +527,42 @@ async fn a_copy_sent_with_the_extended_protocol_leaves_the_session_as_it_was() {
         .get(0);
     assert_eq!(rows, 3, "the session moved with nothing lost");
 }
+
+/// A COPY acknowledged by a primary whose standby never got it (its WAL
+/// sender frozen) is applied again on the new primary from the commit log,
+/// once.
+async fn an_acknowledged_copy_lost_with_the_primary(protocol: Protocol) {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    create_table(&h).await;
+    let session = open_session(&h, protocol).await;
+    h.wait_replicated().await;
+    let sender = h.freeze_wal_sender().await;
+    let copied = tokio::time::timeout(DEADLINE, copy_100_rows(session))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied, 100);
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+    // A new session through the proxy waits for the commit log's re-apply.
+    let client = h.connect(Target::Proxy).await;
+    let count: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 100);
+    assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_copy_the_standby_lacks_is_applied_again() {
+    an_acknowledged_copy_lost_with_the_primary(Protocol::Simple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_extended_protocol_copy_the_standby_lacks_is_applied_again() {
+    an_acknowledged_copy_lost_with_the_primary(Protocol::Extended).await;
+}

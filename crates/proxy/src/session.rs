@@ -623,6 +623,11 @@ async fn open(
         key: backend.key,
     });
 
+    // Commits the primary may have lost (it was just promoted) are applied
+    // again before any session runs there, a new one as a moved one: a
+    // client must not miss a transaction another was told had committed.
+    // Once they are, this returns at once.
+    crate::commit_log::reapply::run(ctx, &backend.addr).await;
     // Before the client may send anything: its first transaction must
     // already find the ledger.
     let ledger = ctx.config.journal.ledger && ctx.ledgers.ensure(&database).await;

@@ -9,7 +9,7 @@ parameters and results, an enum type it looks up in the catalog on first
 use, executemany (several Bind/Execute with one Sync, atomic), explicit
 prepared statements, transactions with a nested savepoint (released or
 rolled back to), a cursor (a named portal read a few rows per Execute),
-binary COPY FROM STDIN in a transaction, simple-protocol statements,
+binary COPY FROM STDIN in a transaction and outside one, simple-protocol statements,
 LISTEN/NOTIFY on a channel of the worker's own, and a pool of one
 connection that asyncpg resets each time it is given back. Any asyncpg error is a
 failure: the failover must not reach the application.
@@ -103,6 +103,16 @@ class Worker:
         )
         check(status == "UPDATE 1", f"update {row}: {status}")
         self.committed += 1
+
+        if n % 4 == 0:
+            # Binary COPY FROM STDIN outside a transaction: it commits at
+            # its end.
+            rows = [(self.new_id(), self.worker, f"a{n}") for _ in range(2)]
+            status = await conn.copy_records_to_table(
+                "apg_rows", records=rows, columns=["id", "worker", "note"]
+            )
+            check(status == "COPY 2", f"autocommit COPY: {status}")
+            self.committed += 2
 
         if n % 4 == 1:
             # executemany: Bind/Execute per row, one Sync, all or nothing.

@@ -8,7 +8,7 @@ execution (prepare_threshold=0) with a small cache, so that old statements
 are closed while new ones are prepared, executemany with RETURNING, binary
 results, transactions with a nested savepoint (released or rolled back to),
 a server-side cursor read a few rows per FETCH, COPY FROM STDIN inside a
-transaction, and LISTEN/NOTIFY on a channel of the worker's own. Any psycopg
+transaction and outside one, and LISTEN/NOTIFY on a channel of the worker's own. Any psycopg
 error is a failure: the failover must not reach the application.
 
 Prints "progress <worker> <round>" after each round and, at the end,
@@ -91,6 +91,14 @@ class Worker:
         check(update.rowcount == 1, f"update {row}")
         self.committed += 1
         check(count.fetchone()[0] == self.committed, "count in the pipeline")
+
+        if n % 4 == 0:
+            # COPY FROM STDIN outside a transaction: it commits at its end.
+            rows = [(self.new_id(), self.worker, f"a{n}") for _ in range(2)]
+            with conn.cursor().copy("copy py_rows (id, worker, note) from stdin") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            self.committed += 2
 
         if n % 4 == 1:
             # executemany with RETURNING: pipelined by psycopg.

@@ -224,8 +224,18 @@ impl Journal {
     }
 
     /// Records a client message. `frame` is the whole message (header
-    /// included), or `None` when it was too large to keep.
+    /// included), or `None` when it was too large to keep. A message that
+    /// does nothing between units (see [`does_nothing_between_units`]) is
+    /// not part of any.
     pub fn client_message(&mut self, tag: u8, frame: Option<&[u8]>) {
+        if self.requests.is_empty() && does_nothing_between_units(tag) {
+            return;
+        }
+        self.record(tag, frame);
+    }
+
+    /// Records a message sent to the server within the open unit.
+    fn record(&mut self, tag: u8, frame: Option<&[u8]>) {
         let expect = Expect::of(tag);
         let frame = match frame {
             Some(bytes) if self.arena.len() + bytes.len() > self.limits.max_unit_bytes => {
@@ -315,7 +325,7 @@ impl Journal {
     /// Records a message the proxy itself sends to the server within the
     /// unit (the commit stamp), carrying `token`.
     pub fn injected_message(&mut self, frame: &[u8], token: i64) {
-        self.client_message(frame[0], Some(frame));
+        self.record(frame[0], Some(frame));
         if let Some(last) = self.requests.last_mut() {
             last.injected = true;
         }
@@ -325,7 +335,7 @@ impl Journal {
     /// Records a message the proxy itself sends to the server within the
     /// unit that carries no token (a Flush, the parts of an implicit stamp).
     pub fn injected_request(&mut self, frame: &[u8]) {
-        self.client_message(frame[0], Some(frame));
+        self.record(frame[0], Some(frame));
         if let Some(last) = self.requests.last_mut() {
             last.injected = true;
         }
@@ -334,7 +344,7 @@ impl Journal {
     /// Records a message the proxy sends in place of a client's simple
     /// Query (see [`Request::translated`]).
     pub fn translated_request(&mut self, frame: &[u8]) {
-        self.client_message(frame[0], Some(frame));
+        self.record(frame[0], Some(frame));
         if let Some(last) = self.requests.last_mut() {
             last.translated = true;
         }
@@ -750,6 +760,15 @@ impl Journal {
             }
         }
         self.requests.drain(..end);
+        if self
+            .requests
+            .iter()
+            .all(|r| r.reply.done && does_nothing_between_units(r.tag))
+        {
+            // Sent behind the unit's end (a Flush after its Sync, the rest
+            // of a COPY that failed): no part of the next unit.
+            self.requests.clear();
+        }
         self.units_ended += 1;
         self.cursor = 0;
         self.frame_owner = None;
@@ -796,6 +815,22 @@ impl Journal {
         self.copying_in = false;
         old
     }
+}
+
+/// True for a client message that does nothing outside a unit: a Flush
+/// with no reply pending, and the COPY messages PostgreSQL ignores when it
+/// is not copying (the rows a client still sends after its COPY failed).
+/// A driver may send a Flush after a batch's Sync (psycopg does after a
+/// pipeline); kept, it would leave the session looking busy — not parked
+/// for a switchover, its next simple-Query write sent without a stamp.
+fn does_nothing_between_units(tag: u8) -> bool {
+    matches!(
+        tag,
+        frontend::tag::FLUSH
+            | frontend::tag::COPY_DATA
+            | frontend::tag::COPY_DONE
+            | frontend::tag::COPY_FAIL
+    )
 }
 
 /// The NUL-terminated string at `at` in `bytes`.

@@ -367,6 +367,23 @@ fn a_copy_in_is_one_request_however_many_rows_it_sends() {
 }
 
 #[test]
+fn a_flush_or_copy_rows_sent_between_units_leave_the_session_idle() {
+    let mut j = Journal::new(Limits::default());
+    // A Flush behind a batch's Sync, sent before its ReadyForQuery.
+    client(
+        &mut j,
+        &[parse("", "select 1"), msg(b'S', b""), msg(b'H', b"")],
+    );
+    server(&mut j, &[msg(b'1', b""), ready(b'I')]);
+    assert!(j.is_idle(), "the Flush is no part of the next unit");
+    // The rest of a COPY that failed, sent after its ReadyForQuery.
+    client(&mut j, &[msg(b'd', b"1\n"), msg(b'c', b""), msg(b'H', b"")]);
+    assert!(j.is_idle(), "ignored by the server, no part of any unit");
+    client(&mut j, &[query("select 1")]);
+    assert_eq!(j.requests().len(), 1);
+}
+
+#[test]
 fn syncs_sent_while_a_copy_takes_rows_get_no_reply() {
     // tokio-postgres: Bind/Execute/Sync, the rows, CopyDone and a second
     // Sync. The server ignores the first Sync, as it ignores a Flush, while
