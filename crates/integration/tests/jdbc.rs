@@ -4,7 +4,8 @@
 //! execution (a named Parse in the same batch as its Bind, Execute and
 //! Sync), send batches, and run transactions with a savepoint (released or
 //! rolled back to) that read with a fetch size (a named portal, a few rows
-//! per Execute), while the primary is killed
+//! per Execute), and COPY rows in with the driver's CopyManager outside a
+//! transaction, while the primary is killed
 //! part way — with its last commits never sent to the standby, so that the
 //! commit log must apply them again — or a switchover moves the sessions. No SQLException may reach the application, and the new
 //! primary must hold exactly the rows each thread saw committed, each
@@ -60,13 +61,14 @@ async fn run(movement: Move) {
     java.arg("-cp")
         .arg(format!("{DRIVER}:{}", classes.path().display()))
         .arg("FailoverClient");
-    // Each autocommit insert was updated once; batch and transaction rows
-    // never; rows rolled back to their savepoint (`x…`) are not there.
+    // Each autocommit insert was updated once; batch, transaction and
+    // copied rows never; rows rolled back to their savepoint (`x…`) are not
+    // there.
     run_through(
         &mut h,
         java,
         "jdbc_rows",
-        "^(r[0-9]+[+]|[bts][0-9]+)$",
+        "^(r[0-9]+[+]|[btsa][0-9]+)$",
         movement,
     )
     .await;

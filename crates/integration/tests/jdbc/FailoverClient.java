@@ -5,7 +5,8 @@
 // (prepareThreshold=1: a named Parse with its Bind, Execute and Sync in one
 // batch), batches (addBatch/executeBatch) and transactions with a savepoint
 // (released or rolled back to) that read with a fetch size (a named portal
-// read a few rows per Execute). Any
+// read a few rows per Execute), and COPY FROM STDIN outside a transaction
+// through the driver's CopyManager. Any
 // SQLException is a failure: the failover must not reach the application.
 //
 // Prints "progress <worker> <round>" after each round and, at the end,
@@ -13,6 +14,8 @@
 //
 // Usage: java -cp postgresql.jar:. FailoverClient <port> <password> <workers> <rounds>
 
+import java.io.IOException;
+import java.io.StringReader;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -22,6 +25,7 @@ import java.sql.Savepoint;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
+import org.postgresql.PGConnection;
 
 public class FailoverClient {
     public static void main(String[] args) throws Exception {
@@ -58,7 +62,8 @@ public class FailoverClient {
         System.exit(failures.isEmpty() ? 0 : 1);
     }
 
-    static void run(String url, Properties props, int worker, int rounds) throws SQLException {
+    static void run(String url, Properties props, int worker, int rounds)
+            throws SQLException, IOException {
         try (Connection conn = DriverManager.getConnection(url, props)) {
             int base = worker * 1_000_000;
             int next = 0;
@@ -98,6 +103,18 @@ public class FailoverClient {
                         check(n == 1, "batch insert");
                     }
                     committed += 3;
+                }
+                if (round % 3 == 0) {
+                    // COPY FROM STDIN outside a transaction (CopyManager:
+                    // a Query, the rows, CopyDone).
+                    StringBuilder rows = new StringBuilder();
+                    for (int i = 0; i < 2; i++) {
+                        rows.append(base + next++).append('\t').append(worker).append("\ta").append(round).append('\n');
+                    }
+                    long copied = conn.unwrap(PGConnection.class).getCopyAPI().copyIn(
+                        "copy jdbc_rows (id, worker, note) from stdin", new StringReader(rows.toString()));
+                    check(copied == 2, "copied " + copied + " rows");
+                    committed += 2;
                 }
                 if (round % 3 == 2) {
                     // A transaction that writes and reads its rows with a

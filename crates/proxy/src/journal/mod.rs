@@ -619,7 +619,8 @@ impl Journal {
                     // Sync, and what the client sends until that Sync.
                     self.skipping_new_requests = true;
                     for later in &mut self.requests[i + 1..] {
-                        if later.tag == frontend::tag::SYNC {
+                        // Not a Sync the server ignored while it copied.
+                        if later.tag == frontend::tag::SYNC && !later.reply.done {
                             self.skipping_new_requests = false;
                             break;
                         }

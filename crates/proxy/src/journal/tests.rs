@@ -367,6 +367,30 @@ fn a_copy_in_is_one_request_however_many_rows_it_sends() {
 }
 
 #[test]
+fn a_copy_that_fails_skips_to_the_sync_behind_its_rows() {
+    // The server ignored the Sync behind the Execute while it copied; after
+    // the bad row it skips to the next one, past the stamp.
+    let mut j = Journal::new(Limits::default());
+    prepare_named(&mut j, "s0", "copy t from stdin");
+    client(&mut j, &[bind("s0"), execute(), msg(b'S', b"")]);
+    server(&mut j, &[msg(b'2', b""), msg(b'G', b"\0\0\0")]);
+    client(&mut j, &[msg(b'd', b"x\n"), msg(b'c', b"")]);
+    for stamp in [
+        parse("understudy_stamp", "select 1"),
+        bind("understudy_stamp"),
+        execute(),
+    ] {
+        j.injected_request(&stamp);
+    }
+    client(&mut j, &[msg(b'S', b"")]);
+    server(
+        &mut j,
+        &[msg(b'E', b"SERROR\0C22P02\0Mbad\0\0"), ready(b'I')],
+    );
+    assert!(j.is_idle(), "the ReadyForQuery answered the last Sync");
+}
+
+#[test]
 fn a_flush_or_copy_rows_sent_between_units_leave_the_session_idle() {
     let mut j = Journal::new(Limits::default());
     // A Flush behind a batch's Sync, sent before its ReadyForQuery.
