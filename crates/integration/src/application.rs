@@ -1,5 +1,6 @@
 //! Real applications, on the drivers of other languages, run through a
-//! failover or a switchover (`tests/jdbc.rs`, `tests/psycopg.rs`).
+//! failover or a switchover (`tests/jdbc.rs`, `tests/psycopg.rs`,
+//! `tests/asyncpg.rs`, `tests/node_postgres.rs`, `tests/php_pdo.rs`).
 //!
 //! Each application is a program of its own under `tests/<driver>/` that
 //! takes `<port> <password> <workers> <rounds>`, runs `workers` threads of
