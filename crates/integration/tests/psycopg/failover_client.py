@@ -28,6 +28,17 @@ class WrongResult(Exception):
     """A result other than the one PostgreSQL gives."""
 
 
+OUTPUT = threading.Lock()
+
+
+def say(line):
+    """Prints one line whole: print() from several threads may interleave
+    the text of one with the newline of another."""
+    with OUTPUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def check(ok, what):
     if not ok:
         raise WrongResult(what)
@@ -181,14 +192,12 @@ def run(port, password, worker, rounds, failures):
         w = Worker(port, password, worker)
         for n in range(rounds):
             w.round(n)
-            print(f"progress {worker} {n}", flush=True)
+            say(f"progress {worker} {n}")
         w.finish()
-        print(f"committed {worker} {w.committed}", flush=True)
+        say(f"committed {worker} {w.committed}")
     except BaseException as e:  # noqa: BLE001 - every failure is reported
         failures.append(e)
-        print(f"failed {worker} {e!r}", flush=True)
-        traceback.print_exc(file=sys.stdout)
-        sys.stdout.flush()
+        say(f"failed {worker} {e!r}\n{traceback.format_exc()}")
 
 
 def main():
