@@ -14,9 +14,10 @@ use understudy_integration::{data_row_text, sqlstate, Harness, RawConn, Target};
 use understudy_protocol::backend::tag;
 use understudy_protocol::backend::BackendKeyData;
 use understudy_protocol::frontend::{
-    encode_bind, encode_execute, encode_flush, encode_parse, encode_sync,
+    self, encode_bind, encode_execute, encode_flush, encode_parse, encode_query, encode_sync,
 };
 use understudy_protocol::startup::CancelRequest;
+use understudy_protocol::FrameWriter;
 
 async fn backend_pid(client: &Client) -> i32 {
     client
@@ -345,4 +346,76 @@ async fn a_stamp_waits_until_the_server_is_done_with_a_cancel() {
         .get(0);
     assert_eq!(committed, 1, "the write committed once the cancel was over");
     assert_eq!(metrics.cancel_forwarded_total.load(Ordering::Relaxed), 1);
+}
+
+/// The same for a `COPY … FROM STDIN` outside a transaction, whose stamp
+/// goes behind its rows: while a cancel is in flight the COPY is answered
+/// but not committed, and commits with its stamp once the cancel is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_waits_for_its_stamp_until_the_server_is_done_with_a_cancel() {
+    let h = Harness::start().await;
+    let admin = h.connect(Target::Direct).await;
+    admin
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    let port = h.port(Target::Proxy);
+    let (mut conn, key) = RawConn::login(port, SUPERUSER, PASSWORD).await;
+    let stamps = || async {
+        admin
+            .query_one("select count(*) from understudy.ledger", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let stamps_before = stamps().await;
+
+    h.cluster.primary().kill(Signal::SIGSTOP).unwrap();
+    let frozen = Frozen(&h);
+    let mut canceller = send_cancel(port, key).await;
+    let metrics = h.proxy.metrics();
+    let seen = wait_until(Duration::from_secs(10), || async {
+        metrics.cancel_requests_total.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(seen, "the proxy never got the cancel request");
+
+    let mut out = BytesMut::new();
+    encode_query("copy t from stdin", &mut out);
+    conn.send(&out).await;
+    conn.expect_frame(tag::COPY_IN_RESPONSE).await;
+    let mut out = BytesMut::new();
+    for row in ["1\n", "2\n"] {
+        let mut w = FrameWriter::tagged(&mut out, frontend::tag::COPY_DATA);
+        w.bytes(row.as_bytes());
+        w.finish();
+    }
+    FrameWriter::tagged(&mut out, frontend::tag::COPY_DONE).finish();
+    conn.send(&out).await;
+    conn.expect_frame(tag::COMMAND_COMPLETE).await;
+    let quiet = Duration::from_millis(500);
+    assert!(
+        tokio::time::timeout(quiet, conn.read_frame())
+            .await
+            .is_err(),
+        "the COPY was committed while a cancel was in flight"
+    );
+    let uncommitted: i64 = admin
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uncommitted, 0);
+
+    drop(frozen);
+    assert!(canceller.closed().await, "the cancel is served");
+    let ready = conn.expect_frame(tag::READY_FOR_QUERY).await;
+    assert_eq!(&ready.body[..], b"I");
+    let copied: i64 = admin
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 2, "the COPY committed");
+    assert_eq!(stamps().await, stamps_before + 1, "with its stamp");
 }

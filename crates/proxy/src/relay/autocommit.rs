@@ -87,18 +87,20 @@ impl RelayState {
     /// waits for the COPY's answer and the cancels' end
     /// ([`Self::release_proxys_sync`]).
     pub(super) fn end_copy_in(&mut self, complete: bool, out: &mut BytesMut) {
-        if complete && self.cancel_settling {
-            self.sync_hold = SyncHold::Waiting;
-            self.held_sync_is_proxys = true;
-            return;
-        }
-        let stamped = complete && self.stamps_implicit();
-        if stamped {
+        if complete {
             // As for any autocommit write: the COPY's answer is on its way
             // before the stamp commits (docs/decisions/0007).
             let start = out.len();
             encode_flush(out);
             self.journal.injected_request(&out[start..]);
+            if self.cancel_settling {
+                self.sync_hold = SyncHold::Waiting;
+                self.held_sync_is_proxys = true;
+                return;
+            }
+        }
+        let stamped = complete && self.stamps_implicit();
+        if stamped {
             inject_implicit_stamp(out, &mut self.journal);
         }
         let start = out.len();
