@@ -405,3 +405,38 @@ async fn commits_stay_in_the_log_while_no_standby_streams() {
     h.promote_standby().await;
     count_after_failover(&h, &client).await;
 }
+
+/// A transaction too large for the journal (`journal.max_transaction_bytes`)
+/// cannot be applied again whole: it is not kept in the commit log, and
+/// counted. Kept, its statements the journal dropped would be missing and
+/// the rest applied alone — part of a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_transaction_too_large_for_the_journal_is_never_applied_in_part() {
+    let mut h = Harness::start_with(1, |config| config.journal.max_transaction_bytes = 4096).await;
+    create_table(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    h.wait_replicated().await;
+    let sender = h.freeze_wal_sender().await;
+    let large = "x".repeat(8192);
+    for sql in [
+        "begin".to_owned(),
+        format!("insert into t values (1, '{large}')"),
+        "insert into t values (2, 'small')".to_owned(),
+        "commit".to_owned(),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+    // Its session moves, after the commit log is applied on the new primary.
+    let rows: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no part of the transaction was applied again");
+    let log = h.proxy.commit_log();
+    assert_eq!(log.too_large.load(Ordering::Acquire), 1, "it is counted");
+}

@@ -49,6 +49,11 @@ pub struct CommitLog {
     pub lsn: lsn::LsnTracker,
     /// Entries dropped because the log was full.
     pub dropped: AtomicU64,
+    /// Committed transactions never kept: the journal did not keep all of
+    /// their messages (past `journal.max_transaction_bytes` or
+    /// `journal.max_total_bytes`), and part of a transaction must never be
+    /// applied again.
+    pub too_large: AtomicU64,
     /// Entries re-applied on a new primary.
     pub reapplied: AtomicU64,
     /// Re-applied entries whose results differed from the original.
@@ -66,6 +71,7 @@ impl CommitLog {
             seq: AtomicU64::default(),
             lsn: lsn::LsnTracker::default(),
             dropped: AtomicU64::default(),
+            too_large: AtomicU64::default(),
             reapplied: AtomicU64::default(),
             reapplied_mismatches: AtomicU64::default(),
             reapply_gate: tokio::sync::Mutex::default(),
@@ -74,6 +80,16 @@ impl CommitLog {
 
     /// Adds a transaction that just committed.
     pub fn push(&self, identity: &Arc<Identity>, unit: CommittedUnit) {
+        if !unit.whole {
+            self.too_large.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                token = unit.token,
+                "a committed transaction larger than the journal keeps cannot be applied again \
+                 after a failover: it is lost if the standby has not received it \
+                 (journal.max_transaction_bytes, journal.max_total_bytes)"
+            );
+            return;
+        }
         let entry = Entry {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             round: self.lsn.round(),
@@ -127,6 +143,12 @@ impl CommitLog {
                 "counter",
                 "Commit log entries dropped because the log was full.",
                 self.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "understudy_commit_log_too_large_total",
+                "counter",
+                "Committed transactions not kept in the commit log because the journal did not keep all their messages; lost if the standby lacked them when the primary died.",
+                self.too_large.load(Ordering::Relaxed),
             ),
             (
                 "understudy_reapplied_total",

@@ -33,6 +33,9 @@ pub struct CommittedUnit {
     /// setting): a connection it was applied again on is no longer in
     /// `session`.
     pub changes_session: bool,
+    /// The journal kept every message of it: `frames` is the whole
+    /// transaction. Otherwise it must not be applied again at all.
+    pub whole: bool,
 }
 
 impl CommittedUnit {
@@ -70,6 +73,7 @@ impl CommittedUnit {
             digest: hash.digest(),
             session,
             changes_session,
+            whole: finished.iter().all(|request| request.frame.is_some()),
         }
     }
 }
