@@ -25,7 +25,7 @@ function check(bool $ok, string $what): void
     }
 }
 
-function run(int $port, string $password, int $worker, int $rounds): void
+function run(int $port, string $password, int $worker, int $rounds, string $barrier, int $workers): void
 {
     $pdo = new PDO(
         "pgsql:host=127.0.0.1;port=$port;dbname=postgres;sslmode=disable",
@@ -121,18 +121,38 @@ function run(int $port, string $password, int $worker, int $rounds): void
     check(count($heard) === count(array_unique($heard)), 'notifications heard twice: ' . implode(',', $heard));
     check(array_diff($heard, $sent) === [], 'notifications never sent: ' . implode(',', $heard));
     echo "committed $worker $committed\n";
+    wait_for_all($barrier, $workers);
+}
+
+// Worker processes run at their own pace: one could finish, and close its
+// session, before the test moves the sessions. Each waits here until all
+// are done, as the threads of one process would be.
+function wait_for_all(string $barrier, int $workers): void
+{
+    file_put_contents($barrier, "done\n", FILE_APPEND | LOCK_EX);
+    for ($i = 0; $i < 12000; $i++) {
+        clearstatcache();
+        if (filesize($barrier) >= $workers * 5) {
+            return;
+        }
+        usleep(10000);
+    }
+    throw new RuntimeException('the other workers never finished');
 }
 
 [$_, $port, $password, $workers, $rounds] = $argv;
+$barrier = tempnam(sys_get_temp_dir(), 'php_failover_');
 $children = [];
 for ($w = 0; $w < (int) $workers; $w++) {
     $pid = pcntl_fork();
     if ($pid === 0) {
         try {
-            run((int) $port, $password, $w, (int) $rounds);
+            run((int) $port, $password, $w, (int) $rounds, $barrier, (int) $workers);
             exit(0);
         } catch (Throwable $e) {
             echo "failed $w " . get_class($e) . ': ' . $e->getMessage() . "\n" . $e->getTraceAsString() . "\n";
+            // The others need not wait for this one.
+            file_put_contents($barrier, "done\n", FILE_APPEND | LOCK_EX);
             exit(1);
         }
     }
@@ -144,4 +164,5 @@ foreach ($children as $pid) {
     pcntl_waitpid($pid, $status);
     $failed = $failed || !pcntl_wifexited($status) || pcntl_wexitstatus($status) !== 0;
 }
+unlink($barrier);
 exit($failed ? 1 : 0);

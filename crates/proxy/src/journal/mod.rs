@@ -25,6 +25,8 @@
 //!   `SET LOCAL` as work.
 //! - `mixed_query`: the settings of a Query that also did other work.
 //! - `compaction`: earlier settings scripts a new one makes void.
+//! - `copy_in`: what the server ignores while a COPY takes rows, and
+//!   between units.
 //! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
 //!   advisory locks), which keep a session from moving.
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
@@ -37,6 +39,7 @@
 pub mod budget;
 mod committed;
 mod compaction;
+mod copy_in;
 pub(crate) mod lexer;
 mod limits;
 mod mixed_query;
@@ -48,6 +51,7 @@ pub mod session;
 mod set_config;
 mod statements;
 
+use copy_in::does_nothing_between_units;
 use std::ops::Range;
 
 use bytes::BytesMut;
@@ -225,7 +229,7 @@ impl Journal {
 
     /// Records a client message. `frame` is the whole message (header
     /// included), or `None` when it was too large to keep. A message that
-    /// does nothing between units (see [`does_nothing_between_units`]) is
+    /// does nothing between units (see `copy_in::does_nothing_between_units`) is
     /// not part of any.
     pub fn client_message(&mut self, tag: u8, frame: Option<&[u8]>) {
         if self.requests.is_empty() && does_nothing_between_units(tag) {
@@ -544,25 +548,6 @@ impl Journal {
         ServerEvent::None
     }
 
-    /// An Execute (request `i`) started a `COPY … FROM STDIN`. Until the
-    /// client's CopyDone or CopyFail the server reads only COPY messages and
-    /// ignores Flush and Sync, which a driver may send right behind the
-    /// Execute (tokio-postgres sends Bind/Execute/Sync, the rows, then
-    /// CopyDone and a second Sync): those get no reply.
-    fn copy_in_started(&mut self, i: usize) {
-        self.copying_in = true;
-        for later in &mut self.requests[i + 1..] {
-            match later.tag {
-                frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => {
-                    self.copying_in = false;
-                    break;
-                }
-                frontend::tag::SYNC | frontend::tag::FLUSH => later.reply.done = true,
-                _ => {}
-            }
-        }
-    }
-
     /// Applies a complete server message to request `i`.
     fn complete_message(&mut self, i: usize, tag: u8, body: &[u8]) -> ServerEvent {
         let expect = self.requests[i].expect;
@@ -816,22 +801,6 @@ impl Journal {
         self.copying_in = false;
         old
     }
-}
-
-/// True for a client message that does nothing outside a unit: a Flush
-/// with no reply pending, and the COPY messages PostgreSQL ignores when it
-/// is not copying (the rows a client still sends after its COPY failed).
-/// A driver may send a Flush after a batch's Sync (psycopg does after a
-/// pipeline); kept, it would leave the session looking busy — not parked
-/// for a switchover, its next simple-Query write sent without a stamp.
-fn does_nothing_between_units(tag: u8) -> bool {
-    matches!(
-        tag,
-        frontend::tag::FLUSH
-            | frontend::tag::COPY_DATA
-            | frontend::tag::COPY_DONE
-            | frontend::tag::COPY_FAIL
-    )
 }
 
 /// The NUL-terminated string at `at` in `bytes`.
