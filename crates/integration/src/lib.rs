@@ -578,6 +578,60 @@ impl Harness {
         });
     }
 
+    /// Makes the first standby synchronous, with `synchronous_commit` at
+    /// `level` (`on`: a COMMIT waits until the standby has flushed it;
+    /// `remote_apply`: until it has applied it).
+    pub async fn make_standby_synchronous(&self, level: &str) {
+        let admin = self.cluster.connect().await;
+        for sql in [
+            "alter system set synchronous_standby_names = '*'".to_owned(),
+            format!("alter system set synchronous_commit = '{level}'"),
+            "select pg_reload_conf()".to_owned(),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("configure the primary");
+        }
+        let ready = understudy_testkit::wait_until(FAILOVER_DEADLINE, || {
+            let admin = &admin;
+            async move {
+                admin
+                    .query_one(
+                        "select count(*) from pg_stat_replication where sync_state = 'sync'",
+                        &[],
+                    )
+                    .await
+                    .map(|r| r.get::<_, i64>(0) == 1)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(ready, "the standby is synchronous");
+    }
+
+    /// Waits until a backend of the primary waits for synchronous
+    /// replication (its commit is written, not yet acknowledged); returns
+    /// its pid.
+    pub async fn commit_waiting_for_the_standby(&self) -> i32 {
+        let admin = self.cluster.connect().await;
+        let waiting = "select pid from pg_stat_activity where wait_event = 'SyncRep'";
+        let admin = &admin;
+        let found = understudy_testkit::wait_until(FAILOVER_DEADLINE, || async move {
+            admin
+                .query(waiting, &[])
+                .await
+                .is_ok_and(|rows| rows.len() == 1)
+        })
+        .await;
+        assert!(found, "a commit waits for the standby");
+        admin
+            .query_one(waiting, &[])
+            .await
+            .expect("the waiting backend")
+            .get(0)
+    }
+
     /// Freezes the primary's WAL sender (SIGSTOP): what commits from now on
     /// never leaves the primary. Returns its pid, for the test to kill it
     /// with the primary.

@@ -274,6 +274,24 @@ impl Drop for Frozen<'_> {
     }
 }
 
+/// Freezes the primary's postmaster, which then accepts the cancel
+/// connection (the kernel does) but neither handles it nor closes it, and
+/// sends the proxy a cancel with `key`: once the proxy has it, the cancel is
+/// in flight until the returned guard is dropped. Returns the guard and the
+/// cancel connection.
+async fn cancel_in_flight(h: &Harness, port: u16, key: BackendKeyData) -> (Frozen<'_>, RawConn) {
+    h.cluster.primary().kill(Signal::SIGSTOP).unwrap();
+    let frozen = Frozen(h);
+    let canceller = send_cancel(port, key).await;
+    let metrics = h.proxy.metrics();
+    let seen = wait_until(Duration::from_secs(10), || async {
+        metrics.cancel_requests_total.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(seen, "the proxy never got the cancel request");
+    (frozen, canceller)
+}
+
 /// A cancel's signal may reach the backend until the server closes the
 /// cancel connection (PostgreSQL even signals a backend twice, to its pid
 /// and to its process group). The proxy holds the client's cancel
@@ -292,17 +310,7 @@ async fn a_stamp_waits_until_the_server_is_done_with_a_cancel() {
     let port = h.port(Target::Proxy);
     let (mut conn, key) = RawConn::login(port, SUPERUSER, PASSWORD).await;
 
-    // A frozen postmaster accepts the cancel connection (the kernel does)
-    // but neither handles it nor closes it.
-    h.cluster.primary().kill(Signal::SIGSTOP).unwrap();
-    let frozen = Frozen(&h);
-    let mut canceller = send_cancel(port, key).await;
-    let metrics = h.proxy.metrics();
-    let seen = wait_until(Duration::from_secs(10), || async {
-        metrics.cancel_requests_total.load(Ordering::Relaxed) == 1
-    })
-    .await;
-    assert!(seen, "the proxy never got the cancel request");
+    let (frozen, mut canceller) = cancel_in_flight(&h, port, key).await;
 
     let mut out = BytesMut::new();
     encode_parse("", "insert into t values (1)", &mut out);
@@ -345,6 +353,7 @@ async fn a_stamp_waits_until_the_server_is_done_with_a_cancel() {
         .unwrap()
         .get(0);
     assert_eq!(committed, 1, "the write committed once the cancel was over");
+    let metrics = h.proxy.metrics();
     assert_eq!(metrics.cancel_forwarded_total.load(Ordering::Relaxed), 1);
 }
 
@@ -370,15 +379,7 @@ async fn a_copy_waits_for_its_stamp_until_the_server_is_done_with_a_cancel() {
     };
     let stamps_before = stamps().await;
 
-    h.cluster.primary().kill(Signal::SIGSTOP).unwrap();
-    let frozen = Frozen(&h);
-    let mut canceller = send_cancel(port, key).await;
-    let metrics = h.proxy.metrics();
-    let seen = wait_until(Duration::from_secs(10), || async {
-        metrics.cancel_requests_total.load(Ordering::Relaxed) == 1
-    })
-    .await;
-    assert!(seen, "the proxy never got the cancel request");
+    let (frozen, mut canceller) = cancel_in_flight(&h, port, key).await;
 
     let mut out = BytesMut::new();
     encode_query("copy t from stdin", &mut out);

@@ -12,55 +12,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use understudy_integration::{Harness, Target};
-use understudy_testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn synchronous(h: &Harness, level: &str) {
-    let admin = h.cluster.connect().await;
-    for sql in [
-        "alter system set synchronous_standby_names = '*'".to_owned(),
-        format!("alter system set synchronous_commit = '{level}'"),
-        "select pg_reload_conf()".to_owned(),
-    ] {
-        admin.batch_execute(&sql).await.unwrap();
-    }
-    let ready = wait_until(DEADLINE, || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "select count(*) from pg_stat_replication where sync_state = 'sync'",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(ready, "standby is synchronous");
-}
-
-/// Waits until a backend of the primary waits for synchronous replication.
-async fn commit_waits_for_the_standby(h: &Harness) {
-    let admin = h.cluster.connect().await;
-    let waiting = wait_until(DEADLINE, || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "select count(*) from pg_stat_activity where wait_event = 'SyncRep'",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(waiting, "the COMMIT waits for the standby");
-}
 
 async fn rows_on_new_primary(h: &Harness) -> Vec<i32> {
     h.cluster
@@ -83,7 +36,7 @@ async fn commit_that_reached_the_standby_is_reported_once() {
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
     client
@@ -100,7 +53,7 @@ async fn commit_that_reached_the_standby_is_reported_once() {
         let result = client.batch_execute("commit").await;
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
@@ -123,7 +76,7 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "on").await;
+    h.make_standby_synchronous("on").await;
     let standby = h.cluster.connect_to(1).await;
     let receiver: i32 = standby
         .query_one("select pid from pg_stat_wal_receiver", &[])
@@ -143,7 +96,7 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
         let result = client.batch_execute("commit").await;
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
@@ -200,7 +153,7 @@ async fn autocommit_insert_lost_before_its_ack_returning(
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(h, "on").await;
+    h.make_standby_synchronous("on").await;
     let standby = h.cluster.connect_to(1).await;
     let receiver: i32 = standby
         .query_one("select pid from pg_stat_wal_receiver", &[])
@@ -253,18 +206,7 @@ async fn autocommit_insert_lost_before_its_ack_returning(
         };
         (client, result)
     });
-    commit_waits_for_the_standby(h).await;
-    let backend: i32 = h
-        .cluster
-        .connect()
-        .await
-        .query_one(
-            "select pid from pg_stat_activity where wait_event = 'SyncRep'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let backend = h.commit_waiting_for_the_standby().await;
     kill(Pid::from_raw(backend), Signal::SIGSTOP).unwrap();
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(backend), Signal::SIGKILL).unwrap();
@@ -295,7 +237,7 @@ async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reporte
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
     let prepared = client.prepare("insert into t values (1)").await.unwrap();
@@ -309,7 +251,7 @@ async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reporte
         let result = client.execute(&prepared, &[]).await;
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
@@ -355,7 +297,7 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
     standby
@@ -366,7 +308,7 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
         let result = client.simple_query(sql).await;
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
@@ -480,7 +422,7 @@ async fn without_the_ledger_a_commit_in_flight_gets_08007() {
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
     client
@@ -495,7 +437,7 @@ async fn without_the_ledger_a_commit_in_flight_gets_08007() {
         let result = client.batch_execute("commit").await;
         (client, result)
     });
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
@@ -544,7 +486,7 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
         .batch_execute("create table t (id int)")
         .await
         .unwrap();
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let (mut conn, _key) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
     conn.simple_query("begin").await;
@@ -561,7 +503,7 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
         encode_sync(&mut batches);
     }
     conn.send(&batches).await;
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 

@@ -14,7 +14,7 @@ use futures_util::SinkExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::task::JoinHandle;
-use understudy_integration::understudy_testkit::{wait_until, PASSWORD, SUPERUSER};
+use understudy_integration::understudy_testkit::{PASSWORD, SUPERUSER};
 use understudy_integration::{describe, Harness, RawConn, Target};
 use understudy_protocol::backend::tag;
 use understudy_protocol::frontend::{self, encode_query};
@@ -293,53 +293,6 @@ async fn a_copy_whose_rows_are_streaming_moves_and_copies_every_row_once() {
     session_goes_on(&mut conn).await;
 }
 
-/// Waits until a backend of the primary waits for synchronous replication.
-async fn commit_waits_for_the_standby(h: &Harness) {
-    let admin = h.cluster.connect().await;
-    let waiting = wait_until(DEADLINE, || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "select count(*) from pg_stat_activity where wait_event = 'SyncRep'",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(waiting, "the COPY's commit waits for the standby");
-}
-
-/// Makes the standby synchronous at `level`.
-async fn synchronous(h: &Harness, level: &str) {
-    let admin = h.cluster.connect().await;
-    for sql in [
-        "alter system set synchronous_standby_names = '*'".to_owned(),
-        format!("alter system set synchronous_commit = '{level}'"),
-        "select pg_reload_conf()".to_owned(),
-    ] {
-        admin.batch_execute(&sql).await.unwrap();
-    }
-    let ready = wait_until(DEADLINE, || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "select count(*) from pg_stat_replication where sync_state = 'sync'",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(ready, "standby is synchronous");
-}
-
 /// How the client sends its COPY.
 #[derive(Debug, Clone, Copy)]
 enum Protocol {
@@ -403,7 +356,7 @@ fn copy_100_rows(session: Session) -> JoinHandle<u64> {
 async fn a_copy_whose_commit_reached_the_standby(protocol: Protocol) {
     let mut h = Harness::start_with(1, |_| {}).await;
     create_table(&h).await;
-    synchronous(&h, "remote_apply").await;
+    h.make_standby_synchronous("remote_apply").await;
     let session = open_session(&h, protocol).await;
     // The standby receives the commit record but does not apply it, so the
     // primary never acknowledges the COPY.
@@ -414,7 +367,7 @@ async fn a_copy_whose_commit_reached_the_standby(protocol: Protocol) {
         .await
         .unwrap();
     let copy = copy_100_rows(session);
-    commit_waits_for_the_standby(&h).await;
+    h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
@@ -426,7 +379,7 @@ async fn a_copy_whose_commit_reached_the_standby(protocol: Protocol) {
 async fn a_copy_whose_commit_never_reached_the_standby(protocol: Protocol) {
     let mut h = Harness::start_with(1, |_| {}).await;
     create_table(&h).await;
-    synchronous(&h, "on").await;
+    h.make_standby_synchronous("on").await;
     let standby = h.cluster.connect_to(1).await;
     let receiver: i32 = standby
         .query_one("select pid from pg_stat_wal_receiver", &[])
@@ -436,18 +389,7 @@ async fn a_copy_whose_commit_never_reached_the_standby(protocol: Protocol) {
     let session = open_session(&h, protocol).await;
     kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
     let copy = copy_100_rows(session);
-    commit_waits_for_the_standby(&h).await;
-    let backend: i32 = h
-        .cluster
-        .connect()
-        .await
-        .query_one(
-            "select pid from pg_stat_activity where wait_event = 'SyncRep'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let backend = h.commit_waiting_for_the_standby().await;
     // The COPY's backend dies with its commit unacknowledged, and the
     // standby never gets the commit record.
     kill(Pid::from_raw(backend), Signal::SIGSTOP).unwrap();

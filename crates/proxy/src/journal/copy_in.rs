@@ -1,14 +1,38 @@
-//! COPY from the client, and the messages the server ignores: while a
-//! `COPY … FROM STDIN` takes rows it reads only COPY messages and ignores
-//! Flush and Sync; outside one it ignores COPY messages, and a Flush with
-//! nothing to send does nothing. Such messages get no reply, and between
-//! units they are no part of any.
+//! COPY from the client — its rows kept as one request — and the messages
+//! the server ignores: while a `COPY … FROM STDIN` takes rows it reads only
+//! COPY messages and ignores Flush and Sync; outside one it ignores COPY
+//! messages, and a Flush with nothing to send does nothing. Such messages
+//! get no reply, and between units they are no part of any.
 
 use understudy_protocol::frontend;
+
+use std::ops::Range;
 
 use super::Journal;
 
 impl Journal {
+    /// Folds a CopyData message into the CopyData request just before it, so
+    /// a COPY of a million rows is one request, not a million: the bytes are
+    /// contiguous in the arena, and CopyData gets no reply to match. True
+    /// when folded.
+    pub(super) fn extend_copy_data(&mut self, frame: Option<Range<usize>>) -> bool {
+        let Some(last) = self.requests.last_mut() else {
+            return false;
+        };
+        if last.tag != frontend::tag::COPY_DATA || last.injected {
+            return false;
+        }
+        match (&mut last.frame, frame) {
+            (Some(previous), Some(next)) if previous.end == next.start => {
+                previous.end = next.end;
+                true
+            }
+            // Neither kept (too large): the unit is not replayable anyway.
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// An Execute (request `i`) started a `COPY … FROM STDIN`. Until the
     /// client's CopyDone or CopyFail the server reads only COPY messages and
     /// ignores Flush and Sync, which a driver may send right behind the

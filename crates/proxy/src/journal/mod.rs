@@ -25,15 +25,15 @@
 //!   `SET LOCAL` as work.
 //! - `mixed_query`: the settings of a Query that also did other work.
 //! - `compaction`: earlier settings scripts a new one makes void.
-//! - `copy_in`: what the server ignores while a COPY takes rows, and
-//!   between units.
+//! - `copy_in`: a COPY's rows folded into one request; what the server
+//!   ignores while a COPY takes rows, and between units.
 //! - [`pins`]: objects only the backend has (temporary tables, hold cursors,
 //!   advisory locks), which keep a session from moving.
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
 //! - `statements`: which SQL text a request of the unit runs.
 //! - `committed`: a stamped transaction that committed, for the commit log.
-//! - `outcome`: whether a lost server may have committed part of the unit
-//!   in flight.
+//! - `outcome`: whether the unit may write (its Sync waits for a stamp),
+//!   and whether a lost server may have committed part of it.
 //! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
@@ -52,7 +52,6 @@ mod set_config;
 mod statements;
 
 use copy_in::does_nothing_between_units;
-use std::ops::Range;
 
 use bytes::BytesMut;
 use understudy_protocol::backend::{self, TransactionStatus};
@@ -66,7 +65,6 @@ pub use self::limits::{Limits, NotReplayable};
 pub use self::reply::{Reply, Request};
 use self::request::{CommandKind, Expect};
 use self::session::SessionState;
-use crate::commit_sql::AutocommitKind;
 
 /// True for server messages the journal must see whole (their body
 /// matters); everything else may be followed piece by piece.
@@ -294,28 +292,6 @@ impl Journal {
         });
     }
 
-    /// Folds a CopyData message into the CopyData request just before it, so
-    /// a COPY of a million rows is one request, not a million: the bytes are
-    /// contiguous in the arena, and CopyData gets no reply to match. True
-    /// when folded.
-    fn extend_copy_data(&mut self, frame: Option<Range<usize>>) -> bool {
-        let Some(last) = self.requests.last_mut() else {
-            return false;
-        };
-        if last.tag != frontend::tag::COPY_DATA || last.injected {
-            return false;
-        }
-        match (&mut last.frame, frame) {
-            (Some(previous), Some(next)) if previous.end == next.start => {
-                previous.end = next.end;
-                true
-            }
-            // Neither kept (too large): the unit is not replayable anyway.
-            (None, None) => true,
-            _ => false,
-        }
-    }
-
     /// Takes the stamped transactions that committed since the last call.
     pub fn take_committed(&mut self) -> Vec<CommittedUnit> {
         std::mem::take(&mut self.committed)
@@ -369,47 +345,6 @@ impl Journal {
     /// until the next Sync.
     pub fn skipping_to_sync(&self) -> bool {
         self.skipping_to_sync
-    }
-
-    /// True when the extended-protocol batch sent since the unit's last Sync
-    /// may write: an Execute whose statement is unknown or not harmless to
-    /// repeat, or a COPY whose rows the client completed, and nothing in it
-    /// that starts or ends a transaction (those batches are not autocommit
-    /// writes) and no simple Query. A Sync the server ignored because it
-    /// came while a COPY took rows does not end the batch.
-    pub fn batch_may_write(&self) -> bool {
-        let mut may_write = false;
-        let mut rows_completed = false;
-        for i in (0..self.requests.len()).rev() {
-            let request = &self.requests[i];
-            if request.injected {
-                continue;
-            }
-            match request.tag {
-                frontend::tag::SYNC if request.reply.done && request.reply.bytes == 0 => {}
-                frontend::tag::SYNC => break,
-                frontend::tag::COPY_DONE => rows_completed = true,
-                frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
-                frontend::tag::EXECUTE => match self.executed_kind(i) {
-                    // A COPY FROM STDIN whose rows are complete commits at
-                    // this Sync; the client's rows still to come, it is not
-                    // answered before they are.
-                    Some(AutocommitKind::NeverHold)
-                        if rows_completed
-                            && self
-                                .executed_text(i)
-                                .is_some_and(crate::commit_sql::is_copy) =>
-                    {
-                        may_write = true
-                    }
-                    Some(AutocommitKind::NeverHold) => return false,
-                    Some(AutocommitKind::Harmless) => {}
-                    Some(AutocommitKind::MayWrite) | None => may_write = true,
-                },
-                _ => {}
-            }
-        }
-        may_write
     }
 
     /// True when the next reply message, of type `tag`, is for the proxy

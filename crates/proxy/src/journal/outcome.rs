@@ -1,5 +1,7 @@
-//! Whether a server lost with requests in flight may have committed part
-//! of the open unit without the client hearing of it ([`Journal::outcome_unknown`]).
+//! What the open unit may have written: whether its autocommit batch may
+//! write, so that its Sync waits for a stamp ([`Journal::batch_may_write`]),
+//! and whether a server lost with requests in flight may have committed
+//! part of it without the client hearing of it ([`Journal::outcome_unknown`]).
 //! Such a unit must not be replayed: it could apply twice. What decides:
 //! an autocommit write whose end (Sync or the end of a Query) was sent, a
 //! COMMIT that carries no stamp, work after a ROLLBACK in the same batch;
@@ -14,9 +16,52 @@ use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::frontend;
 
 use super::{cstr_at, Expect, Journal, Reply, Request};
-use crate::commit_sql::{self, ends_transaction_alone, refused_in_failed_transaction};
+use crate::commit_sql::{
+    self, ends_transaction_alone, refused_in_failed_transaction, AutocommitKind,
+};
 
 impl Journal {
+    /// True when the extended-protocol batch sent since the unit's last Sync
+    /// may write: an Execute whose statement is unknown or not harmless to
+    /// repeat, or a COPY whose rows the client completed, and nothing in it
+    /// that starts or ends a transaction (those batches are not autocommit
+    /// writes) and no simple Query. A Sync the server ignored because it
+    /// came while a COPY took rows does not end the batch.
+    pub fn batch_may_write(&self) -> bool {
+        let mut may_write = false;
+        let mut rows_completed = false;
+        for i in (0..self.requests.len()).rev() {
+            let request = &self.requests[i];
+            if request.injected {
+                continue;
+            }
+            match request.tag {
+                frontend::tag::SYNC if request.reply.done && request.reply.bytes == 0 => {}
+                frontend::tag::SYNC => break,
+                frontend::tag::COPY_DONE => rows_completed = true,
+                frontend::tag::QUERY | frontend::tag::FUNCTION_CALL => return false,
+                frontend::tag::EXECUTE => match self.executed_kind(i) {
+                    // A COPY FROM STDIN whose rows are complete commits at
+                    // this Sync; the client's rows still to come, it is not
+                    // answered before they are.
+                    Some(AutocommitKind::NeverHold)
+                        if rows_completed
+                            && self
+                                .executed_text(i)
+                                .is_some_and(crate::commit_sql::is_copy) =>
+                    {
+                        may_write = true
+                    }
+                    Some(AutocommitKind::NeverHold) => return false,
+                    Some(AutocommitKind::Harmless) => {}
+                    Some(AutocommitKind::MayWrite) | None => may_write = true,
+                },
+                _ => {}
+            }
+        }
+        may_write
+    }
+
     /// True when the lost server may have committed part of the unit
     /// without the client hearing of it, and no ledger stamp can tell: an
     /// implicit transaction that may have written and whose end (Sync or the
