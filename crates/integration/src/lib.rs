@@ -578,6 +578,20 @@ impl Harness {
         });
     }
 
+    /// The `id`s in `table` on the first standby (the new primary after a
+    /// failover), in order.
+    pub async fn ids_on_new_primary(&self, table: &str) -> Vec<i32> {
+        self.cluster
+            .connect_to(1)
+            .await
+            .query(&format!("select id from {table} order by id"), &[])
+            .await
+            .expect("read the new primary")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// Makes the first standby synchronous, with `synchronous_commit` at
     /// `level` (`on`: a COMMIT waits until the standby has flushed it;
     /// `remote_apply`: until it has applied it).

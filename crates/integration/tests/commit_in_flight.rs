@@ -15,18 +15,6 @@ use understudy_integration::{Harness, Target};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-async fn rows_on_new_primary(h: &Harness) -> Vec<i32> {
-    h.cluster
-        .connect_to(1)
-        .await
-        .query("select id from t order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_that_reached_the_standby_is_reported_once() {
     let mut h = Harness::start_with(1, |_| {}).await;
@@ -62,7 +50,7 @@ async fn commit_that_reached_the_standby_is_reported_once() {
         .unwrap()
         .unwrap();
     result.expect("the COMMIT succeeds");
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -107,7 +95,7 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
         .unwrap()
         .unwrap();
     result.expect("the COMMIT succeeds");
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
 }
 
 /// How the client sends its autocommit INSERT.
@@ -223,7 +211,7 @@ async fn extended_autocommit_write_in_flight_that_never_reached_the_standby_is_r
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, result) = autocommit_insert_lost_before_its_ack(&mut h, Protocol::Extended).await;
     result.expect("the INSERT succeeds once");
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -260,7 +248,7 @@ async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reporte
         .unwrap()
         .unwrap();
     assert_eq!(result.expect("the INSERT succeeds"), 1, "its row count");
-    assert_eq!(rows_on_new_primary(&h).await, [1], "applied once");
+    assert_eq!(h.ids_on_new_primary("t").await, [1], "applied once");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -281,7 +269,7 @@ async fn simple_query_autocommit_write_in_flight_that_never_reached_the_standby_
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, result) = autocommit_insert_lost_before_its_ack(&mut h, Protocol::Simple).await;
     result.expect("the INSERT succeeds once");
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -326,7 +314,7 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
         .collect();
     assert_eq!(returned, ["10", "20"], "its rows, once");
     assert_eq!(command_counts(&messages), counts, "its row counts, once");
-    assert_eq!(rows_on_new_primary(&h).await, [1, 2], "applied once");
+    assert_eq!(h.ids_on_new_primary("t").await, [1, 2], "applied once");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -364,7 +352,7 @@ async fn autocommit_write_in_flight_returns_what_its_run_on_the_new_primary_retu
     let returned = returned.lock().unwrap().clone();
     assert_eq!(returned.len(), 1, "one id returned: {returned:?}");
     assert_eq!(
-        rows_on_new_primary(&h).await,
+        h.ids_on_new_primary("t").await,
         returned,
         "the row the client was told of, once"
     );
@@ -378,7 +366,7 @@ async fn simple_query_of_two_writes_in_flight_is_replayed_once() {
     let (client, result) =
         autocommit_insert_lost_before_its_ack(&mut h, Protocol::SimpleTwoStatements).await;
     result.expect("the INSERTs succeed once");
-    assert_eq!(rows_on_new_primary(&h).await, [1, 2]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1, 2]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -389,7 +377,7 @@ async fn transaction_sent_as_one_query_in_flight_is_replayed_once() {
     let (client, result) =
         autocommit_insert_lost_before_its_ack(&mut h, Protocol::SimpleTransaction).await;
     result.expect("the transaction commits once");
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
 }
@@ -451,7 +439,7 @@ async fn without_the_ledger_a_commit_in_flight_gets_08007() {
         Some("08007"),
         "{err}"
     );
-    assert_eq!(rows_on_new_primary(&h).await, [1], "never applied twice");
+    assert_eq!(h.ids_on_new_primary("t").await, [1], "never applied twice");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
     let no_ledger: bool = h
@@ -532,7 +520,7 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
         first.message.contains("the transaction committed"),
         "{first:?}"
     );
-    assert_eq!(rows_on_new_primary(&h).await, [1]);
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let frames = conn.simple_query("select 1").await;
     assert!(
         frames.iter().any(|f| f.tag == tag::DATA_ROW),

@@ -232,19 +232,6 @@ async fn create_table(h: &Harness) {
         .unwrap();
 }
 
-/// The ids in `t` on the new primary, in order.
-async fn ids_on_new_primary(h: &Harness) -> Vec<i32> {
-    h.cluster
-        .connect_to(1)
-        .await
-        .query("select id from t order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 /// Starts `COPY t FROM STDIN` on `conn` and reads its CopyInResponse.
 async fn start_copy(conn: &mut RawConn) {
     let mut out = BytesMut::new();
@@ -289,7 +276,10 @@ async fn a_copy_whose_rows_are_streaming_moves_and_copies_every_row_once() {
     conn.send(&rows(101..201)).await;
     conn.send(&copy_done()).await;
     expect_copied(&mut conn, 200).await;
-    assert_eq!(ids_on_new_primary(&h).await, (1..201).collect::<Vec<_>>());
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        (1..201).collect::<Vec<_>>()
+    );
     session_goes_on(&mut conn).await;
 }
 
@@ -373,7 +363,10 @@ async fn a_copy_whose_commit_reached_the_standby(protocol: Protocol) {
 
     let copied = tokio::time::timeout(DEADLINE, copy).await.unwrap().unwrap();
     assert_eq!(copied, 100, "the client is told of its rows once");
-    assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        (1..101).collect::<Vec<_>>()
+    );
 }
 
 async fn a_copy_whose_commit_never_reached_the_standby(protocol: Protocol) {
@@ -400,7 +393,10 @@ async fn a_copy_whose_commit_never_reached_the_standby(protocol: Protocol) {
 
     let copied = tokio::time::timeout(DEADLINE, copy).await.unwrap().unwrap();
     assert_eq!(copied, 100, "the client is told of its rows once");
-    assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        (1..101).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +492,10 @@ async fn an_acknowledged_copy_lost_with_the_primary(protocol: Protocol) {
         .unwrap()
         .get(0);
     assert_eq!(count, 100);
-    assert_eq!(ids_on_new_primary(&h).await, (1..101).collect::<Vec<_>>());
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        (1..101).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
