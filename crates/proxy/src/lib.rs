@@ -27,6 +27,8 @@
 //! - [`tls`]: the proxy's certificate for clients, TLS towards servers.
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`wake_gate`]: a future polled only when its own waker fired (the session's
+//!   watch branches beside the relay).
 //! - `fuzzing` (hidden): the checks of the fuzz targets (startup and authentication, journal) and their corpus replay.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
 
@@ -55,6 +57,7 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 pub mod topology;
+pub mod wake_gate;
 
 pub use listener::{start, ProxyHandle, ShutdownReport, StartError};
 pub use topology::{BackendAddr, Topology, TopologyRx, TopologyTx};

@@ -32,6 +32,7 @@ use crate::relay::{self, IdleTimer, Pipe, RelayEnd, RelayState};
 use crate::secrets::SecretStore;
 use crate::stream::Stream;
 use crate::topology::{self, BackendAddr, TopologyRx};
+use crate::wake_gate::WakeGate;
 
 /// Everything sessions share.
 pub struct ProxyContext {
@@ -178,8 +179,8 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
         let step = tokio::select! {
             biased;
             end = relay::relay(&mut client.stream, &mut server.stream, &mut to_server, &mut to_client, &mut state, m) => Step::Ended(end),
-            event = topology_event(&mut topology, &addr, parking) => Step::Topology(event),
-            phase = shutdown_phase(&mut shutdown, parking) => Step::Shutdown(phase),
+            event = WakeGate::new(topology_event(&mut topology, &addr, parking)) => Step::Topology(event),
+            phase = WakeGate::new(shutdown_phase(&mut shutdown, parking)) => Step::Shutdown(phase),
         };
         let shutting_down = *shutdown.borrow() != Shutdown::Running;
         let end = match step {

@@ -430,15 +430,14 @@ impl Journal {
                 let Some(i) = self.frame_owner else {
                     return ServerEvent::None;
                 };
-                self.requests[i].reply.absorb(bytes);
                 self.message_hash.update(bytes);
+                let message_hash = self.message_hash.digest();
+                let reply = &mut self.requests[i].reply;
                 if rest > 0 {
+                    reply.absorb_part(bytes.len(), message_hash);
                     return ServerEvent::None;
                 }
-                let message_hash = self.message_hash.digest();
-                self.requests[i]
-                    .reply
-                    .message_done(self.frame_tag, message_hash);
+                reply.message_done(self.frame_tag, bytes.len(), message_hash);
                 // Messages whose body matters (ReadyForQuery, CommandComplete)
                 // are always scanned whole, so the body is not needed here.
                 self.complete_message(i, self.frame_tag, &[])
@@ -457,13 +456,16 @@ impl Journal {
                 };
                 self.frame_owner = Some(i);
                 self.frame_tag = tag;
-                self.requests[i].reply.absorb(bytes);
                 if rest > 0 {
                     self.message_hash.reset();
                     self.message_hash.update(bytes);
+                    let hash_so_far = self.message_hash.digest();
+                    self.requests[i].reply.absorb_part(bytes.len(), hash_so_far);
                     return ServerEvent::None;
                 }
-                self.requests[i].reply.message_done(tag, xxh3_64(bytes));
+                self.requests[i]
+                    .reply
+                    .message_done(tag, bytes.len(), xxh3_64(bytes));
                 self.complete_message(i, tag, body_of(bytes))
             }
         }

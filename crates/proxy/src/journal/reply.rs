@@ -2,20 +2,28 @@
 //! server's reply to it ([`Reply`]): byte count and an xxh3 hash, a second
 //! digest that does not depend on the order of the rows, and the few facts
 //! about the reply the journal acts on.
+//!
+//! Both digests are built from the hash of each message (taken once, by the
+//! journal), chained in order: a reply holds no streaming hasher (xxh3's is
+//! over 500 bytes, which every request of every unit would carry, set up and
+//! move), and a small message is hashed once, not twice. The same bytes
+//! always split into the same messages, so the chain tells the same bytes
+//! apart as a hash of the byte stream would.
 
 use std::ops::Range;
 
 use understudy_protocol::backend::tag::DATA_ROW;
-use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::request::Expect;
 
 /// The digest of a reply: how many bytes, and their hash.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Reply {
     /// Bytes of the reply's messages seen so far.
     pub bytes: u64,
-    hash: Xxh3,
+    /// The hashes of the complete messages, chained in order.
+    ordered: u64,
     /// The reply is complete.
     pub done: bool,
     /// The reply contained an ErrorResponse.
@@ -39,46 +47,34 @@ pub struct Reply {
     /// The sum of the complete DataRows' hashes: the same for the same rows
     /// in any order.
     rows: u64,
-    /// A message of the reply is only partly absorbed.
-    partial: bool,
+    /// A message of the reply is only partly absorbed: the hash of its
+    /// bytes so far.
+    partial: Option<u64>,
 }
 
-impl Default for Reply {
-    fn default() -> Self {
-        Reply {
-            bytes: 0,
-            hash: Xxh3::new(),
-            done: false,
-            failed: false,
-            session_commands: 0,
-            prepares: 0,
-            other_commands: 0,
-            discarded: false,
-            rolled_back: false,
-            committed: false,
-            framing: 0,
-            rows: 0,
-            partial: false,
-        }
-    }
-}
 
 impl Reply {
     /// The hash of the bytes seen so far.
     pub fn digest(&self) -> u64 {
-        self.hash.digest()
+        match self.partial {
+            Some(partial) => chain(self.ordered, partial),
+            None => self.ordered,
+        }
     }
 
-    pub(super) fn absorb(&mut self, bytes: &[u8]) {
-        self.bytes += bytes.len() as u64;
-        self.hash.update(bytes);
-        self.partial = true;
+    /// The first `len` bytes of a message whose bytes so far hash to
+    /// `hash_so_far` (the message goes on).
+    pub(super) fn absorb_part(&mut self, len: usize, hash_so_far: u64) {
+        self.bytes += len as u64;
+        self.partial = Some(hash_so_far);
     }
 
-    /// A message of the reply, of type `tag` and hashed `message_hash`, is
-    /// complete.
-    pub(super) fn message_done(&mut self, tag: u8, message_hash: u64) {
-        self.partial = false;
+    /// A message of the reply, of type `tag`, is complete: its last `len`
+    /// bytes came, and all of it hashes to `message_hash`.
+    pub(super) fn message_done(&mut self, tag: u8, len: usize, message_hash: u64) {
+        self.bytes += len as u64;
+        self.partial = None;
+        self.ordered = chain(self.ordered, message_hash);
         if tag == DATA_ROW {
             self.rows = self.rows.wrapping_add(message_hash);
         } else {
@@ -92,7 +88,9 @@ impl Reply {
     /// replay on another server often does). None while a message is only
     /// partly absorbed.
     pub fn rows_digest(&self) -> Option<u64> {
-        (!self.partial).then(|| xxh3_64_with_seed(&self.rows.to_le_bytes(), self.framing))
+        self.partial
+            .is_none()
+            .then(|| xxh3_64_with_seed(&self.rows.to_le_bytes(), self.framing))
     }
 
     /// True when `self` and `other` are the same result: the same bytes, or
@@ -102,6 +100,11 @@ impl Reply {
             && (self.digest() == other.digest()
                 || (self.rows_digest().is_some() && self.rows_digest() == other.rows_digest()))
     }
+}
+
+/// `hash` appended to the chain `so_far`.
+fn chain(so_far: u64, hash: u64) -> u64 {
+    xxh3_64_with_seed(&hash.to_le_bytes(), so_far)
 }
 
 /// One client message of the unit, and the server's reply to it.

@@ -234,6 +234,62 @@ fn replies_are_digested_the_same_whatever_the_chunking() {
     assert_eq!((new.bytes, new.digest()), (old[0].bytes, old[0].digest()));
 }
 
+/// The reply to a `begin; select` Query after `stream` was fed in chunks of
+/// `chunk` bytes (a row may be cut at the end).
+fn reply_after(stream: &[u8], chunk: usize) -> super::Reply {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin; select ...")]);
+    let mut scanner = Scanner::new(1 << 20);
+    let mut pending = Vec::new();
+    for piece_of_stream in stream.chunks(chunk) {
+        pending.extend_from_slice(piece_of_stream);
+        let scanned = scanner
+            .scan(
+                &pending,
+                |tag, _| super::server_message_needed_whole(tag),
+                |piece| {
+                    j.server_piece(piece);
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        pending.drain(..scanned.relay_upto);
+    }
+    j.requests()[0].reply.clone()
+}
+
+#[test]
+fn a_reply_cut_inside_a_row_has_one_digest_for_the_same_bytes_however_they_came() {
+    let rows = [
+        msg(b'T', b"desc"),
+        msg(b'D', &[1u8; 300]),
+        msg(b'D', &[2u8; 300]),
+    ];
+    let mut stream = rows.concat();
+    stream.truncate(stream.len() - 100);
+    let whole = reply_after(&stream, stream.len());
+    for chunk in [1, 7, 64, 301] {
+        let cut = reply_after(&stream, chunk);
+        assert_eq!(
+            (cut.bytes, cut.digest()),
+            (whole.bytes, whole.digest()),
+            "chunks of {chunk}"
+        );
+        assert!(cut.same_result(&whole));
+    }
+    // One byte of the cut row differs: another digest.
+    let mut other = stream.clone();
+    let last = other.len() - 1;
+    other[last] = 9;
+    let differs = reply_after(&other, 7);
+    assert_eq!(differs.bytes, whole.bytes);
+    assert_ne!(differs.digest(), whole.digest());
+    assert!(!differs.same_result(&whole));
+    // One byte less: the same bytes so far, but not the same reply.
+    let shorter = reply_after(&stream[..stream.len() - 1], 7);
+    assert_ne!(shorter.digest(), whole.digest());
+}
+
 #[test]
 fn pipelined_requests_after_an_idle_point_stay_in_the_unit() {
     let mut j = Journal::new(Limits::default());

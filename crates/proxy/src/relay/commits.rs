@@ -38,6 +38,8 @@ impl CommitStatements {
                     false
                 }
             }
+            // Most sessions prepare no COMMIT: their Binds need no lookup.
+            frontend::tag::BIND if self.named.is_empty() => false,
             frontend::tag::BIND => {
                 let _portal = fields.next();
                 let statement = fields.next().unwrap_or_default();
