@@ -64,6 +64,7 @@ pub const ENV_KEYS: &[(&str, &[&str])] = &[
             "max_commit_log_entries",
             "ledger",
             "max_total_bytes",
+            "large_commit_wait_ms",
         ],
     ),
     ("tls", &["cert_file", "key_file", "require_tls"]),
@@ -201,6 +202,9 @@ fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         }
         "journal.ledger" => config.journal.ledger = boolean(value)?,
         "journal.max_total_bytes" => config.journal.max_total_bytes = positive(value)?,
+        "journal.large_commit_wait_ms" => {
+            config.journal.large_commit_wait_ms = non_negative(value)?
+        }
         "tls.cert_file" => config.tls.cert_file = value.to_owned(),
         "tls.key_file" => config.tls.key_file = value.to_owned(),
         "tls.require_tls" => config.tls.require_tls = boolean(value)?,

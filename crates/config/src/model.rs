@@ -380,6 +380,12 @@ pub struct JournalConfig {
     /// it cannot be moved until its transaction ends, as with the per-session limits.
     /// Default 1073741824 (1 GiB).
     pub max_total_bytes: u64,
+    /// A committed transaction too large for the journal cannot be applied
+    /// again from the commit log: its COMMIT is acknowledged only once the
+    /// standbys have flushed it, waiting at most this many milliseconds (then
+    /// it is acknowledged anyway, and counted). 0 acknowledges at once.
+    /// Default 5000.
+    pub large_commit_wait_ms: u64,
 }
 
 impl Default for JournalConfig {
@@ -390,7 +396,15 @@ impl Default for JournalConfig {
             max_commit_log_entries: 50_000,
             ledger: true,
             max_total_bytes: 1 << 30,
+            large_commit_wait_ms: 5_000,
         }
+    }
+}
+
+impl JournalConfig {
+    /// `large_commit_wait_ms` as a `Duration`; `None` when 0.
+    pub fn large_commit_wait(&self) -> Option<Duration> {
+        (self.large_commit_wait_ms > 0).then(|| Duration::from_millis(self.large_commit_wait_ms))
     }
 }
 

@@ -406,15 +406,20 @@ async fn commits_stay_in_the_log_while_no_standby_streams() {
     count_after_failover(&h, &client).await;
 }
 
-/// A transaction too large for the journal (`journal.max_transaction_bytes`)
-/// cannot be applied again whole: it is not kept in the commit log, and
-/// counted. Kept, its statements the journal dropped would be missing and
-/// the rest applied alone — part of a transaction.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_committed_transaction_too_large_for_the_journal_is_never_applied_in_part() {
-    let mut h = Harness::start_with(1, |config| config.journal.max_transaction_bytes = 4096).await;
-    create_table(&h).await;
-    let client = h.connect(Target::Proxy).await;
+/// A session through a proxy whose journal keeps at most 4 kB of a
+/// transaction (and whose large COMMITs wait at most `wait_ms` for the
+/// standbys), with the primary's WAL sender frozen, that sent the COMMIT of
+/// a transaction of 8 kB and more: the COMMIT runs in a task. Returns once
+/// the transaction committed on the primary and the proxy had its reply.
+struct LargeCommit {
+    client: std::sync::Arc<tokio_postgres::Client>,
+    commit: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    sender: i32,
+}
+
+async fn large_commit_while_the_standby_gets_nothing(h: &Harness) -> LargeCommit {
+    create_table(h).await;
+    let client = std::sync::Arc::new(h.connect(Target::Proxy).await);
     h.wait_replicated().await;
     let sender = h.freeze_wal_sender().await;
     let large = "x".repeat(8192);
@@ -422,21 +427,124 @@ async fn a_committed_transaction_too_large_for_the_journal_is_never_applied_in_p
         "begin".to_owned(),
         format!("insert into t values (1, '{large}')"),
         "insert into t values (2, 'small')".to_owned(),
-        "commit".to_owned(),
     ] {
         client.batch_execute(&sql).await.unwrap();
     }
+    let committing = std::sync::Arc::clone(&client);
+    let commit = tokio::spawn(async move { committing.batch_execute("commit").await });
+    // The proxy counts such a transaction when its COMMIT's reply comes in.
+    let log = h.proxy.commit_log();
+    let seen = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        log.too_large.load(Ordering::Acquire) == 1
+    })
+    .await;
+    assert!(seen, "the transaction committed on the primary");
+    LargeCommit {
+        client,
+        commit,
+        sender,
+    }
+}
+
+fn large_commit_proxy(wait_ms: u64) -> impl FnOnce(&mut understudy_config::Config) {
+    move |config| {
+        config.journal.max_transaction_bytes = 4096;
+        config.journal.large_commit_wait_ms = wait_ms;
+    }
+}
+
+/// A transaction too large for the journal (`journal.max_transaction_bytes`)
+/// cannot be applied again whole, so the commit log does not keep it: part
+/// of it must never be applied alone. Its COMMIT is acknowledged only once
+/// the standby has it; the primary dies first: the new primary does not have
+/// it, and the client gets `40001`, never a COMMIT of a transaction that is
+/// not in the database. The session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_commit_lost_with_the_primary_is_never_acknowledged_nor_applied_in_part() {
+    let mut h = Harness::start_with(1, large_commit_proxy(60_000)).await;
+    let large = large_commit_while_the_standby_gets_nothing(&h).await;
+    assert!(
+        !large.commit.is_finished(),
+        "the COMMIT waits for the standby"
+    );
 
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(large.sender), Signal::SIGKILL).unwrap();
     h.promote_standby().await;
-    // Its session moves, after the commit log is applied on the new primary.
-    let rows: i64 = client
+    let error = tokio::time::timeout(Duration::from_secs(30), large.commit)
+        .await
+        .expect("the COMMIT is answered after the failover")
+        .unwrap()
+        .expect_err("the transaction is not on the new primary");
+    assert_eq!(understudy_integration::sqlstate(&error), "40001", "{error}");
+    let rows: i64 = large
+        .client
         .query_one("select count(*) from t", &[])
         .await
-        .unwrap()
+        .expect("the session goes on")
         .get(0);
     assert_eq!(rows, 0, "no part of the transaction was applied again");
     let log = h.proxy.commit_log();
     assert_eq!(log.too_large.load(Ordering::Acquire), 1, "it is counted");
+}
+
+/// The COMMIT of a transaction too large for the commit log returns once
+/// the standby has flushed it, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_commit_is_acknowledged_once_the_standby_has_it() {
+    let h = Harness::start_with(1, large_commit_proxy(60_000)).await;
+    let large = large_commit_while_the_standby_gets_nothing(&h).await;
+    // The sampler looks at the standby every 20 ms: many rounds pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !large.commit.is_finished(),
+        "the COMMIT waits for the standby"
+    );
+
+    kill(Pid::from_raw(large.sender), Signal::SIGCONT).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), large.commit)
+        .await
+        .expect("the COMMIT is answered once the standby has it")
+        .unwrap()
+        .expect("committed");
+    let on_standby: i64 = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        on_standby, 2,
+        "the standby had the transaction when the client heard of it"
+    );
+    assert_eq!(
+        h.proxy
+            .commit_log()
+            .large_unconfirmed
+            .load(Ordering::Acquire),
+        0
+    );
+}
+
+/// Past `journal.large_commit_wait_ms` such a COMMIT is acknowledged without
+/// the standby, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_commit_is_acknowledged_without_the_standby_after_the_wait() {
+    let h = Harness::start_with(1, large_commit_proxy(200)).await;
+    let large = large_commit_while_the_standby_gets_nothing(&h).await;
+    tokio::time::timeout(Duration::from_secs(30), large.commit)
+        .await
+        .expect("the COMMIT is answered after the wait")
+        .unwrap()
+        .expect("committed");
+    assert_eq!(
+        h.proxy
+            .commit_log()
+            .large_unconfirmed
+            .load(Ordering::Acquire),
+        1
+    );
+    kill(Pid::from_raw(large.sender), Signal::SIGCONT).unwrap();
 }

@@ -155,6 +155,7 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
     state.ledger = ledger;
     state.cancels = Some(Arc::clone(&cancel.in_flight));
     state.commit_log = ledger.then(|| (Arc::clone(&ctx.commit_log), Arc::clone(&identity)));
+    state.large_commit_wait = ctx.config.journal.large_commit_wait();
     let who = client_info(&identity, peer);
     let database = who.database.clone();
     let mut rules = ctx

@@ -9,7 +9,7 @@
 //! flush position passes that, the commit is safe on them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ pub struct LsnTracker {
     /// The configuration lists servers besides the primary: a round that
     /// finds no standby streaming does not make anything safe.
     standbys_listed: AtomicBool,
+    /// COMMIT acknowledgements waiting for the standbys outside the log
+    /// (`relay::standby_wait`): the sampler runs for them too.
+    waiting: AtomicUsize,
 }
 
 impl LsnTracker {
@@ -71,6 +74,13 @@ impl LsnTracker {
             .map(|(round, _)| round.saturating_sub(1))
     }
 
+    /// One more acknowledgement waits for the standbys, until the guard is
+    /// dropped.
+    pub fn wait(log: &Arc<CommitLog>) -> WaitGuard {
+        log.lsn.waiting.fetch_add(1, Ordering::AcqRel);
+        WaitGuard(Arc::clone(log))
+    }
+
     fn record(&self, insert: u64, flush: Option<u64>) {
         let round = self.completed.load(Ordering::Acquire) + 1;
         {
@@ -86,6 +96,22 @@ impl LsnTracker {
     }
 }
 
+/// An acknowledgement waiting for the standbys (see [`LsnTracker::wait`]).
+pub struct WaitGuard(Arc<CommitLog>);
+
+impl WaitGuard {
+    /// The log whose sampler the acknowledgement waits on.
+    pub fn log(&self) -> &CommitLog {
+        &self.0
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0.lsn.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Samples the current primary for as long as the proxy runs, purging the
 /// log after every round.
 pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
@@ -97,7 +123,7 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
         let mut client: Option<Sampler> = None;
         loop {
             tokio::time::sleep(INTERVAL).await;
-            if log.is_empty() {
+            if log.is_empty() && log.lsn.waiting.load(Ordering::Acquire) == 0 {
                 // Nothing waits for the standbys: no query on the primary.
                 // A commit acknowledged meanwhile gets an older round, which
                 // only makes its bound later, never too early.

@@ -54,6 +54,10 @@ pub struct CommitLog {
     /// `journal.max_total_bytes`), and part of a transaction must never be
     /// applied again.
     pub too_large: AtomicU64,
+    /// Committed transactions too large for the journal whose COMMIT was
+    /// acknowledged before the standbys confirmed them
+    /// (`journal.large_commit_wait_ms` passed).
+    pub large_unconfirmed: AtomicU64,
     /// Entries re-applied on a new primary.
     pub reapplied: AtomicU64,
     /// Re-applied entries whose results differed from the original.
@@ -72,6 +76,7 @@ impl CommitLog {
             lsn: lsn::LsnTracker::default(),
             dropped: AtomicU64::default(),
             too_large: AtomicU64::default(),
+            large_unconfirmed: AtomicU64::default(),
             reapplied: AtomicU64::default(),
             reapplied_mismatches: AtomicU64::default(),
             reapply_gate: tokio::sync::Mutex::default(),
@@ -82,11 +87,12 @@ impl CommitLog {
     pub fn push(&self, identity: &Arc<Identity>, unit: CommittedUnit) {
         if !unit.whole {
             self.too_large.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
+            tracing::info!(
                 token = unit.token,
                 "a committed transaction larger than the journal keeps cannot be applied again \
-                 after a failover: it is lost if the standby has not received it \
-                 (journal.max_transaction_bytes, journal.max_total_bytes)"
+                 after a failover: its COMMIT waits for the standbys \
+                 (journal.max_transaction_bytes, journal.max_total_bytes, \
+                 journal.large_commit_wait_ms)"
             );
             return;
         }
@@ -147,8 +153,14 @@ impl CommitLog {
             (
                 "understudy_commit_log_too_large_total",
                 "counter",
-                "Committed transactions not kept in the commit log because the journal did not keep all their messages; lost if the standby lacked them when the primary died.",
+                "Committed transactions not kept in the commit log because the journal did not keep all their messages; their COMMIT waits for the standbys (journal.large_commit_wait_ms).",
                 self.too_large.load(Ordering::Relaxed),
+            ),
+            (
+                "understudy_large_commits_unconfirmed_total",
+                "counter",
+                "Committed transactions too large for the commit log acknowledged before the standbys confirmed them (journal.large_commit_wait_ms passed); lost if the primary dies before the standby receives them.",
+                self.large_unconfirmed.load(Ordering::Relaxed),
             ),
             (
                 "understudy_reapplied_total",

@@ -9,7 +9,10 @@
 use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use understudy_protocol::backend::{tag, ReadyForQuery, TransactionStatus};
+use understudy_protocol::backend::sqlstate::{
+    SERIALIZATION_FAILURE, TRANSACTION_RESOLUTION_UNKNOWN,
+};
+use understudy_protocol::backend::{tag, ErrorFields, ReadyForQuery, Severity, TransactionStatus};
 use understudy_protocol::frontend::{encode_query, tag as ftag};
 use understudy_protocol::FrameWriter;
 
@@ -17,6 +20,7 @@ use super::replay::{read_frame, ReplayError};
 use crate::journal::request::Expect;
 use crate::journal::{Journal, Reply};
 use crate::ledger;
+use crate::relay::StandbyWait;
 
 /// What the ledger says about the unit's COMMIT.
 pub enum CommitOutcome {
@@ -45,20 +49,7 @@ pub async fn resolve(
     if outstanding.is_empty() {
         return Ok(CommitOutcome::Replay);
     }
-    let mut out = BytesMut::new();
-    encode_query(&ledger::committed_sql(token), &mut out);
-    stream.write_all(&out).await.map_err(ReplayError::Io)?;
-    let mut committed = None;
-    loop {
-        let frame = read_frame(stream, rbuf).await?;
-        match frame.tag {
-            tag::DATA_ROW => committed = Some(frame.body.ends_with(b"t")),
-            tag::ERROR_RESPONSE => committed = None,
-            tag::READY_FOR_QUERY => break,
-            _ => {}
-        }
-    }
-    match committed {
+    match token_committed(stream, rbuf, token).await? {
         Some(true) => {}
         Some(false) => return Ok(CommitOutcome::Replay),
         None => {
@@ -131,4 +122,71 @@ fn command_complete(out: &mut BytesMut) {
     let mut w = FrameWriter::tagged(out, tag::COMMAND_COMPLETE);
     w.cstr("COMMIT");
     w.finish();
+}
+
+/// Whether the transaction stamped with `token` committed, by the ledger on
+/// the server behind `stream`; `None` when the ledger could not be read.
+async fn token_committed(
+    stream: &mut Stream,
+    rbuf: &mut BytesMut,
+    token: i64,
+) -> Result<Option<bool>, ReplayError> {
+    let mut out = BytesMut::new();
+    encode_query(&ledger::committed_sql(token), &mut out);
+    stream.write_all(&out).await.map_err(ReplayError::Io)?;
+    let mut committed = None;
+    loop {
+        let frame = read_frame(stream, rbuf).await?;
+        match frame.tag {
+            tag::DATA_ROW => committed = Some(frame.body.ends_with(b"t")),
+            tag::ERROR_RESPONSE => committed = None,
+            tag::READY_FOR_QUERY => break,
+            _ => {}
+        }
+    }
+    Ok(committed)
+}
+
+/// What the client gets for a COMMIT whose acknowledgement waited for the
+/// standbys when its server was lost (`relay::standby_wait`): the kept
+/// replies when the new primary has the transaction; `40001` when it does
+/// not (the transaction took effect nowhere that still serves); `08007`
+/// when its ledger cannot tell.
+pub async fn held_commit_reply(
+    stream: &mut Stream,
+    rbuf: &mut BytesMut,
+    wait: &StandbyWait,
+) -> Result<BytesMut, ReplayError> {
+    let fields = match token_committed(stream, rbuf, wait.token).await? {
+        Some(true) => return Ok(wait.held.clone()),
+        Some(false) => {
+            tracing::warn!(
+                token = wait.token,
+                "a committed transaction too large for the commit log was lost with its \
+                 primary before the standby received it; the client gets 40001"
+            );
+            ErrorFields::new(
+                Severity::Error,
+                SERIALIZATION_FAILURE,
+                "the transaction committed on a primary that was lost before its standby \
+                 received it: it is not in the database"
+                    .to_owned(),
+            )
+            .with_hint("Run the transaction again.")
+        }
+        None => ErrorFields::new(
+            Severity::Error,
+            TRANSACTION_RESOLUTION_UNKNOWN,
+            "the transaction committed on a primary that was lost before its standby \
+             confirmed it, and the commit ledger of the new primary could not be read"
+                .to_owned(),
+        ),
+    };
+    let mut reply = BytesMut::new();
+    fields.encode_error(&mut reply);
+    ReadyForQuery {
+        status: TransactionStatus::Idle,
+    }
+    .encode(&mut reply);
+    Ok(reply)
 }

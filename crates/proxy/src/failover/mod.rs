@@ -347,6 +347,14 @@ async fn rebuild(
 ) -> Result<(Bytes, std::collections::HashMap<String, String>), ReplayError> {
     let conn = &mut backend.conn;
     let mut parameters = restore_session(&mut conn.stream, &mut conn.rbuf, &state.journal).await?;
+    if let Some(wait) = &state.standby_wait {
+        // The session was idle, waiting for the standbys to have its last
+        // transaction: nothing else is in flight.
+        let mut tail = commit::held_commit_reply(&mut conn.stream, &mut conn.rbuf, wait).await?;
+        tail.extend_from_slice(held);
+        state.standby_wait = None;
+        return Ok((tail.freeze(), parameters));
+    }
     match commit::resolve(&mut conn.stream, &mut conn.rbuf, &state.journal, old).await? {
         CommitOutcome::Committed(replies) => {
             tracing::info!("the COMMIT in flight had taken effect; answering the client");

@@ -52,7 +52,6 @@ pub struct Reply {
     partial: Option<u64>,
 }
 
-
 impl Reply {
     /// The hash of the bytes seen so far.
     pub fn digest(&self) -> u64 {

@@ -74,12 +74,15 @@ impl RelayState {
     }
 
     /// Puts the kept replies, if any, in front of what goes to the client
-    /// next: the session ends, or the kept replies are the client's.
+    /// next: the session ends, or the kept replies are the client's. Replies
+    /// waiting for the standbys go too: the session ends with its primary
+    /// still up, which has the transaction.
     pub fn release_held_replies(&mut self, to_client: &mut Pipe) {
         if let Some(held) = self.held_replies.take() {
             let mut out = held.bytes;
             out.extend_from_slice(&to_client.out);
             to_client.out = out.freeze();
         }
+        self.release_standby_wait(to_client);
     }
 }

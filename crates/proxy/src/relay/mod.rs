@@ -32,6 +32,8 @@
 //! - `commits`: which prepared statements are COMMITs.
 //! - `autocommit`: the held Sync of an autocommit write and its stamp.
 //! - `held`: an autocommit write's replies, kept until its ReadyForQuery.
+//! - `standby_wait`: the acknowledgement of a commit too large for the
+//!   commit log, kept until the standbys have it.
 //! - [`translate`]: a simple Query run through the extended protocol.
 //! - `idle`: the idle-in-transaction timer.
 //! - this module: the poll loop and the scan of the client's bytes.
@@ -58,9 +60,11 @@ mod held;
 mod idle;
 mod pipe;
 mod replies;
+mod standby_wait;
 pub mod translate;
 
 pub use held::HeldReplies;
+pub use standby_wait::StandbyWait;
 
 pub use self::commits::CommitStatements;
 use self::pipe::pump;
@@ -145,6 +149,11 @@ pub struct RelayState {
     /// The replies of a stamped autocommit batch, kept from the client
     /// until its ReadyForQuery (see `held`).
     pub held_replies: Option<HeldReplies>,
+    /// How long the acknowledgement of a commit too large for the commit
+    /// log may wait for the standbys (`journal.large_commit_wait_ms`).
+    pub large_commit_wait: Option<std::time::Duration>,
+    /// Such an acknowledgement, waiting (see `standby_wait`).
+    pub standby_wait: Option<StandbyWait>,
 }
 
 impl RelayState {
@@ -174,6 +183,8 @@ impl RelayState {
             stamp_deferred: false,
             query_waits_for_replies: false,
             held_replies: None,
+            large_commit_wait: None,
+            standby_wait: None,
         }
     }
 }
@@ -213,14 +224,24 @@ where
         if parks_now(state, to_server) {
             return Poll::Ready(RelayEnd::Parked);
         }
+        state.poll_standby_wait(cx, to_client);
         let from_server = pump(cx, server, client, to_client, Side::Server, |pipe, n| {
             metrics::add(&metrics.server_bytes_in, n as u64);
             let scanned = scan_server(pipe, state, metrics);
             state.hold_or_release(pipe);
+            state.hold_for_standbys(pipe);
             scanned
         });
         if let Poll::Ready(end) = from_server {
             return Poll::Ready(end);
+        }
+        if state.standby_wait.is_some() {
+            // A wait that began with these replies looks at the standbys
+            // now, and is woken to look again.
+            state.poll_standby_wait(cx, to_client);
+            if !to_client.out.is_empty() {
+                cx.waker().wake_by_ref();
+            }
         }
         state.cancel_settling = state.ledger
             && state
@@ -260,10 +281,16 @@ where
             // The held Sync's batch is answered: read it again to send it.
             to_server.resume_reading();
         }
-        let from_client = pump(cx, client, server, to_server, Side::Client, |pipe, n| {
-            metrics::add(&metrics.client_bytes_in, n as u64);
-            scan_client(pipe, state, metrics)
-        });
+        // While a commit's acknowledgement waits for the standbys the client
+        // is not read: its next transaction starts once it has that.
+        let from_client = if state.standby_wait.is_some() && to_server.out.is_empty() {
+            Poll::Pending
+        } else {
+            pump(cx, client, server, to_server, Side::Client, |pipe, n| {
+                metrics::add(&metrics.client_bytes_in, n as u64);
+                scan_client(pipe, state, metrics)
+            })
+        };
         if let Poll::Ready(end) = from_client {
             return Poll::Ready(end);
         }

@@ -5,6 +5,8 @@
 
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use understudy_protocol::backend::sqlstate::{IN_FAILED_TRANSACTION, SERIALIZATION_FAILURE};
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
@@ -263,8 +265,16 @@ pub(super) fn scan_server(
         if state.journal.has_committed() {
             let committed = state.journal.take_committed();
             if let Some((log, identity)) = &state.commit_log {
+                let log = Arc::clone(log);
+                let mut not_kept = None;
                 for unit in committed {
+                    if !unit.whole {
+                        not_kept = Some(unit.token);
+                    }
                     log.push(identity, unit);
+                }
+                if let Some(token) = not_kept {
+                    state.wait_for_standbys(token, &log);
                 }
             }
         }
