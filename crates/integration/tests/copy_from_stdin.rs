@@ -507,3 +507,47 @@ async fn an_acknowledged_copy_the_standby_lacks_is_applied_again() {
 async fn an_acknowledged_extended_protocol_copy_the_standby_lacks_is_applied_again() {
     an_acknowledged_copy_lost_with_the_primary(Protocol::Extended).await;
 }
+
+/// An autocommit COPY too large for the journal cannot be applied again
+/// from the commit log: its acknowledgement waits for the standby, and a
+/// primary lost first gives the client `40001`, never a row count for rows
+/// the database does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_too_large_for_the_journal_is_acknowledged_only_once_the_standby_has_it() {
+    let mut h = Harness::start_with(1, |config| config.journal.max_transaction_bytes = 256).await;
+    create_table(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    h.wait_replicated().await;
+    let sender = h.freeze_wal_sender().await;
+    let copy = tokio::spawn(async move {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("copy t from stdin")
+            .await?;
+        futures_util::pin_mut!(sink);
+        // About 400 bytes of rows: more than the journal keeps.
+        let lines: String = (1..101).map(|id| format!("{id}\n")).collect();
+        sink.send(lines.into()).await?;
+        sink.finish().await
+    });
+    let log = h.proxy.commit_log();
+    let committed = understudy_integration::understudy_testkit::wait_until(DEADLINE, || async {
+        log.too_large.load(std::sync::atomic::Ordering::Acquire) == 1
+    })
+    .await;
+    assert!(committed, "the COPY committed on the primary");
+    assert!(
+        !copy.is_finished(),
+        "its acknowledgement waits for the standby"
+    );
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+    let error = tokio::time::timeout(DEADLINE, copy)
+        .await
+        .expect("the COPY is answered after the failover")
+        .unwrap()
+        .expect_err("the new primary does not have the rows");
+    assert_eq!(understudy_integration::sqlstate(&error), "40001", "{error}");
+    assert_eq!(h.ids_on_new_primary("t").await, Vec::<i32>::new());
+}

@@ -69,20 +69,26 @@ impl RelayState {
         held.bytes.extend_from_slice(&to_client.out);
         to_client.out = Bytes::new();
         if self.journal.outstanding() == 0 || held.bytes.len() > MAX_HELD_BYTES {
-            self.release_held_replies(to_client);
+            self.release_kept_replies(to_client);
         }
     }
 
-    /// Puts the kept replies, if any, in front of what goes to the client
-    /// next: the session ends, or the kept replies are the client's. Replies
-    /// waiting for the standbys go too: the session ends with its primary
-    /// still up, which has the transaction.
+    /// The session ends: everything kept from the client goes in front of
+    /// what goes to it next — the replies of an autocommit write, and those
+    /// waiting for the standbys (its primary is still up and has the
+    /// transaction).
     pub fn release_held_replies(&mut self, to_client: &mut Pipe) {
+        self.release_kept_replies(to_client);
+        self.release_standby_wait(to_client);
+    }
+
+    /// Puts the replies kept for an autocommit write, if any, in front of
+    /// what goes to the client next.
+    fn release_kept_replies(&mut self, to_client: &mut Pipe) {
         if let Some(held) = self.held_replies.take() {
             let mut out = held.bytes;
             out.extend_from_slice(&to_client.out);
             to_client.out = out.freeze();
         }
-        self.release_standby_wait(to_client);
     }
 }
