@@ -5,8 +5,6 @@
 
 use std::ops::ControlFlow;
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use understudy_protocol::backend::sqlstate::{IN_FAILED_TRANSACTION, SERIALIZATION_FAILURE};
 use understudy_protocol::backend::{self, ErrorFields, ParameterStatus, Severity};
@@ -264,18 +262,17 @@ pub(super) fn scan_server(
         }
         if state.journal.has_committed() {
             let committed = state.journal.take_committed();
+            let mut not_kept = None;
             if let Some((log, identity)) = &state.commit_log {
-                let log = Arc::clone(log);
-                let mut not_kept = None;
                 for unit in committed {
                     if !unit.whole {
                         not_kept = Some(unit.token);
                     }
                     log.push(identity, unit);
                 }
-                if let Some(token) = not_kept {
-                    state.wait_for_standbys(token, &log);
-                }
+            }
+            if let (Some(token), Some((log, _))) = (not_kept, state.commit_log.clone()) {
+                state.wait_for_standbys(token, &log);
             }
         }
         return Ok(());
