@@ -41,11 +41,17 @@ pub(super) fn client(journal: &mut Journal, frames: &[Vec<u8>]) {
 
 /// Feeds server bytes through a scanner, in small chunks.
 pub(super) fn server(journal: &mut Journal, frames: &[Vec<u8>]) {
-    let stream: Vec<u8> = frames.concat();
+    let unscanned = server_in_chunks(journal, &frames.concat(), 3);
+    assert_eq!(unscanned, 0);
+}
+
+/// Feeds `stream` through a scanner `chunk` bytes at a time; returns how
+/// many bytes at the end were left unscanned (a message cut short).
+fn server_in_chunks(journal: &mut Journal, stream: &[u8], chunk: usize) -> usize {
     let mut scanner = Scanner::new(1 << 20);
     let mut pending = Vec::new();
-    for chunk in stream.chunks(3) {
-        pending.extend_from_slice(chunk);
+    for piece_of_stream in stream.chunks(chunk) {
+        pending.extend_from_slice(piece_of_stream);
         let scanned = scanner
             .scan(
                 &pending,
@@ -58,7 +64,7 @@ pub(super) fn server(journal: &mut Journal, frames: &[Vec<u8>]) {
             .unwrap();
         pending.drain(..scanned.relay_upto);
     }
-    assert!(pending.is_empty());
+    pending.len()
 }
 
 #[test]
@@ -239,22 +245,7 @@ fn replies_are_digested_the_same_whatever_the_chunking() {
 fn reply_after(stream: &[u8], chunk: usize) -> super::Reply {
     let mut j = Journal::new(Limits::default());
     client(&mut j, &[query("begin; select ...")]);
-    let mut scanner = Scanner::new(1 << 20);
-    let mut pending = Vec::new();
-    for piece_of_stream in stream.chunks(chunk) {
-        pending.extend_from_slice(piece_of_stream);
-        let scanned = scanner
-            .scan(
-                &pending,
-                |tag, _| super::server_message_needed_whole(tag),
-                |piece| {
-                    j.server_piece(piece);
-                    ControlFlow::Continue(())
-                },
-            )
-            .unwrap();
-        pending.drain(..scanned.relay_upto);
-    }
+    server_in_chunks(&mut j, stream, chunk);
     j.requests()[0].reply.clone()
 }
 
