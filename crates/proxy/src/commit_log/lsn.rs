@@ -74,6 +74,12 @@ impl LsnTracker {
             .map(|(round, _)| round.saturating_sub(1))
     }
 
+    /// True when a commit acknowledged while `round` was the last completed
+    /// one is safe on the standbys (see [`Self::safe_round`]).
+    pub fn is_safe(&self, round: u64) -> bool {
+        self.safe_round().is_some_and(|safe| round < safe)
+    }
+
     /// One more acknowledgement waits for the standbys, until the guard is
     /// dropped.
     pub fn wait(log: &Arc<CommitLog>) -> WaitGuard {

@@ -86,9 +86,7 @@ impl RelayState {
     /// what goes to the client next.
     fn release_kept_replies(&mut self, to_client: &mut Pipe) {
         if let Some(held) = self.held_replies.take() {
-            let mut out = held.bytes;
-            out.extend_from_slice(&to_client.out);
-            to_client.out = out.freeze();
+            to_client.put_in_front(held.bytes);
         }
     }
 }

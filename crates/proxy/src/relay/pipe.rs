@@ -156,6 +156,13 @@ impl Pipe {
         self.unscanned = true;
     }
 
+    /// Puts `first` in front of what the pipe still has to write (replies
+    /// kept from the client and now let go).
+    pub(super) fn put_in_front(&mut self, mut first: BytesMut) {
+        first.extend_from_slice(&self.out);
+        self.out = first.freeze();
+    }
+
     /// Reads and scans again after the session was parked.
     pub fn resume_reading(&mut self) {
         self.done_reading = false;

@@ -96,7 +96,7 @@ impl RelayState {
             return;
         };
         let log = wait.sampler.log();
-        let safe = log.lsn.safe_round().is_some_and(|safe| wait.round < safe);
+        let safe = log.lsn.is_safe(wait.round);
         if !safe && Instant::now() >= wait.deadline {
             log.large_unconfirmed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -120,9 +120,7 @@ impl RelayState {
     /// to the client next.
     pub(super) fn release_standby_wait(&mut self, to_client: &mut Pipe) {
         if let Some(wait) = self.standby_wait.take() {
-            let mut out = wait.held;
-            out.extend_from_slice(&to_client.out);
-            to_client.out = out.freeze();
+            to_client.put_in_front(wait.held);
         }
     }
 }
