@@ -463,8 +463,10 @@ async fn truncated_startup_then_silence(s: &Suite) {
             SUPERUSER.to_owned(),
         )])
         .encode(&mut packet);
-        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
+        // The proxy's timer starts when it accepts, which may be before
+        // this task sees its connect finish: time from before the connect.
         let started = Instant::now();
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         proxy.send(&packet[..packet.len() / 2]).await;
         let fields = expect_fatal_then_close(&mut proxy, "08P01").await;
         let elapsed = started.elapsed();
@@ -475,8 +477,8 @@ async fn truncated_startup_then_silence(s: &Suite) {
         );
 
         // Silence after the startup packet, while authenticating.
-        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         let started = Instant::now();
+        let mut proxy = RawConn::connect(s.proxy.proxy_port).await;
         proxy.send(&packet).await;
         let request = proxy.expect_frame(tag::AUTHENTICATION).await;
         assert!(matches!(
