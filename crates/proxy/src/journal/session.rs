@@ -4,6 +4,7 @@
 //! prepared statements (named Parse messages) that still exist.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rustc_hash::FxHashMap;
 use understudy_protocol::frontend::tag;
 
 use super::compaction::{self, Effect, Kept};
@@ -66,6 +67,12 @@ pub struct SessionState {
     pub pins: Pins,
     /// How many named prepared statements mention a word the journal acts on.
     prepared_worth_reading: usize,
+    /// Where each named prepared statement is in `entries`. Every autocommit
+    /// Execute of one looks it up, and drivers keep hundreds (JDBC caches up
+    /// to 256): a scan of `entries` would cost the session's every request
+    /// in proportion. Fx: the names are short and the client chooses them
+    /// for its own session only, so hash flooding harms no one else.
+    prepared_at: FxHashMap<Vec<u8>, usize>,
     /// Counts the changes of `entries`.
     version: u64,
 }
@@ -135,10 +142,7 @@ impl SessionState {
 
     /// Number of named prepared statements.
     pub fn prepared_count(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e, Entry::Prepared { .. }))
-            .count()
+        self.prepared_at.len()
     }
 
     /// Number of settings entries.
@@ -158,14 +162,23 @@ impl SessionState {
 
     /// The SQL text of a named prepared statement of the session.
     pub fn prepared_text(&self, wanted: &[u8]) -> Option<&[u8]> {
-        self.entries.iter().find_map(|e| match e {
-            Entry::Prepared { name, frame, .. } if name == wanted => {
-                let body = frame.get(5..)?;
-                let rest = &body[wanted.len() + 1..];
-                first_cstr(rest)
-            }
-            _ => None,
-        })
+        let (_, frame, _) = self.prepared(wanted)?;
+        let body = frame.get(5..)?;
+        first_cstr(body.get(wanted.len() + 1..)?)
+    }
+
+    /// The named prepared statement `wanted`: its kind, Parse message and
+    /// whether its text is worth reading.
+    fn prepared(&self, wanted: &[u8]) -> Option<(AutocommitKind, &BytesMut, bool)> {
+        match self.entries.get(*self.prepared_at.get(wanted)?)? {
+            Entry::Prepared {
+                kind,
+                frame,
+                worth_reading,
+                ..
+            } => Some((*kind, frame, *worth_reading)),
+            Entry::Script { .. } => None,
+        }
     }
 
     /// True when a named prepared statement of the session mentions a word
@@ -177,46 +190,42 @@ impl SessionState {
     /// The SQL text of a named prepared statement of the session, when it
     /// mentions a word the journal acts on (`lexer::worth_reading`).
     pub fn prepared_text_worth_reading(&self, wanted: &[u8]) -> Option<&[u8]> {
-        let found = self.entries.iter().any(
-            |e| matches!(e, Entry::Prepared { name, worth_reading: true, .. } if name == wanted),
-        );
-        if found {
-            self.prepared_text(wanted)
-        } else {
-            None
+        match self.prepared(wanted)? {
+            (_, _, true) => self.prepared_text(wanted),
+            _ => None,
         }
     }
 
     /// How running a named prepared statement of the session bears on an
     /// autocommit batch (worked out once, when it was prepared).
     pub fn prepared_kind(&self, wanted: &[u8]) -> Option<AutocommitKind> {
-        self.entries.iter().find_map(|e| match e {
-            Entry::Prepared { name, kind, .. } if name == wanted => Some(*kind),
-            _ => None,
-        })
+        self.prepared(wanted).map(|(kind, _, _)| kind)
     }
 
     fn forget_prepared(&mut self, name: &[u8]) {
-        self.changed();
-        self.entries
-            .retain(|e| !matches!(e, Entry::Prepared { name: n, .. } if n == name));
-        self.count_prepared_worth_reading();
+        if let Some(i) = self.prepared_at.get(name).copied() {
+            self.changed();
+            self.entries.remove(i);
+            self.reindex_prepared();
+        }
     }
 
-    fn count_prepared_worth_reading(&mut self) {
-        self.prepared_worth_reading = self
-            .entries
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    Entry::Prepared {
-                        worth_reading: true,
-                        ..
-                    }
-                )
-            })
-            .count();
+    /// Counts the statements worth reading and finds every statement's
+    /// place again, after `entries` changed.
+    fn reindex_prepared(&mut self) {
+        self.prepared_worth_reading = 0;
+        self.prepared_at.clear();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Entry::Prepared {
+                name,
+                worth_reading,
+                ..
+            } = entry
+            {
+                self.prepared_worth_reading += usize::from(*worth_reading);
+                self.prepared_at.insert(name.clone(), i);
+            }
+        }
     }
 
     pub(super) fn block(&mut self, reason: NotReplayable) {
@@ -241,6 +250,7 @@ impl SessionState {
         let body = frame.get(5 + name.len() + 1..).unwrap_or_default();
         let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, AutocommitKind::of);
         let worth_reading = first_cstr(body).is_some_and(lexer::worth_reading);
+        self.prepared_at.insert(name.to_vec(), self.entries.len());
         self.entries.push(Entry::Prepared {
             name: name.to_vec(),
             frame: BytesMut::from(frame),
@@ -279,7 +289,7 @@ impl SessionState {
         let discarded = requests.iter().any(|(_, reply, _)| reply.discarded);
         if discarded {
             self.entries.clear();
-            self.prepared_worth_reading = 0;
+            self.reindex_prepared();
         }
         // Extended-protocol settings: each Execute with the messages since
         // the previous one (its Parse, Bind, Describe) is kept when it was a
@@ -386,7 +396,7 @@ impl SessionState {
             self.entries.push(Entry::Script { frames, effect });
         }
         self.entries.extend(later);
-        self.count_prepared_worth_reading();
+        self.reindex_prepared();
         self.changed();
     }
 
@@ -402,10 +412,7 @@ impl SessionState {
         if statement.is_empty() {
             return None;
         }
-        let parse = self.entries.iter().find_map(|e| match e {
-            Entry::Prepared { name, frame, .. } if name == statement => Some(frame),
-            _ => None,
-        })?;
+        let (_, parse, _) = self.prepared(statement)?;
         let parse_rest = parse.get(5 + statement.len() + 1..)?;
         let bind_rest = after_portal.get(statement.len() + 1..)?;
         Some((

@@ -202,3 +202,58 @@ fn a_statement_prepared_after_a_script_in_the_same_unit_is_restored_after_it() {
         "the statement is parsed under its search path"
     );
 }
+
+#[test]
+fn every_prepared_statement_is_found_by_name_however_the_state_changed() {
+    use crate::commit_sql::AutocommitKind;
+    let mut j = Journal::new(Limits::default());
+    let text = |n: usize| {
+        if n.is_multiple_of(3) {
+            format!("insert into t{n} values (1)")
+        } else {
+            format!("select {n}")
+        }
+    };
+    let mut expected: Vec<usize> = Vec::new();
+    for n in 0..300 {
+        prepare_named(&mut j, &format!("S_{n}"), &text(n));
+        expected.push(n);
+        match n % 50 {
+            // Settings between statements: entries of another kind, and
+            // compaction removing the earlier setting from among them.
+            10 | 30 => session_query(&mut j, &format!("set app.x = '{n}'"), &["SET"]),
+            // A statement closed in the middle moves every later one.
+            20 => {
+                let closed = expected.remove(expected.len() / 2);
+                client(
+                    &mut j,
+                    &[
+                        msg(b'C', format!("SS_{closed}\0").as_bytes()),
+                        msg(b'S', b""),
+                    ],
+                );
+                server(&mut j, &[msg(b'3', b""), ready(b'I')]);
+            }
+            // Prepared again under the same name, with another text.
+            40 => prepare_named(&mut j, &format!("S_{}", expected[0]), &text(expected[0])),
+            _ => {}
+        }
+        if n == 200 {
+            session_query(&mut j, "discard all", &["DISCARD ALL"]);
+            expected.clear();
+        }
+    }
+    assert_eq!(j.session.prepared_count(), expected.len());
+    for n in 0..300 {
+        let name = format!("S_{n}");
+        let found = j.session.prepared_text(name.as_bytes());
+        if expected.contains(&n) {
+            assert_eq!(found, Some(text(n).as_bytes()), "{name}");
+            let kind = j.session.prepared_kind(name.as_bytes());
+            assert_eq!(kind, Some(AutocommitKind::of(text(n).as_bytes())), "{name}");
+        } else {
+            assert_eq!(found, None, "{name} was closed or discarded");
+            assert_eq!(j.session.prepared_kind(name.as_bytes()), None, "{name}");
+        }
+    }
+}
