@@ -277,6 +277,22 @@ impl RawConn {
         }
     }
 
+    /// Reads one tagged message; `Err` with the bytes left over when the
+    /// peer closed the connection, at a message boundary (none left) or in
+    /// the middle of a message (the part of it that came).
+    pub async fn read_frame_or_close(&mut self) -> Result<Frame, Vec<u8>> {
+        loop {
+            if let Some(frame) =
+                Frame::decode(&mut self.buf, DEFAULT_MAX_MESSAGE_LEN).expect("a valid message")
+            {
+                return Ok(frame);
+            }
+            if !self.fill().await {
+                return Err(self.buf.split().to_vec());
+            }
+        }
+    }
+
     /// Reads one message and fails the test when it is not a `tag` message.
     pub async fn expect_frame(&mut self, tag: u8) -> Frame {
         let frame = self

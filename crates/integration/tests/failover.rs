@@ -1,15 +1,16 @@
 //! Sessions survive the loss of their primary: idle sessions, open
 //! transactions, a result set half streamed, session settings, prepared
 //! statements and LISTEN move to the promoted standby; a transaction whose
-//! replay differs fails with 40001 and the session stays usable; a backend
+//! replay differs fails with 40001 and the session stays usable; a `COPY …
+//! TO STDOUT` half streamed continues too; a backend
 //! terminated on purpose ends its session as it would directly.
 
 use std::time::Duration;
 
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, NoTls};
-use understudy_integration::{Harness, RawConn, Target};
-use understudy_protocol::backend::tag;
+use understudy_integration::{describe, Harness, RawConn, Target};
+use understudy_protocol::backend::{tag, ErrorFields};
 use understudy_testkit::{PASSWORD, SUPERUSER};
 
 const DEADLINE: Duration = understudy_integration::FAILOVER_DEADLINE;
@@ -158,6 +159,128 @@ async fn half_streamed_result_continues_without_duplicates() {
         expected += 1;
     }
     assert_eq!(expected, 1_000_001);
+}
+
+/// A `COPY … TO STDOUT` of a read, the rows a million lines.
+const COPY_OUT: &str = "copy (select g from generate_series(1, 1000000) g order by g) to stdout";
+
+/// Through the extended protocol (tokio-postgres's `copy_out`): a COPY in
+/// flight is a read like a `SELECT`, replayed, not an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_streamed_copy_out_continues_without_duplicates() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let client = h.connect(Target::Proxy).await;
+    let lines = client.copy_out(COPY_OUT).await.unwrap();
+    pin_mut!(lines);
+    let mut expected = 1u32;
+    while expected <= 100_000 {
+        let line = lines.next().await.unwrap().unwrap();
+        assert_eq!(&line[..], format!("{expected}\n").as_bytes());
+        expected += 1;
+    }
+
+    h.fail_over().await;
+
+    while let Some(line) = lines.try_next().await.unwrap() {
+        assert_eq!(&line[..], format!("{expected}\n").as_bytes());
+        expected += 1;
+    }
+    assert_eq!(expected, 1_000_001);
+}
+
+/// The same COPY as a simple Query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_streamed_copy_out_of_a_simple_query_continues_without_duplicates() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let mut query = bytes::BytesMut::new();
+    understudy_protocol::frontend::encode_query(COPY_OUT, &mut query);
+    conn.send(&query).await;
+    conn.expect_frame(tag::COPY_OUT_RESPONSE).await;
+    let mut expected = 1u32;
+    let mut check = |frame: understudy_protocol::frame::Frame| {
+        assert_eq!(&frame.body[..], format!("{expected}\n").as_bytes());
+        expected += 1;
+    };
+    for _ in 0..100_000 {
+        check(conn.expect_frame(tag::COPY_DATA).await);
+    }
+
+    h.fail_over().await;
+
+    loop {
+        let frame = conn.read_frame().await.expect("the rest of the COPY");
+        match frame.tag {
+            tag::COPY_DATA => check(frame),
+            tag::COPY_DONE => break,
+            _ => panic!("expected the COPY's rows, got {}", describe(&frame)),
+        }
+    }
+    conn.expect_frames(&[tag::COMMAND_COMPLETE, tag::READY_FOR_QUERY])
+        .await;
+    assert_eq!(expected, 1_000_001);
+}
+
+/// A result half streamed whose replay differs (`random()`): the client
+/// gets `40001` when it has whole messages, and when it has only part of
+/// one (the usual case: the proxy relays what it reads, wherever a message
+/// ends) its connection is closed, as directly when the server dies; never
+/// an error written inside a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_cut_by_a_failover_that_cannot_continue_it_is_never_corrupted() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
+    let mut query = bytes::BytesMut::new();
+    understudy_protocol::frontend::encode_query(
+        "select g, md5(random()::text) from generate_series(1, 1000000) g",
+        &mut query,
+    );
+    conn.send(&query).await;
+    conn.expect_frame(tag::ROW_DESCRIPTION).await;
+    let mut expected = 1u32;
+    let mut check = |frame: &understudy_protocol::frame::Frame| {
+        let g = understudy_integration::data_row_text(&frame.body, 0);
+        let md5 = understudy_integration::data_row_text(&frame.body, 1).unwrap_or_default();
+        assert_eq!(g, Some(expected.to_string()), "{}", describe(frame));
+        assert!(
+            md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()),
+            "row {expected}: {}",
+            describe(frame)
+        );
+        expected += 1;
+    };
+    for _ in 0..100_000 {
+        check(&conn.expect_frame(tag::DATA_ROW).await);
+    }
+
+    h.fail_over().await;
+
+    loop {
+        match conn.read_frame_or_close().await {
+            Ok(frame) if frame.tag == tag::DATA_ROW => check(&frame),
+            Ok(frame) => {
+                assert_eq!(frame.tag, tag::ERROR_RESPONSE, "{}", describe(&frame));
+                let error = ErrorFields::parse(&frame.body).expect("an error");
+                assert_eq!(error.code, "40001", "{error}");
+                conn.expect_frame(tag::READY_FOR_QUERY).await;
+                let rows = conn.simple_query("select 40 + 2").await;
+                assert!(
+                    rows.iter().any(|f| f.tag == tag::DATA_ROW),
+                    "the session goes on"
+                );
+                break;
+            }
+            Err(part) => {
+                assert!(
+                    !part.is_empty(),
+                    "closed between messages, without an error"
+                );
+                assert_eq!(part[0], tag::DATA_ROW, "the rest is the start of a row");
+                break;
+            }
+        }
+    }
+    assert!(expected > 100_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,7 +253,8 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
                 None
             }
             RelayEnd::Failed(e) => {
-                end_after_client_failure(&mut client, &mut server, e, peer, m).await;
+                let cut = to_client.mid_message();
+                end_after_client_failure(&mut client, &mut server, e, cut, peer, m).await;
                 break;
             }
         };
@@ -273,12 +274,14 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
             break;
         }
         to_server.discard_output();
+        let client_cut = to_client.mid_message();
         let moving = failover::move_session(
             &mut client.stream,
             &mut state,
             &identity,
             &addr,
             successor.take(),
+            client_cut,
             ctx,
         );
         match moving.await {
@@ -302,9 +305,14 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
             Err(e) => {
                 metrics::inc(&m.move_failures_total);
                 tracing::warn!(%peer, "{e}");
-                let mut out = BytesMut::new();
-                e.to_fields().encode_error(&mut out);
-                let _ = client.stream.write_all(&out).await;
+                if !client_cut {
+                    // Inside a message it would be read as part of it: the
+                    // client then only sees its connection closed, as
+                    // directly when its server dies.
+                    let mut out = BytesMut::new();
+                    e.to_fields().encode_error(&mut out);
+                    let _ = client.stream.write_all(&out).await;
+                }
                 break;
             }
         }
@@ -398,8 +406,9 @@ async fn shutdown_phase(
 }
 
 /// Ends a session on the proxy's own decision: the client gets what was
-/// already on its way, then `fields` (a FATAL error), and the backend a
-/// Terminate (which rolls back an open transaction).
+/// already on its way, then `fields` (a FATAL error) unless that ended
+/// inside a message, and the backend a Terminate (which rolls back an open
+/// transaction).
 async fn end_by_proxy(
     client: &mut FramedConn<Stream>,
     server: &mut FramedConn<Stream>,
@@ -412,9 +421,11 @@ async fn end_by_proxy(
     if to_client.drain_to(&mut client.stream).await.is_err() {
         return;
     }
-    out.clear();
-    fields.encode_error(&mut out);
-    let _ = client.stream.write_all(&out).await;
+    if !to_client.mid_message() {
+        out.clear();
+        fields.encode_error(&mut out);
+        let _ = client.stream.write_all(&out).await;
+    }
     let _ = client.stream.shutdown().await;
 }
 
@@ -450,12 +461,14 @@ async fn topology_event(
     }
 }
 
-/// The client failed or left: tell it why if it is a protocol error, and
-/// end the backend politely.
+/// The client failed or left: tell it why if it is a protocol error (and
+/// `client_cut` is false: what it was sent does not end inside a message),
+/// and end the backend politely.
 async fn end_after_client_failure(
     client: &mut FramedConn<Stream>,
     server: &mut FramedConn<Stream>,
     e: SessionError,
+    client_cut: bool,
     peer: SocketAddr,
     m: &ProxyMetrics,
 ) {
@@ -476,7 +489,7 @@ async fn end_after_client_failure(
     let mut out = BytesMut::new();
     encode_terminate(&mut out);
     let _ = server.stream.write_all(&out).await;
-    if let Some(fields) = fields {
+    if let Some(fields) = fields.filter(|_| !client_cut) {
         let mut out = BytesMut::new();
         fields.encode_error(&mut out);
         let _ = client.stream.write_all(&out).await;

@@ -113,9 +113,30 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
     }
 }
 
+/// True when `sql` is exactly one `COPY … TO STDOUT` (the server sends the
+/// rows to the client), as PostgreSQL's parser reads it: not a `COPY` to a
+/// server file or program, nor one from anywhere. Its source (a table, or a
+/// query that may still write: `COPY (DELETE … RETURNING …) TO STDOUT`) is
+/// the caller's to judge.
+pub fn is_copy_to_stdout(sql: &str) -> bool {
+    use pg_query::NodeEnum;
+    // As in `is_copy_from_stdin`.
+    let Ok(Ok(parsed)) = std::panic::catch_unwind(|| pg_query::parse(sql)) else {
+        return false;
+    };
+    match &parsed.protobuf.stmts[..] {
+        [only] => matches!(
+            only.stmt.as_ref().and_then(|s| s.node.as_ref()),
+            Some(NodeEnum::CopyStmt(copy))
+                if !copy.is_from && !copy.is_program && copy.filename.is_empty()
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{is_copy_from_stdin, shape, statements, Shape};
+    use super::{is_copy_from_stdin, is_copy_to_stdout, shape, statements, Shape};
 
     #[test]
     fn statements_are_located_by_the_parser() {
@@ -237,6 +258,28 @@ mod tests {
             "insert into t values (1)",
         ] {
             assert!(!is_copy_from_stdin(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn copy_to_stdout_is_told_apart_from_other_copies() {
+        for sql in [
+            "copy t to stdout",
+            "COPY (SELECT k, v FROM t ORDER BY k) TO STDOUT WITH (FORMAT csv);",
+            "copy (select 1 as to, 'stdout') to stdout",
+            "copy (delete from t returning *) to stdout",
+        ] {
+            assert!(is_copy_to_stdout(sql), "{sql}");
+        }
+        for sql in [
+            "copy t from stdin",
+            "copy t to '/tmp/file'",
+            "copy (select 'to stdout') to program 'cat'",
+            "copy t to stdout; select 1",
+            "copy t to",
+            "select 1",
+        ] {
+            assert!(!is_copy_to_stdout(sql), "{sql}");
         }
     }
 }

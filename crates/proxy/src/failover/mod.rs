@@ -107,6 +107,11 @@ pub enum MoveError {
     /// The client went away meanwhile.
     #[error("client connection failed during the move: {0}")]
     Client(std::io::Error),
+    /// The client has only the beginning of a message from the lost server,
+    /// and what was in flight cannot be run again to give it the rest: its
+    /// connection can only be closed.
+    #[error("the connection to the server was lost in the middle of a message to the client, and what was running cannot be run again to finish it ({0}); the client connection is closed")]
+    CutMessage(String),
 }
 
 impl MoveError {
@@ -126,14 +131,21 @@ impl MoveError {
 /// ParameterStatus, or the failure of a transaction that could not be
 /// replayed). On success returns the new backend and the bytes to write to
 /// the client before anything else the new backend sends.
+///
+/// `client_cut`: the client has only the beginning of the last message the
+/// lost server sent. A replay gives it the rest; an error in its place
+/// would be read as part of it, so when the unit is given up instead the
+/// move fails with [`MoveError::CutMessage`] and nothing is written.
 pub async fn move_session<C: AsyncWrite + Unpin>(
     client: &mut C,
     state: &mut RelayState,
     identity: &Identity,
     lost: &BackendAddr,
     successor: Option<Successor<'_>>,
+    client_cut: bool,
     ctx: &ProxyContext,
 ) -> Result<(BackendConn, Bytes), MoveError> {
+    let cut = |why: &str| MoveError::CutMessage(why.to_owned());
     state
         .journal
         .replayable()
@@ -184,6 +196,9 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                 server,
                 "a statement that may have committed was in flight; its outcome is unknown"
             );
+            if client_cut {
+                return Err(cut("whether it committed is unknown"));
+            }
             client.write_all(&held).await.map_err(MoveError::Client)?;
             return resolution_unknown(client, state, &old, backend).await;
         }
@@ -214,6 +229,9 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                     ),
                 )
                 .with_hint("Its changes are in the database: do not run it again.");
+                if client_cut {
+                    return Err(cut(&format!("it committed, but {why}")));
+                }
                 // The session state is already restored on this backend.
                 client.write_all(&held).await.map_err(MoveError::Client)?;
                 answer_unknown(client, state, &old, lost).await?;
@@ -225,6 +243,9 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                     server,
                     "transaction not replayable: {why}; failing it with 40001"
                 );
+                if client_cut {
+                    return Err(cut(&why));
+                }
                 let backend = fail_transaction(
                     client, state, delivered, identity, &why, deadline, lost, ctx,
                 )

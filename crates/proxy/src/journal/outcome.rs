@@ -269,7 +269,7 @@ impl Journal {
 /// PostgreSQL's parser: this runs only when a server is lost, never on the
 /// relay's path).
 fn harmless_to_repeat(sql: &[u8]) -> bool {
-    commit_sql::is_harmless_to_repeat(sql)
+    one_harmless_to_repeat(sql)
         || std::str::from_utf8(sql)
             .ok()
             .and_then(|text| {
@@ -277,10 +277,20 @@ fn harmless_to_repeat(sql: &[u8]) -> bool {
                 Some(
                     ranges
                         .into_iter()
-                        .all(|range| commit_sql::is_harmless_to_repeat(&sql[range])),
+                        .all(|range| one_harmless_to_repeat(&sql[range])),
                 )
             })
             .unwrap_or(false)
+}
+
+/// `commit_sql::is_harmless_to_repeat`, or a `COPY … TO STDOUT` of a table
+/// or of a query that names no data write (a read sent to the client, as a
+/// `SELECT` is; `COPY (DELETE … RETURNING …) TO STDOUT` writes).
+fn one_harmless_to_repeat(sql: &[u8]) -> bool {
+    commit_sql::is_harmless_to_repeat(sql)
+        || (commit_sql::is_copy(sql)
+            && !commit_sql::mentions_data_write(sql)
+            && std::str::from_utf8(sql).is_ok_and(understudy_rules::lexical::is_copy_to_stdout))
 }
 
 #[cfg(test)]

@@ -122,6 +122,13 @@ where
 /// The bytes a pipe still has to write to the other side, and what it read
 /// but did not scan yet (for a session that changes backends).
 impl Pipe {
+    /// True when the bytes relayed end inside a message: the other side has
+    /// only its beginning, and anything but the rest of it would land
+    /// inside it.
+    pub fn mid_message(&self) -> bool {
+        !self.scanner.at_boundary()
+    }
+
     /// Writes the pipe's pending output to `to` (used before a move: the
     /// client must receive everything the old server already sent).
     pub async fn drain_to<W: AsyncWrite + Unpin>(&mut self, to: &mut W) -> std::io::Result<()> {
