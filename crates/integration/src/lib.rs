@@ -193,6 +193,18 @@ pub fn render(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
 /// How long a [`RawConn`] waits for the peer before the test fails.
 const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The number in the environment variable `name`, 0 when it is not set:
+/// the model tests draw their default sequences with 0, others with it.
+pub fn seed_from_env(name: &str) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {value:?}")),
+        Err(_) => 0,
+    }
+}
+
 /// A bare protocol connection: the test writes bytes and reads whole
 /// messages. Every read fails the test after 10 s instead of hanging.
 pub struct RawConn {
