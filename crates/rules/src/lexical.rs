@@ -97,20 +97,7 @@ pub fn statements(sql: &str) -> Option<Vec<std::ops::Range<usize>>> {
 /// rows), as PostgreSQL's parser reads it: not `COPY … TO`, nor a `COPY`
 /// from a server file or program, nor a string it would refuse.
 pub fn is_copy_from_stdin(sql: &str) -> bool {
-    use pg_query::NodeEnum;
-    // A statement that breaks one of pg_query's assertions must not end the
-    // session (see `analysis`).
-    let Ok(Ok(parsed)) = std::panic::catch_unwind(|| pg_query::parse(sql)) else {
-        return false;
-    };
-    match &parsed.protobuf.stmts[..] {
-        [only] => matches!(
-            only.stmt.as_ref().and_then(|s| s.node.as_ref()),
-            Some(NodeEnum::CopyStmt(copy))
-                if copy.is_from && !copy.is_program && copy.filename.is_empty()
-        ),
-        _ => false,
-    }
+    copy_with_the_client(sql) == Some(true)
 }
 
 /// True when `sql` is exactly one `COPY … TO STDOUT` (the server sends the
@@ -119,18 +106,26 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
 /// query that may still write: `COPY (DELETE … RETURNING …) TO STDOUT`) is
 /// the caller's to judge.
 pub fn is_copy_to_stdout(sql: &str) -> bool {
+    copy_with_the_client(sql) == Some(false)
+}
+
+/// When `sql` is exactly one `COPY` whose rows go through the client
+/// connection (not a server file or program): whether it is `FROM STDIN`.
+fn copy_with_the_client(sql: &str) -> Option<bool> {
     use pg_query::NodeEnum;
-    // As in `is_copy_from_stdin`.
+    // A statement that breaks one of pg_query's assertions must not end the
+    // session (see `analysis`).
     let Ok(Ok(parsed)) = std::panic::catch_unwind(|| pg_query::parse(sql)) else {
-        return false;
+        return None;
     };
     match &parsed.protobuf.stmts[..] {
-        [only] => matches!(
-            only.stmt.as_ref().and_then(|s| s.node.as_ref()),
-            Some(NodeEnum::CopyStmt(copy))
-                if !copy.is_from && !copy.is_program && copy.filename.is_empty()
-        ),
-        _ => false,
+        [only] => match only.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+            Some(NodeEnum::CopyStmt(copy)) if !copy.is_program && copy.filename.is_empty() => {
+                Some(copy.is_from)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 

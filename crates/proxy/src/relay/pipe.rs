@@ -122,11 +122,12 @@ where
 /// The bytes a pipe still has to write to the other side, and what it read
 /// but did not scan yet (for a session that changes backends).
 impl Pipe {
-    /// True when the bytes relayed end inside a message: the other side has
-    /// only its beginning, and anything but the rest of it would land
-    /// inside it.
+    /// True when what the other side received may end inside a message:
+    /// the bytes relayed do, or some are still to be written (they start
+    /// wherever a read ended). Anything but the rest of that message would
+    /// land inside it.
     pub fn mid_message(&self) -> bool {
-        !self.scanner.at_boundary()
+        !self.scanner.at_boundary() || !self.out.is_empty()
     }
 
     /// Writes the pipe's pending output to `to` (used before a move: the
