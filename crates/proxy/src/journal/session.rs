@@ -203,10 +203,19 @@ impl SessionState {
     }
 
     fn forget_prepared(&mut self, name: &[u8]) {
-        if let Some(i) = self.prepared_at.get(name).copied() {
-            self.changed();
-            self.entries.remove(i);
-            self.reindex_prepared();
+        let Some(i) = self.prepared_at.remove(name) else {
+            return;
+        };
+        self.changed();
+        if let Entry::Prepared { worth_reading, .. } = self.entries.remove(i) {
+            self.prepared_worth_reading -= usize::from(worth_reading);
+        }
+        // Drivers close statements one at a time as their caches turn over:
+        // the later entries move down by one, nothing is hashed again.
+        for at in self.prepared_at.values_mut() {
+            if *at > i {
+                *at -= 1;
+            }
         }
     }
 
