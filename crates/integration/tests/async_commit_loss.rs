@@ -548,3 +548,78 @@ async fn a_large_commit_is_acknowledged_without_the_standby_after_the_wait() {
     );
     kill(Pid::from_raw(large.sender), Signal::SIGCONT).unwrap();
 }
+
+/// With no standby streaming for longer than `journal.large_commit_wait_ms`
+/// (one down, or being rebuilt after a failover), a large COMMIT would only
+/// wait the limit out: it is acknowledged at once, and counted. Once a
+/// standby streams again, large COMMITs wait for it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_are_acknowledged_at_once_while_no_standby_streams() {
+    const WAIT: Duration = Duration::from_secs(3);
+    let mut h = Harness::start_with(1, large_commit_proxy(WAIT.as_millis() as u64)).await;
+    create_table(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    h.cluster.standby_mut(0).stop(StopMode::Fast).await.unwrap();
+    let primary = h.cluster.connect().await;
+    let streaming = |n: i64| {
+        let primary = &primary;
+        move || async move {
+            primary
+                .query_one("select count(*) from pg_stat_replication", &[])
+                .await
+                .is_ok_and(|row| row.get::<_, i64>(0) == n)
+        }
+    };
+    assert!(
+        understudy_testkit::wait_until(Duration::from_secs(10), streaming(0)).await,
+        "no standby streams"
+    );
+    let large = "x".repeat(8192);
+    let large_commit = |id: i32| {
+        let (client, large) = (&client, &large);
+        async move {
+            client.batch_execute("begin").await.unwrap();
+            client
+                .batch_execute(&format!("insert into t values ({id}, '{large}')"))
+                .await
+                .unwrap();
+            let started = Instant::now();
+            client.batch_execute("commit").await.expect("committed");
+            started.elapsed()
+        }
+    };
+    let log = h.proxy.commit_log();
+    let unconfirmed = || log.large_unconfirmed.load(Ordering::Acquire);
+
+    // The first waits the limit out: until then the sampler was not looking.
+    large_commit(1).await;
+    assert_eq!(unconfirmed(), 1);
+    let known = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        log.lsn
+            .standbys_absent_for()
+            .is_some_and(|absent| absent >= WAIT)
+    })
+    .await;
+    assert!(known, "the sampler goes on finding no standby");
+    let took = large_commit(2).await;
+    assert!(
+        took < WAIT / 2,
+        "acknowledged at once without a standby, took {took:?}"
+    );
+    assert_eq!(unconfirmed(), 2, "and counted");
+
+    // The standby is back: the next large COMMIT waits for it, and is
+    // acknowledged once it has the transaction, not when the wait runs out.
+    h.cluster.standby_mut(0).start().await.unwrap();
+    assert!(
+        understudy_testkit::wait_until(Duration::from_secs(30), streaming(1)).await,
+        "the standby streams again"
+    );
+    let seen = understudy_testkit::wait_until(Duration::from_secs(10), || async {
+        log.lsn.standbys_absent_for().is_none()
+    })
+    .await;
+    assert!(seen, "the sampler saw the standby back");
+    large_commit(3).await;
+    assert_eq!(unconfirmed(), 2, "confirmed by the standby");
+}

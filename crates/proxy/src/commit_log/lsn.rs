@@ -7,11 +7,18 @@
 //! may have started just before the acknowledgement), so its commit record
 //! is at or below the insert position of round `r + 2`. Once the standbys'
 //! flush position passes that, the commit is safe on them.
+//!
+//! The sampler also remembers since when its rounds have found no standby
+//! streaming at all ([`LsnTracker::standbys_absent_for`]): a large COMMIT
+//! waiting for a standby that is down or being rebuilt would only wait out
+//! its limit, so it is acknowledged at once then. While rounds find none, the
+//! sampler keeps sampling (more slowly) even with nothing waiting, to notice
+//! the standby back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use understudy_config::Config;
 
@@ -41,7 +48,24 @@ pub struct LsnTracker {
     /// COMMIT acknowledgements waiting for the standbys outside the log
     /// (`relay::standby_wait`): the sampler runs for them too.
     waiting: AtomicUsize,
+    /// When the latest round completed, and since when the rounds up to it
+    /// have found no standby streaming.
+    absence: Mutex<Absence>,
 }
+
+/// Rounds that found no standby streaming (see
+/// [`LsnTracker::standbys_absent_for`]).
+#[derive(Default)]
+struct Absence {
+    latest_round_at: Option<Instant>,
+    none_streaming_since: Option<Instant>,
+}
+
+/// A latest round older than this tells nothing about the standbys now.
+const ABSENCE_FRESH: Duration = Duration::from_secs(1);
+/// With nothing waiting and no standby streaming, one round in this many
+/// samples (every 200 ms), well within [`ABSENCE_FRESH`].
+const ABSENT_EVERY: u32 = 10;
 
 impl LsnTracker {
     /// The last completed round.
@@ -80,6 +104,40 @@ impl LsnTracker {
         self.safe_round().is_some_and(|safe| round < safe)
     }
 
+    /// How long every round has found no standby streaming, when standbys
+    /// are configured and the latest round is recent; `None` when a standby
+    /// streams, nothing is known, or no standby is configured (then
+    /// [`Self::safe_round`] makes everything safe at once).
+    pub fn standbys_absent_for(&self) -> Option<Duration> {
+        self.absent_for_at(Instant::now())
+    }
+
+    fn absent_for_at(&self, now: Instant) -> Option<Duration> {
+        if !self.standbys_listed.load(Ordering::Acquire) {
+            return None;
+        }
+        let absence = self.absence.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = absence.latest_round_at?;
+        if now.saturating_duration_since(latest) > ABSENCE_FRESH {
+            return None;
+        }
+        absence
+            .none_streaming_since
+            .map(|since| now.saturating_duration_since(since))
+    }
+
+    /// True while the rounds find no standby streaming: the sampler keeps
+    /// sampling to notice one back.
+    fn none_streaming(&self) -> bool {
+        self.standbys_listed.load(Ordering::Acquire)
+            && self
+                .absence
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .none_streaming_since
+                .is_some()
+    }
+
     /// One more acknowledgement waits for the standbys, until the guard is
     /// dropped.
     pub fn wait(log: &Arc<CommitLog>) -> WaitGuard {
@@ -88,6 +146,18 @@ impl LsnTracker {
     }
 
     fn record(&self, insert: u64, flush: Option<u64>) {
+        self.record_at(insert, flush, Instant::now());
+    }
+
+    fn record_at(&self, insert: u64, flush: Option<u64>, now: Instant) {
+        {
+            let mut absence = self.absence.lock().unwrap_or_else(PoisonError::into_inner);
+            absence.latest_round_at = Some(now);
+            absence.none_streaming_since = match flush {
+                Some(_) => None,
+                None => absence.none_streaming_since.or(Some(now)),
+            };
+        }
         let round = self.completed.load(Ordering::Acquire) + 1;
         {
             let mut inserts = self.inserts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -127,13 +197,19 @@ pub fn spawn(log: Arc<CommitLog>, config: Arc<Config>, topology: TopologyRx) {
     tokio::spawn(async move {
         let mut topology = topology;
         let mut client: Option<Sampler> = None;
+        let mut idle_rounds: u32 = 0;
         loop {
             tokio::time::sleep(INTERVAL).await;
             if log.is_empty() && log.lsn.waiting.load(Ordering::Acquire) == 0 {
-                // Nothing waits for the standbys: no query on the primary.
-                // A commit acknowledged meanwhile gets an older round, which
-                // only makes its bound later, never too early.
-                continue;
+                // Nothing waits for the standbys: no query on the primary
+                // (while none streams, one every `ABSENT_EVERY` rounds, to
+                // notice one back). A commit acknowledged meanwhile gets an
+                // older round, which only makes its bound later, never too
+                // early.
+                idle_rounds = idle_rounds.wrapping_add(1);
+                if !log.lsn.none_streaming() || !idle_rounds.is_multiple_of(ABSENT_EVERY) {
+                    continue;
+                }
             }
             let Some(primary) =
                 topology::wait_for_primary(&mut topology, Duration::from_secs(3600)).await
@@ -228,6 +304,45 @@ mod tests {
         // sampled round.
         lsn.record(400, None);
         assert_eq!(lsn.safe_round(), None);
+    }
+
+    #[test]
+    fn the_standbys_count_as_absent_from_the_first_round_without_one() {
+        let lsn = LsnTracker::default();
+        lsn.standbys_listed.store(true, Ordering::Release);
+        let start = Instant::now();
+        assert_eq!(lsn.absent_for_at(start), None, "nothing sampled yet");
+        lsn.record_at(100, Some(100), start);
+        assert_eq!(lsn.absent_for_at(start), None, "a standby streams");
+        let gone = start + Duration::from_millis(20);
+        lsn.record_at(200, None, gone);
+        lsn.record_at(300, None, gone + Duration::from_millis(500));
+        assert_eq!(
+            lsn.absent_for_at(gone + Duration::from_millis(600)),
+            Some(Duration::from_millis(600)),
+            "absent since the first round that found none"
+        );
+        assert!(lsn.none_streaming(), "the sampler keeps sampling");
+        assert_eq!(
+            lsn.absent_for_at(gone + Duration::from_secs(3)),
+            None,
+            "the latest round is too old to tell"
+        );
+        lsn.record_at(400, Some(350), gone + Duration::from_secs(3));
+        assert_eq!(
+            lsn.absent_for_at(gone + Duration::from_secs(3)),
+            None,
+            "back"
+        );
+        assert!(!lsn.none_streaming());
+    }
+
+    #[test]
+    fn without_any_standby_configured_none_is_absent() {
+        let lsn = LsnTracker::default();
+        lsn.record(100, None);
+        assert_eq!(lsn.standbys_absent_for(), None);
+        assert!(!lsn.none_streaming(), "the sampler rests");
     }
 
     #[test]

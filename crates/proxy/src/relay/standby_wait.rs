@@ -13,6 +13,10 @@
 //! primary tells whether the standby had it (`failover::move_session`): the
 //! kept replies are the client's, or the client gets `40001`. Past
 //! `journal.large_commit_wait_ms` the replies go anyway, logged and counted.
+//! When the sampler's rounds have found no standby streaming for at least
+//! that long (a standby down, or being rebuilt after a failover), waiting
+//! would only wait the limit out: the reply goes at once, logged and
+//! counted the same way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +70,17 @@ impl RelayState {
                 "a committed transaction too large for the commit log is acknowledged before \
                  the standbys confirmed it, as requests were pipelined behind its COMMIT: it is \
                  lost if the primary dies before the standby receives it"
+            );
+            return;
+        }
+        if let Some(absent) = log.lsn.standbys_absent_for().filter(|a| *a >= limit) {
+            log.large_unconfirmed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                token,
+                absent_ms = absent.as_millis() as u64,
+                "a committed transaction too large for the commit log is acknowledged at once: \
+                 no standby has streamed for longer than journal.large_commit_wait_ms; it is \
+                 lost if the primary dies before a standby receives it"
             );
             return;
         }
