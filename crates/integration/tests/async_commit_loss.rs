@@ -27,6 +27,10 @@ enum Commits {
     /// simple Query comes pipelined behind the Close and Sync with which
     /// tokio-postgres drops the statement of the INSERT before it.
     Autocommit,
+    /// One chain: BEGIN, then each an INSERT ended by `COMMIT AND CHAIN`
+    /// (the last by COMMIT), so that every transaction but the first runs
+    /// in a block it did not open.
+    Chained,
 }
 
 /// A session through the proxy that committed one transaction the standby
@@ -65,6 +69,18 @@ async fn commits_only_the_primary_has(
                 ))
                 .await
                 .unwrap(),
+            Commits::Chained => {
+                if id == 1 {
+                    client.batch_execute("begin").await.unwrap();
+                }
+                client.execute(insert, &[&id]).await.unwrap();
+                let end = if id == 20 {
+                    "commit"
+                } else {
+                    "commit and chain"
+                };
+                client.batch_execute(end).await.unwrap();
+            }
         }
     }
     (client, sender)
@@ -135,6 +151,15 @@ async fn count_after_failover(h: &Harness, client: &tokio_postgres::Client) {
 async fn commits_the_standby_never_received_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, sender) = commits_only_the_primary_has(&h, Commits::InTransactionBlocks).await;
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// Transactions chained with `COMMIT AND CHAIN` are kept one by one, and
+/// applied again each in a transaction of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_commits_the_standby_never_received_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::Chained).await;
     fail_over_and_count(&mut h, &client, sender).await;
 }
 

@@ -527,3 +527,103 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
         "the session goes on"
     );
 }
+
+/// A `COMMIT AND CHAIN` that took effect: the chained transaction keeps the
+/// committed one's characteristics, which the new primary cannot be given,
+/// so the client hears that its transaction committed (`08007`) and is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_chain_that_reached_the_standby_is_reported_committed() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    h.make_standby_synchronous("remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("begin isolation level serializable; insert into t values (1)")
+        .await
+        .unwrap();
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit and chain").await;
+        (client, result)
+    });
+    h.commit_waiting_for_the_standby().await;
+
+    h.fail_over().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    let error = result.expect_err("the chained transaction is not there");
+    assert_eq!(understudy_integration::sqlstate(&error), "08007", "{error}");
+    let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains("committed"), "{message}");
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
+    let open: bool = client
+        .query_one("select txid_current_if_assigned() is not null", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert!(!open, "no transaction is open");
+}
+
+/// A `COMMIT AND CHAIN` that did not take effect is replayed with its
+/// transaction, and the chained transaction goes on on the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_chain_that_never_reached_the_standby_is_replayed_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    h.make_standby_synchronous("on").await;
+    let standby = h.cluster.connect_to(1).await;
+    let receiver: i32 = standby
+        .query_one("select pid from pg_stat_wal_receiver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute("begin isolation level repeatable read; insert into t values (1)")
+        .await
+        .unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute("commit and chain").await;
+        (client, result)
+    });
+    h.commit_waiting_for_the_standby().await;
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    result.expect("the COMMIT AND CHAIN succeeds");
+    let isolation: String = client
+        .query_one("show transaction_isolation", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(isolation, "repeatable read", "the chain goes on");
+    client
+        .batch_execute("insert into t values (2); commit")
+        .await
+        .unwrap();
+    assert_eq!(h.ids_on_new_primary("t").await, [1, 2]);
+}

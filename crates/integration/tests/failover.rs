@@ -602,10 +602,10 @@ async fn settings_made_after_a_committed_write_survive() {
     assert_eq!(values, ["app", "Asia/Tokyo"]);
 }
 
-/// A transaction chained to one that committed (`COMMIT AND CHAIN`) cannot
-/// be replayed without running the committed one again: at a failover the
-/// session ends with `08006` saying why, and the committed row is on the
-/// new primary once.
+/// A transaction chained to one that committed (`COMMIT AND CHAIN`) keeps
+/// that one's isolation level and access mode, which a new server would not
+/// give it: at a failover the session ends with `08006` saying why, and the
+/// committed row is on the new primary once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_chained_to_a_committed_one_ends_its_session_clearly() {
     let mut h = Harness::start_with(1, |_| {}).await;

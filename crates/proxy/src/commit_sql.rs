@@ -11,6 +11,32 @@ pub fn is_commit(sql: &[u8]) -> bool {
     is_transaction_end(sql, &[b"COMMIT", b"END"])
 }
 
+/// True when `sql` is exactly one commit that chains a new transaction:
+/// `COMMIT AND CHAIN` or `END AND CHAIN` (with optional `WORK` or
+/// `TRANSACTION`).
+pub fn is_commit_and_chain(sql: &[u8]) -> bool {
+    let Some(words) = words(sql) else {
+        return false;
+    };
+    let mut rest: &[&[u8]] = &words;
+    match rest.first() {
+        Some(first) if is_one_of(first, &[b"COMMIT", b"END"]) => rest = &rest[1..],
+        _ => return false,
+    }
+    if rest
+        .first()
+        .is_some_and(|w| is_one_of(w, &[b"WORK", b"TRANSACTION"]))
+    {
+        rest = &rest[1..];
+    }
+    matches!(rest, [and, chain] if and.eq_ignore_ascii_case(b"AND") && chain.eq_ignore_ascii_case(b"CHAIN"))
+}
+
+/// True when `sql` is exactly one commit, chaining a new transaction or not.
+pub fn commits(sql: &[u8]) -> bool {
+    is_commit(sql) || is_commit_and_chain(sql)
+}
+
 /// True when `sql` is exactly one statement that ends the transaction
 /// without chaining a new one: `COMMIT`, `END`, `ROLLBACK` or `ABORT`
 /// (not `ROLLBACK TO SAVEPOINT`). In a failed transaction each rolls it
@@ -85,7 +111,7 @@ fn words(sql: &[u8]) -> Option<Vec<&[u8]>> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_commit;
+    use super::{commits, is_commit, is_commit_and_chain};
 
     #[test]
     fn transaction_control_is_recognised() {
@@ -167,6 +193,28 @@ mod tests {
             "END;\0",
         ] {
             assert!(is_commit(sql.as_bytes()), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn commits_that_chain_are_recognised_apart() {
+        for sql in [
+            "commit and chain",
+            "END WORK AND CHAIN;",
+            "/* app */ Commit Transaction And Chain",
+        ] {
+            assert!(is_commit_and_chain(sql.as_bytes()), "{sql:?}");
+            assert!(commits(sql.as_bytes()), "{sql:?}");
+            assert!(!is_commit(sql.as_bytes()), "{sql:?}");
+        }
+        for sql in [
+            "commit",
+            "commit and no chain",
+            "rollback and chain",
+            "commit and chain; select 1",
+            "commit chain",
+        ] {
+            assert!(!is_commit_and_chain(sql.as_bytes()), "{sql:?}");
         }
     }
 

@@ -231,24 +231,32 @@ async fn open(
 
 /// Puts `conn` back into `session`: `DISCARD ALL`, then the state again.
 async fn reset(conn: &mut BackendConn, session: &Snapshot) -> Result<(), ReplayError> {
+    run_query(conn, "DISCARD ALL").await?;
+    let c = &mut conn.conn;
+    restore_snapshot(&mut c.stream, &mut c.rbuf, session).await?;
+    Ok(())
+}
+
+/// Runs `sql` as a simple Query, failing on an error.
+async fn run_query(conn: &mut BackendConn, sql: &str) -> Result<(), ReplayError> {
     let c = &mut conn.conn;
     let mut out = BytesMut::new();
-    understudy_protocol::frontend::encode_query("DISCARD ALL", &mut out);
+    understudy_protocol::frontend::encode_query(sql, &mut out);
     c.stream.write_all(&out).await.map_err(ReplayError::Io)?;
+    let mut failed = None;
     loop {
         let frame = read_whole(&mut c.stream, &mut c.rbuf).await?;
         match frame[0] {
             b'E' => {
                 let fields = ErrorFields::parse(&frame[5..])
                     .map_err(|e| ReplayError::Protocol(e.to_string()))?;
-                return Err(ReplayError::Restore(fields));
+                failed = Some(fields);
             }
             b'Z' => break,
             _ => {}
         }
     }
-    restore_snapshot(&mut c.stream, &mut c.rbuf, session).await?;
-    Ok(())
+    failed.map_or(Ok(()), |fields| Err(ReplayError::Restore(fields)))
 }
 
 enum Applied {
@@ -380,6 +388,12 @@ async fn apply(conn: &mut BackendConn, entry: &Entry, check: bool) -> Result<App
         }
     }
 
+    if entry.unit.chained {
+        // Its messages run in the transaction its predecessor's COMMIT AND
+        // CHAIN opened: they have no BEGIN of their own.
+        run_query(conn, "BEGIN").await?;
+    }
+    let c = &mut conn.conn;
     let mut journal = Journal::new(Limits::default());
     let mut rest = &entry.unit.frames[..];
     let mut offset = 0;
@@ -401,7 +415,9 @@ async fn apply(conn: &mut BackendConn, entry: &Entry, check: bool) -> Result<App
         .write_all(&entry.unit.frames)
         .await
         .map_err(ReplayError::Io)?;
-    while !journal.is_idle() {
+    // A unit that ends in COMMIT AND CHAIN is over at that commit, with
+    // the chained transaction open.
+    while !journal.is_idle() && !journal.has_committed() {
         let frame = read_whole(&mut c.stream, &mut c.rbuf).await?;
         journal.server_piece(Piece::Start {
             tag: frame[0],
@@ -409,6 +425,10 @@ async fn apply(conn: &mut BackendConn, entry: &Entry, check: bool) -> Result<App
             bytes: &frame,
             rest: 0,
         });
+    }
+    if entry.unit.chains {
+        // The transaction the client went on with is a unit of its own.
+        run_query(conn, "ROLLBACK").await?;
     }
     Ok(match journal.take_committed().pop() {
         Some(again) if again.digest == entry.unit.digest => Applied::Same,

@@ -79,6 +79,15 @@ pub async fn resolve(
             "statements sent with the COMMIT had not been answered yet".into(),
         ));
     }
+    if outstanding.iter().any(|&i| journal.request_chains(i)) {
+        // The chained transaction keeps the committed one's isolation level
+        // and access mode, which a BEGIN on the new server would not give.
+        return Ok(CommitOutcome::ResultsLost(
+            "its COMMIT AND CHAIN opened a new transaction, which cannot be opened again on the \
+             new server with the same characteristics"
+                .into(),
+        ));
+    }
     let mut replies = BytesMut::new();
     let idle = ReadyForQuery {
         status: TransactionStatus::Idle,

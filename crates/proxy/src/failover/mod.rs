@@ -224,8 +224,7 @@ pub async fn move_session<C: AsyncWrite + Unpin>(
                     TRANSACTION_RESOLUTION_UNKNOWN,
                     format!(
                         "the transaction committed, but the connection to the server was lost \
-                         before the results of the statements sent with its COMMIT reached \
-                         understudy ({why})"
+                         before all the client waits for reached understudy ({why})"
                     ),
                 )
                 .with_hint("Its changes are in the database: do not run it again.");

@@ -36,6 +36,12 @@ pub struct CommittedUnit {
     /// The journal kept every message of it: `frames` is the whole
     /// transaction. Otherwise it must not be applied again at all.
     pub whole: bool,
+    /// It ran in a transaction chained to the one before (`COMMIT AND
+    /// CHAIN`): `frames` has no BEGIN, so one is sent before them.
+    pub chained: bool,
+    /// It ended with `COMMIT AND CHAIN`: the transaction that opens after
+    /// it is rolled back once it has been applied again.
+    pub chains: bool,
 }
 
 impl CommittedUnit {
@@ -46,6 +52,7 @@ impl CommittedUnit {
         arena: &[u8],
         session: Snapshot,
         changes_session: bool,
+        (chained, chains): (bool, bool),
     ) -> Self {
         let mut frames = BytesMut::new();
         let mut stamp = None;
@@ -74,6 +81,8 @@ impl CommittedUnit {
             session,
             changes_session,
             whole: finished.iter().all(|request| request.frame.is_some()),
+            chained,
+            chains,
         }
     }
 }

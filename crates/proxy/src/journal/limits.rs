@@ -32,8 +32,13 @@ pub enum NotReplayable {
     /// savepoint: which of them PostgreSQL undid is not followed.
     SettingBesideSavepointRollback,
     /// A transaction committed and the next began without the session
-    /// becoming idle (`COMMIT AND CHAIN`, or `COMMIT; BEGIN` in one Query).
+    /// becoming idle (`COMMIT; BEGIN` in one Query, or requests pipelined
+    /// behind a `COMMIT AND CHAIN`).
     CommitInsideUnit,
+    /// The open transaction was chained to one that committed (`COMMIT AND
+    /// CHAIN`): it keeps that one's isolation level and access mode, which
+    /// a new server would not be given.
+    ChainedTransaction,
 }
 
 impl std::fmt::Display for NotReplayable {
@@ -66,9 +71,13 @@ impl std::fmt::Display for NotReplayable {
                 )
             }
             NotReplayable::CommitInsideUnit => {
-                "a transaction committed and the next one began at once (COMMIT AND CHAIN, or \
-                 COMMIT and BEGIN in one query); the open one cannot be replayed without running \
-                 the committed one again"
+                "a transaction committed and the next one began at once (COMMIT and BEGIN in one \
+                 query, or requests pipelined behind a COMMIT AND CHAIN); the open one cannot be \
+                 replayed without running the committed one again"
+            }
+            NotReplayable::ChainedTransaction => {
+                "the open transaction was chained to the one before (COMMIT AND CHAIN) and keeps \
+                 its characteristics, which a new server would not have"
             }
             NotReplayable::SettingBesideSavepointRollback => {
                 "settings were changed in a transaction that rolled back to a savepoint, and \

@@ -32,11 +32,14 @@
 //! - `lexer`: the keyword scan and small SQL lexer those two read with.
 //! - `statements`: which SQL text a request of the unit runs.
 //! - `committed`: a stamped transaction that committed, for the commit log.
+//! - `chain`: a `COMMIT AND CHAIN` ends the unit; the chained transaction
+//!   is a unit of its own.
 //! - `outcome`: whether the unit may write (its Sync waits for a stamp),
 //!   and whether a lost server may have committed part of it.
 //! - this module: the unit, reply matching and commit bookkeeping.
 
 pub mod budget;
+mod chain;
 mod committed;
 mod compaction;
 mod copy_in;
@@ -146,6 +149,9 @@ pub struct Journal {
     /// ended its rows: the server ignores the Syncs and Flushes it sends
     /// meanwhile (see [`Journal::copy_in_started`]).
     copying_in: bool,
+    /// The open unit runs in a transaction chained to one that committed
+    /// (`COMMIT AND CHAIN`): a transaction block it did not open.
+    in_chain: bool,
 }
 
 impl Drop for Journal {
@@ -178,6 +184,7 @@ impl Journal {
             unit_worth_reading: false,
             units_ended: 0,
             copying_in: false,
+            in_chain: false,
         }
     }
 
@@ -207,12 +214,13 @@ impl Journal {
         i < self.requests.len()
             && self
                 .statement_text(i)
-                .is_some_and(crate::commit_sql::is_commit)
+                .is_some_and(crate::commit_sql::commits)
     }
 
-    /// True when no request is open: the session is idle between units.
+    /// True when no request is open and no transaction either: the session
+    /// is idle between units.
     pub fn is_idle(&self) -> bool {
-        self.requests.is_empty()
+        self.requests.is_empty() && !self.in_chain
     }
 
     /// The requests of the open unit.
@@ -230,7 +238,7 @@ impl Journal {
     /// does nothing between units (see `copy_in::does_nothing_between_units`) is
     /// not part of any.
     pub fn client_message(&mut self, tag: u8, frame: Option<&[u8]>) {
-        if self.requests.is_empty() && does_nothing_between_units(tag) {
+        if self.is_idle() && does_nothing_between_units(tag) {
             return;
         }
         self.record(tag, frame);
@@ -406,6 +414,7 @@ impl Journal {
         self.stamp_implicit = false;
         self.stamped_nothing = false;
         self.committed_inside = false;
+        self.in_chain = false;
         self.tx_status = status;
         self.units_ended += 1;
     }
@@ -477,7 +486,7 @@ impl Journal {
             if let Some(status) = status_of(body_of(bytes)) {
                 self.tx_status = status;
                 if status == TransactionStatus::Idle {
-                    self.end_unit(self.requests.len());
+                    self.end_unit(self.requests.len(), false);
                 }
                 return ServerEvent::Ready(status);
             }
@@ -558,13 +567,14 @@ impl Journal {
                 if let Some(status) = status_of(body) {
                     self.tx_status = status;
                     if status == TransactionStatus::Idle {
-                        self.end_unit(i + 1);
-                    } else if self.requests[..=i].iter().any(|r| r.reply.committed) {
+                        self.end_unit(i + 1, false);
+                    } else if self.requests[..=i].iter().any(|r| r.reply.committed)
+                        && !self.end_at_chained_commit(i)
+                    {
                         // A transaction committed and another one began in
-                        // the same unit (`COMMIT AND CHAIN`, `COMMIT;
-                        // BEGIN` in one Query): replayed, or applied again
-                        // from the commit log, the committed part would run
-                        // twice.
+                        // the same unit (`COMMIT; BEGIN` in one Query):
+                        // replayed, or applied again from the commit log,
+                        // the committed part would run twice.
                         self.committed_inside = true;
                         self.block_unit(NotReplayable::CommitInsideUnit);
                     }
@@ -577,9 +587,11 @@ impl Journal {
         ServerEvent::None
     }
 
-    /// The session became idle after request `end - 1`: what the finished
-    /// requests did to the session is kept, the rest is dropped.
-    fn end_unit(&mut self, end: usize) {
+    /// The session became idle after request `end - 1` (or, when `chains`,
+    /// that request's `COMMIT AND CHAIN` opened the next transaction): what
+    /// the finished requests did to the session is kept, the rest is
+    /// dropped.
+    fn end_unit(&mut self, end: usize, chains: bool) {
         let end = end.min(self.requests.len());
         // The state the unit started from, for the commit log: taken before
         // what the unit did becomes session state.
@@ -679,6 +691,7 @@ impl Journal {
                     &self.arena,
                     started_from,
                     self.session.version() != version_before,
+                    (self.in_chain, chains),
                 ));
             }
         }
@@ -693,6 +706,7 @@ impl Journal {
             self.requests.clear();
         }
         self.units_ended += 1;
+        self.in_chain = false;
         self.cursor = 0;
         self.frame_owner = None;
         // The stamp, if any, belonged to the transaction that just ended.
@@ -761,3 +775,6 @@ mod tests;
 
 #[cfg(test)]
 mod state_tests;
+
+#[cfg(test)]
+mod chain_tests;

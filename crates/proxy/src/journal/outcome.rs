@@ -115,7 +115,7 @@ impl Journal {
                 continue;
             }
             let may_commit = explicit
-                && (commit_sql::is_commit(text)
+                && (commit_sql::commits(text)
                     || (commit_sql::has_second_statement(text)
                         && commit_sql::mentions_transaction_end(text))
                     || (commit_sql::may_end_transaction(text) && self.writes_after(i, old)));

@@ -761,34 +761,3 @@ fn the_same_rows_in_another_order_are_the_same_result() {
     let partial = cut.requests()[0].reply.clone();
     assert_eq!(partial.rows_digest(), None);
 }
-
-#[test]
-fn a_commit_that_chains_the_next_transaction_is_neither_replayed_nor_kept() {
-    let mut j = Journal::new(Limits::default());
-    client(&mut j, &[query("begin")]);
-    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
-    client(&mut j, &[query("insert into t values (1)")]);
-    server(&mut j, &[complete("INSERT 0 1"), ready(b'T')]);
-    client(&mut j, &[query("commit and chain")]);
-    server(&mut j, &[complete("COMMIT"), ready(b'T')]);
-    assert_eq!(j.replayable(), Err(NotReplayable::CommitInsideUnit));
-    client(&mut j, &[query("insert into t values (2)")]);
-    server(&mut j, &[complete("INSERT 0 1"), ready(b'T')]);
-    j.injected_message(&query("SELECT understudy.stamp_written(7)"), 7);
-    server(
-        &mut j,
-        &[
-            msg(b'T', b"desc"),
-            msg(b'D', b"row"),
-            complete("SELECT 1"),
-            ready(b'T'),
-        ],
-    );
-    client(&mut j, &[query("commit")]);
-    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
-    assert!(
-        !j.has_committed(),
-        "applied again, the chained part would run twice"
-    );
-    assert_eq!(j.replayable(), Ok(()));
-}

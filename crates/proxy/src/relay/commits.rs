@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use understudy_protocol::frontend;
 
-use crate::commit_sql::is_commit;
+use crate::commit_sql::commits;
 
 /// Which of the client's prepared statements are COMMITs, to recognise a
 /// COMMIT sent through the extended protocol.
@@ -22,10 +22,10 @@ impl CommitStatements {
     pub(super) fn starts_commit(&mut self, tag: u8, body: &[u8]) -> bool {
         let mut fields = body.split(|&b| b == 0);
         match tag {
-            frontend::tag::QUERY => is_commit(fields.next().unwrap_or_default()),
+            frontend::tag::QUERY => commits(fields.next().unwrap_or_default()),
             frontend::tag::PARSE => {
                 let name = fields.next().unwrap_or_default();
-                let commit = is_commit(fields.next().unwrap_or_default());
+                let commit = commits(fields.next().unwrap_or_default());
                 if name.is_empty() {
                     self.unnamed = commit;
                     commit

@@ -1,0 +1,91 @@
+//! Unit tests of transactions chained to one that committed.
+
+use super::tests::{client, complete, msg, query, ready, server};
+use super::{Journal, Limits, NotReplayable};
+
+/// The stamp's reply: the token was recorded.
+fn stamped(j: &mut Journal, token: i64) {
+    j.injected_message(
+        &query(&format!("SELECT understudy.stamp_written({token})")),
+        token,
+    );
+    server(
+        j,
+        &[
+            msg(b'T', b"desc"),
+            msg(b'D', b"row"),
+            complete("SELECT 1"),
+            ready(b'T'),
+        ],
+    );
+}
+
+#[test]
+fn a_commit_and_chain_ends_the_unit_and_each_transaction_is_kept() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin")]);
+    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    client(&mut j, &[query("insert into t values (1)")]);
+    server(&mut j, &[complete("INSERT 0 1"), ready(b'T')]);
+    stamped(&mut j, 7);
+    client(&mut j, &[query("commit and chain")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'T')]);
+    let first = j.take_committed();
+    assert_eq!(first.len(), 1, "the committed transaction is kept");
+    assert_eq!(first[0].token, 7);
+    assert!(first[0].chains && !first[0].chained);
+    assert_eq!(
+        j.replayable(),
+        Err(NotReplayable::ChainedTransaction),
+        "the chained transaction has no BEGIN to replay"
+    );
+    assert!(!j.is_idle(), "a transaction is open");
+    assert_eq!(j.commit_token, None, "its COMMIT gets a stamp of its own");
+
+    client(&mut j, &[query("insert into t values (2)")]);
+    server(&mut j, &[complete("INSERT 0 1"), ready(b'T')]);
+    stamped(&mut j, 8);
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    let second = j.take_committed();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].token, 8);
+    assert!(second[0].chained && !second[0].chains);
+    let has = |frames: &[u8], text: &[u8]| frames.windows(text.len()).any(|w| w == text);
+    assert!(has(&second[0].frames, b"values (2)"));
+    assert!(
+        !has(&second[0].frames, b"values (1)") && !has(&second[0].frames, b"begin"),
+        "only its own messages"
+    );
+    assert!(has(&first[0].frames, b"begin") && !has(&first[0].frames, b"values (2)"));
+    assert!(j.is_idle());
+    assert_eq!(j.replayable(), Ok(()));
+}
+
+#[test]
+fn a_commit_and_begin_in_one_query_is_neither_replayed_nor_kept() {
+    let mut j = Journal::new(Limits::default());
+    client(&mut j, &[query("begin")]);
+    server(&mut j, &[complete("BEGIN"), ready(b'T')]);
+    client(&mut j, &[query("insert into t values (1)")]);
+    server(&mut j, &[complete("INSERT 0 1"), ready(b'T')]);
+    client(&mut j, &[query("commit; begin; insert into t values (2)")]);
+    server(
+        &mut j,
+        &[
+            complete("COMMIT"),
+            complete("BEGIN"),
+            complete("INSERT 0 1"),
+            ready(b'T'),
+        ],
+    );
+    assert_eq!(j.replayable(), Err(NotReplayable::CommitInsideUnit));
+    stamped(&mut j, 9);
+    client(&mut j, &[query("commit")]);
+    server(&mut j, &[complete("COMMIT"), ready(b'I')]);
+    assert!(
+        !j.has_committed(),
+        "applied again, the first transaction would run twice"
+    );
+    assert_eq!(j.replayable(), Ok(()));
+}
