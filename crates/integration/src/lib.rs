@@ -30,7 +30,7 @@ use understudy_auth::{ScramClient, ScramCredential};
 use understudy_config::{Config, Secret, Server};
 use understudy_protocol::backend::{tag, Authentication, BackendKeyData, ErrorFields};
 use understudy_protocol::frontend::{
-    encode_parse, encode_query, encode_sasl_response, encode_sync, SaslInitialResponse,
+    encode_parse, encode_sasl_response, encode_sync, SaslInitialResponse,
 };
 use understudy_protocol::startup::StartupMessage;
 use understudy_protocol::{Frame, DEFAULT_MAX_MESSAGE_LEN};
@@ -437,8 +437,16 @@ impl RawConn {
     /// Sends a simple query and returns every message up to and including
     /// ReadyForQuery.
     pub async fn simple_query(&mut self, sql: &str) -> Vec<Frame> {
+        self.simple_query_bytes(sql.as_bytes()).await
+    }
+
+    /// Sends a simple query of `sql` in the session's client encoding and
+    /// returns every message up to and including ReadyForQuery.
+    pub async fn simple_query_bytes(&mut self, sql: &[u8]) -> Vec<Frame> {
         let mut out = BytesMut::new();
-        encode_query(sql, &mut out);
+        let mut w = understudy_protocol::FrameWriter::tagged(&mut out, b'Q');
+        w.bytes(sql).u8(0);
+        w.finish();
         self.send(&out).await;
         let mut frames = Vec::new();
         loop {

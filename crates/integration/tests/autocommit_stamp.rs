@@ -163,10 +163,15 @@ const SIMPLE_QUERIES: &[(&str, bool)] = &[
     ("select count(*) from t", false),
 ];
 
-/// Runs every query of [`SIMPLE_QUERIES`] on `port` from the same table
-/// contents and returns the messages each got, and whether it added a row
-/// to the ledger.
-async fn simple_replies(h: &Harness, port: u16) -> Vec<(Vec<String>, bool)> {
+/// Runs every query of `queries` (in the client encoding `encoding`) on
+/// `port` from the same table contents and returns the messages each got,
+/// and whether it added a row to the ledger.
+async fn simple_replies(
+    h: &Harness,
+    port: u16,
+    encoding: &str,
+    queries: &[&[u8]],
+) -> Vec<(Vec<String>, bool)> {
     let admin = h.connect(Target::Direct).await;
     admin
         .batch_execute(
@@ -178,10 +183,12 @@ async fn simple_replies(h: &Harness, port: u16) -> Vec<(Vec<String>, bool)> {
         .await
         .unwrap();
     let (mut raw, _) = RawConn::login(port, SUPERUSER, PASSWORD).await;
+    raw.simple_query(&format!("set client_encoding = '{encoding}'"))
+        .await;
     let mut replies = Vec::new();
     let mut stamped = stamps(&admin).await;
-    for (sql, _) in SIMPLE_QUERIES {
-        let frames = raw.simple_query(sql).await;
+    for sql in queries {
+        let frames = raw.simple_query_bytes(sql).await;
         let messages = frames
             .iter()
             .map(|f| format!("{} {:?}", describe(f), f.body))
@@ -195,23 +202,58 @@ async fn simple_replies(h: &Harness, port: u16) -> Vec<(Vec<String>, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_query_writes_are_stamped_and_answered_exactly_as_postgresql_answers() {
     let h = Harness::start().await;
+    let queries: Vec<&[u8]> = SIMPLE_QUERIES.iter().map(|(q, _)| q.as_bytes()).collect();
+    let stamped: Vec<bool> = SIMPLE_QUERIES.iter().map(|(_, s)| *s).collect();
+    compare_simple_replies(&h, "UTF8", &queries, &stamped).await;
+}
+
+/// Runs `queries` directly and through the proxy: the same bytes back, and
+/// a ledger row through the proxy exactly for those `stamped` says.
+async fn compare_simple_replies(h: &Harness, encoding: &str, queries: &[&[u8]], stamped: &[bool]) {
     let direct = h.connect(Target::Direct).await;
     direct
         .batch_execute(
-            "create function public.shout() returns trigger language plpgsql as
+            "create or replace function public.shout() returns trigger language plpgsql as
                  $$ begin raise notice 'row %', new.id; return new; end $$",
         )
         .await
         .unwrap();
     // The first session through the proxy creates the ledger.
     let _proxied = h.connect(Target::Proxy).await;
-    let expected = simple_replies(&h, h.port(Target::Direct)).await;
-    let got = simple_replies(&h, h.port(Target::Proxy)).await;
-    for ((sql, stamp), (expected, got)) in SIMPLE_QUERIES.iter().zip(expected.iter().zip(&got)) {
+    let expected = simple_replies(h, h.port(Target::Direct), encoding, queries).await;
+    let got = simple_replies(h, h.port(Target::Proxy), encoding, queries).await;
+    for ((sql, stamp), (expected, got)) in
+        queries.iter().zip(stamped).zip(expected.iter().zip(&got))
+    {
+        let sql = String::from_utf8_lossy(sql);
         assert_eq!(got.0, expected.0, "the replies to {sql:?}");
         assert!(!expected.1, "nothing stamps directly");
         assert_eq!(got.1, *stamp, "stamped through the proxy: {sql:?}");
     }
+}
+
+/// A session in a single-byte encoding (LATIN1: `é` is the byte 0xE9) gets
+/// its autocommit writes stamped too, with the same replies, error
+/// positions included, as PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_byte_encoding_writes_are_stamped_and_answered_exactly_as_postgresql_answers() {
+    let h = Harness::start().await;
+    let queries: [(&[u8], bool); 6] = [
+        (b"insert into t values (1, '\xe9t\xe9')", true),
+        (
+            b"insert into t values (2, '\xe0;'); insert into t values (3, 'b') returning note || '\xe8' as n",
+            true,
+        ),
+        (
+            b"insert into t values (5, '\xe9\xe9'); insert into t values (6, nosuchcolumn)",
+            false,
+        ),
+        (b"/* \xe9 */ update t set note = note || '\xff' where id = 1", true),
+        (b"select id + 0, note || '' from t order by id", false),
+        (b"insert into t values (1, '\xe9')", false),
+    ];
+    let (sql, stamped): (Vec<&[u8]>, Vec<bool>) = queries.into_iter().unzip();
+    compare_simple_replies(&h, "LATIN1", &sql, &stamped).await;
 }
 
 /// A driver that reads an error sends its next requests at once: behind the

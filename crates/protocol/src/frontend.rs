@@ -176,9 +176,16 @@ pub fn encode_query(sql: &str, out: &mut BytesMut) {
 
 /// Appends a Parse message naming `statement`, without parameter types.
 pub fn encode_parse(statement: &str, sql: &str, out: &mut BytesMut) {
+    encode_parse_bytes(statement, sql.as_bytes(), out);
+}
+
+/// Appends a Parse of `sql` given as bytes in the client's encoding (cut at
+/// a NUL, as the server reads it) as `statement`, with no parameter types.
+pub fn encode_parse_bytes(statement: &str, sql: &[u8], out: &mut BytesMut) {
+    let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
     let mut w = FrameWriter::tagged(out, tag::PARSE);
     w.cstr(statement);
-    w.cstr(sql);
+    w.bytes(&sql[..end]).u8(0);
     w.i16(0);
     w.finish();
 }

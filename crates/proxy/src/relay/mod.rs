@@ -121,7 +121,7 @@ pub struct RelayState {
     pub held_sync_is_proxys: bool,
     /// The COMMIT of a translated `BEGIN; …; COMMIT` Query, sent behind the
     /// stamp when the proxy's Sync is released.
-    pub pending_commit: Option<String>,
+    pub pending_commit: Option<Vec<u8>>,
     /// Requests the client may have outstanding at once.
     pub max_pipelined_requests: usize,
     /// Ends the session when it sits idle inside a transaction too long.

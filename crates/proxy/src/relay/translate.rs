@@ -17,12 +17,21 @@
 //! before a statement is replaced by as many spaces as it has characters:
 //! error positions then count from the start of the client's string, as
 //! they do for a simple Query.
+//!
+//! The client's text is read in its own encoding: UTF-8, or one of
+//! PostgreSQL's single-byte encodings (LATIN1, WIN1252, KOI8R, …), whose
+//! bytes above 127 are letters the lexer reads as it reads any letter, so
+//! they are read as `x` — the statements split and classify the same, and
+//! each byte is one character. The statements sent are the client's own
+//! bytes. Other encodings (SQL_ASCII, which converts nothing, and the
+//! multi-byte ones) are sent as they are.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
 use understudy_protocol::frontend::{
-    encode_bind, encode_describe_portal, encode_execute, encode_flush, encode_parse,
+    encode_bind, encode_describe_portal, encode_execute, encode_flush, encode_parse_bytes,
 };
 
 use crate::commit_sql;
@@ -36,11 +45,11 @@ const MAX_TRANSLATED_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Translation {
     /// Statements sent at once, each through the unnamed statement and
-    /// portal (which a simple Query drops anyway).
-    pub statements: Vec<String>,
+    /// portal (which a simple Query drops anyway), in the client's encoding.
+    pub statements: Vec<Vec<u8>>,
     /// The COMMIT ending a `BEGIN; …; COMMIT` Query: sent behind the stamp
     /// once the other statements are answered.
-    pub commit: Option<String>,
+    pub commit: Option<Vec<u8>>,
     /// A `COPY … FROM STDIN`: the client's rows follow the statement, and
     /// its CopyDone, not the end of the Query, is where the stamp and the
     /// proxy's Sync go.
@@ -60,10 +69,22 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         return None;
     }
     let is = |name: &str, value: &str| parameters.get(name).is_some_and(|v| v == value);
-    if !is("client_encoding", "UTF8") || !is("standard_conforming_strings", "on") {
+    if !is("standard_conforming_strings", "on") {
         return None;
     }
-    let text = std::str::from_utf8(sql).ok()?;
+    let encoding = parameters.get("client_encoding")?;
+    let (text, single_byte): (Cow<'_, str>, bool) = if encoding == "UTF8" {
+        (Cow::Borrowed(std::str::from_utf8(sql).ok()?), false)
+    } else if is_single_byte(encoding) {
+        let ascii = sql
+            .iter()
+            .map(|&b| if b < 0x80 { b } else { b'x' })
+            .collect();
+        (Cow::Owned(String::from_utf8(ascii).ok()?), true)
+    } else {
+        return None;
+    };
+    let text = &*text;
     if copy {
         // Parsed whole: a COPY is rare and carries its rows, and `COPY … TO`,
         // `COPY (query) TO` and a COPY from a server file look alike to the
@@ -71,7 +92,7 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         let plain = !understudy_rules::lexical::shape(text)?.has_parameters;
         return (plain && understudy_rules::lexical::is_copy_from_stdin(text)).then(|| {
             Translation {
-                statements: vec![text.to_owned()],
+                statements: vec![sql.to_vec()],
                 commit: None,
                 copy_in: true,
             }
@@ -83,7 +104,7 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
     }
     if shape.statements == 1 {
         return single_write.then(|| Translation {
-            statements: vec![text.to_owned()],
+            statements: vec![sql.to_vec()],
             commit: None,
             copy_in: false,
         });
@@ -109,9 +130,14 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         return None;
     }
     let padded = |i: usize| {
-        let before = text[..ranges[i].start].chars().count();
-        let mut statement = " ".repeat(before);
-        statement.push_str(statements[i]);
+        let start = ranges[i].start;
+        let before = if single_byte {
+            start
+        } else {
+            text[..start].chars().count()
+        };
+        let mut statement = vec![b' '; before];
+        statement.extend_from_slice(&sql[ranges[i].clone()]);
         statement
     };
     let sent = if block {
@@ -129,9 +155,9 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
 /// Appends one statement through the unnamed statement and portal — Parse,
 /// Bind with text results, Describe for its RowDescription, Execute — and
 /// journals it as sent in place of the client's Query.
-pub fn encode_statement(sql: &str, out: &mut BytesMut, journal: &mut Journal) {
+pub fn encode_statement(sql: &[u8], out: &mut BytesMut, journal: &mut Journal) {
     let mut start = out.len();
-    encode_parse("", sql, out);
+    encode_parse_bytes("", sql, out);
     journal.translated_request(&out[start..]);
     start = out.len();
     encode_bind("", "", out);
@@ -146,7 +172,7 @@ pub fn encode_statement(sql: &str, out: &mut BytesMut, journal: &mut Journal) {
 
 /// Appends the statements of a translation and a Flush, so the server
 /// answers them without ending their transaction.
-pub fn encode_statements(statements: &[String], out: &mut BytesMut, journal: &mut Journal) {
+pub fn encode_statements(statements: &[Vec<u8>], out: &mut BytesMut, journal: &mut Journal) {
     for sql in statements {
         encode_statement(sql, out, journal);
     }
@@ -155,14 +181,49 @@ pub fn encode_statements(statements: &[String], out: &mut BytesMut, journal: &mu
     journal.injected_request(&out[start..]);
 }
 
+/// True for PostgreSQL's single-byte client encodings, as the server names
+/// them in `client_encoding`.
+fn is_single_byte(encoding: &str) -> bool {
+    const SINGLE_BYTE: &[&str] = &[
+        "LATIN1",
+        "LATIN2",
+        "LATIN3",
+        "LATIN4",
+        "LATIN5",
+        "LATIN6",
+        "LATIN7",
+        "LATIN8",
+        "LATIN9",
+        "LATIN10",
+        "ISO_8859_5",
+        "ISO_8859_6",
+        "ISO_8859_7",
+        "ISO_8859_8",
+        "KOI8R",
+        "KOI8U",
+        "WIN866",
+        "WIN874",
+        "WIN1250",
+        "WIN1251",
+        "WIN1252",
+        "WIN1253",
+        "WIN1254",
+        "WIN1255",
+        "WIN1256",
+        "WIN1257",
+        "WIN1258",
+    ];
+    SINGLE_BYTE.contains(&encoding)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{translation, Translation};
     use std::collections::HashMap;
 
-    fn utf8_session() -> HashMap<String, String> {
+    fn session(encoding: &str) -> HashMap<String, String> {
         HashMap::from([
-            ("client_encoding".to_owned(), "UTF8".to_owned()),
+            ("client_encoding".to_owned(), encoding.to_owned()),
             ("standard_conforming_strings".to_owned(), "on".to_owned()),
         ])
     }
@@ -170,13 +231,20 @@ mod tests {
     fn of(sql: &str) -> Option<Translation> {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
-        translation(&body, &utf8_session())
+        translation(&body, &session("UTF8"))
+    }
+
+    fn texts(statements: &[Vec<u8>]) -> Vec<String> {
+        statements
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
     }
 
     #[test]
     fn one_data_write_is_sent_as_it_is() {
         let t = of("insert into t values (1);").expect("translated");
-        assert_eq!(t.statements, ["insert into t values (1);"]);
+        assert_eq!(texts(&t.statements), ["insert into t values (1);"]);
         assert_eq!(t.commit, None);
     }
 
@@ -185,11 +253,32 @@ mod tests {
         // 27 characters (28 bytes) come before the second statement.
         let t = of("insert into t values ('é'); select 1").expect("translated");
         assert_eq!(
-            t.statements,
+            texts(&t.statements),
             [
-                "insert into t values ('é')",
-                &format!("{}{}", " ".repeat(27), " select 1")
+                "insert into t values ('é')".to_owned(),
+                format!("{}{}", " ".repeat(27), " select 1")
             ]
+        );
+    }
+
+    #[test]
+    fn a_single_byte_encoding_is_read_byte_for_character() {
+        // LATIN1: 'é' is the one byte 0xE9, a letter in an identifier too.
+        let sql = b"insert into t\xe9 values ('\xe9;'); update t set a = 1 where b = '\xe9'\0";
+        let t = translation(sql, &session("LATIN1")).expect("translated");
+        assert_eq!(t.statements.len(), 2);
+        assert_eq!(t.statements[0], b"insert into t\xe9 values ('\xe9;')");
+        let mut second = vec![b' '; 29];
+        second.extend_from_slice(b" update t set a = 1 where b = '\xe9'");
+        assert_eq!(t.statements[1], second, "one space per byte before it");
+        assert_eq!(
+            translation(b"insert into t values ('\xe9')\0", &session("SQL_ASCII")),
+            None,
+            "SQL_ASCII converts nothing: its bytes are not characters"
+        );
+        assert_eq!(
+            translation(b"insert into t values (1)\0", &session("SJIS")),
+            None
         );
     }
 
@@ -197,13 +286,19 @@ mod tests {
     fn a_transaction_block_keeps_its_commit_for_the_stamp() {
         let t = of("begin; update t set a = 1; commit;").expect("translated");
         assert_eq!(t.statements.len(), 2);
-        assert_eq!(t.commit.as_deref().map(str::trim), Some("commit"));
+        let commit = t
+            .commit
+            .map(|c| String::from_utf8_lossy(&c).trim().to_owned());
+        assert_eq!(commit.as_deref(), Some("commit"));
     }
 
     #[test]
     fn a_copy_from_stdin_waits_for_its_rows() {
         let t = of("copy t (a) from stdin with (format csv)").expect("translated");
-        assert_eq!(t.statements, ["copy t (a) from stdin with (format csv)"]);
+        assert_eq!(
+            texts(&t.statements),
+            ["copy t (a) from stdin with (format csv)"]
+        );
         assert!(t.copy_in);
         assert!(!of("insert into t values (1)").expect("translated").copy_in);
     }
@@ -227,8 +322,8 @@ mod tests {
         ] {
             assert_eq!(of(sql), None, "{sql}");
         }
-        let mut latin = utf8_session();
-        latin.insert("client_encoding".into(), "LATIN1".into());
-        assert_eq!(translation(b"insert into t values (1)\0", &latin), None);
+        let mut off = session("UTF8");
+        off.insert("standard_conforming_strings".into(), "off".into());
+        assert_eq!(translation(b"insert into t values (1)\0", &off), None);
     }
 }
