@@ -15,9 +15,13 @@ use understudy_integration::{Harness, Target};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_that_reached_the_standby_is_reported_once() {
-    let mut h = Harness::start_with(1, |_| {}).await;
+type Commit = tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)>;
+
+/// A cluster with table `t`, and a session through the proxy that ran
+/// `opening` and sent `commit`: the commit record reaches the synchronous
+/// standby, which does not apply it, so the primary never acknowledges it.
+/// Returns the COMMIT's task once the primary waits for the standby.
+async fn commit_the_standby_received(h: &Harness, opening: &str, commit: &'static str) -> Commit {
     h.cluster
         .connect()
         .await
@@ -27,21 +31,60 @@ async fn commit_that_reached_the_standby_is_reported_once() {
     h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
-    client
-        .batch_execute("begin; insert into t values (1)")
-        .await
-        .unwrap();
-    // The standby receives the commit record but does not apply it, so the
-    // primary never acknowledges the COMMIT.
+    client.batch_execute(opening).await.unwrap();
     standby
         .batch_execute("select pg_wal_replay_pause()")
         .await
         .unwrap();
     let commit = tokio::spawn(async move {
-        let result = client.batch_execute("commit").await;
+        let result = client.batch_execute(commit).await;
         (client, result)
     });
     h.commit_waiting_for_the_standby().await;
+    commit
+}
+
+/// As [`commit_the_standby_received`], but the standby's WAL receiver is
+/// frozen, then killed with the primary (which is killed here, and the
+/// standby promoted): the commit record never gets there (what its socket
+/// held is lost), and the primary never acknowledged the COMMIT.
+async fn commit_the_standby_never_received(
+    h: &mut Harness,
+    opening: &str,
+    commit: &'static str,
+) -> Commit {
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    h.make_standby_synchronous("on").await;
+    let standby = h.cluster.connect_to(1).await;
+    let receiver: i32 = standby
+        .query_one("select pid from pg_stat_wal_receiver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let client = h.connect(Target::Proxy).await;
+    client.batch_execute(opening).await.unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    let commit = tokio::spawn(async move {
+        let result = client.batch_execute(commit).await;
+        (client, result)
+    });
+    h.commit_waiting_for_the_standby().await;
+
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+    commit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_that_reached_the_standby_is_reported_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let commit = commit_the_standby_received(&h, "begin; insert into t values (1)", "commit").await;
 
     h.fail_over().await;
 
@@ -58,37 +101,9 @@ async fn commit_that_reached_the_standby_is_reported_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_that_never_reached_the_standby_is_replayed_once() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int)")
-        .await
-        .unwrap();
-    h.make_standby_synchronous("on").await;
-    let standby = h.cluster.connect_to(1).await;
-    let receiver: i32 = standby
-        .query_one("select pid from pg_stat_wal_receiver", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let client = h.connect(Target::Proxy).await;
-    client
-        .batch_execute("begin; insert into t values (1)")
-        .await
-        .unwrap();
-    // The standby's WAL receiver is frozen, and killed with the primary:
-    // the commit record never gets there (what its socket held is lost),
-    // and the primary never acknowledges the COMMIT.
-    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
-    let commit = tokio::spawn(async move {
-        let result = client.batch_execute("commit").await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
-
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
-    h.promote_standby().await;
+    let commit =
+        commit_the_standby_never_received(&mut h, "begin; insert into t values (1)", "commit")
+            .await;
 
     let (_client, result) = tokio::time::timeout(DEADLINE, commit)
         .await
@@ -534,28 +549,8 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_and_chain_that_reached_the_standby_is_reported_committed() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int)")
-        .await
-        .unwrap();
-    h.make_standby_synchronous("remote_apply").await;
-    let standby = h.cluster.connect_to(1).await;
-    let client = h.connect(Target::Proxy).await;
-    client
-        .batch_execute("begin isolation level serializable; insert into t values (1)")
-        .await
-        .unwrap();
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let commit = tokio::spawn(async move {
-        let result = client.batch_execute("commit and chain").await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
+    let opening = "begin isolation level serializable; insert into t values (1)";
+    let commit = commit_the_standby_received(&h, opening, "commit and chain").await;
 
     h.fail_over().await;
 
@@ -581,34 +576,8 @@ async fn commit_and_chain_that_reached_the_standby_is_reported_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_and_chain_that_never_reached_the_standby_is_replayed_once() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int)")
-        .await
-        .unwrap();
-    h.make_standby_synchronous("on").await;
-    let standby = h.cluster.connect_to(1).await;
-    let receiver: i32 = standby
-        .query_one("select pid from pg_stat_wal_receiver", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let client = h.connect(Target::Proxy).await;
-    client
-        .batch_execute("begin isolation level repeatable read; insert into t values (1)")
-        .await
-        .unwrap();
-    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
-    let commit = tokio::spawn(async move {
-        let result = client.batch_execute("commit and chain").await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
-
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(receiver), Signal::SIGKILL).unwrap();
-    h.promote_standby().await;
+    let opening = "begin isolation level repeatable read; insert into t values (1)";
+    let commit = commit_the_standby_never_received(&mut h, opening, "commit and chain").await;
 
     let (client, result) = tokio::time::timeout(DEADLINE, commit)
         .await
