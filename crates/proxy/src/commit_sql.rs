@@ -15,21 +15,11 @@ pub fn is_commit(sql: &[u8]) -> bool {
 /// `COMMIT AND CHAIN` or `END AND CHAIN` (with optional `WORK` or
 /// `TRANSACTION`).
 pub fn is_commit_and_chain(sql: &[u8]) -> bool {
-    let Some(words) = words(sql) else {
-        return false;
-    };
-    let mut rest: &[&[u8]] = &words;
-    match rest.first() {
-        Some(first) if is_one_of(first, &[b"COMMIT", b"END"]) => rest = &rest[1..],
-        _ => return false,
-    }
-    if rest
-        .first()
-        .is_some_and(|w| is_one_of(w, &[b"WORK", b"TRANSACTION"]))
-    {
-        rest = &rest[1..];
-    }
-    matches!(rest, [and, chain] if and.eq_ignore_ascii_case(b"AND") && chain.eq_ignore_ascii_case(b"CHAIN"))
+    transaction_end_tail(
+        sql,
+        &[b"COMMIT", b"END"],
+        |tail| matches!(tail, [and, chain] if and.eq_ignore_ascii_case(b"AND") && chain.eq_ignore_ascii_case(b"CHAIN")),
+    )
 }
 
 /// True when `sql` is exactly one commit, chaining a new transaction or not.
@@ -48,9 +38,22 @@ pub fn ends_transaction_alone(sql: &[u8]) -> bool {
 /// True when `sql` is one of `keywords`, optionally followed by `WORK` or
 /// `TRANSACTION` and by `AND NO CHAIN`.
 fn is_transaction_end(sql: &[u8], keywords: &[&[u8]]) -> bool {
-    let words = match words(sql) {
-        Some(words) => words,
-        None => return false,
+    transaction_end_tail(sql, keywords, |tail| match tail {
+        [] => true,
+        [and, no, chain] => {
+            and.eq_ignore_ascii_case(b"AND")
+                && no.eq_ignore_ascii_case(b"NO")
+                && chain.eq_ignore_ascii_case(b"CHAIN")
+        }
+        _ => false,
+    })
+}
+
+/// True when `sql` is one of `keywords`, optionally followed by `WORK` or
+/// `TRANSACTION`, and the words after those pass `tail`.
+fn transaction_end_tail(sql: &[u8], keywords: &[&[u8]], tail: impl Fn(&[&[u8]]) -> bool) -> bool {
+    let Some(words) = words(sql) else {
+        return false;
     };
     let mut rest: &[&[u8]] = &words;
     match rest.first() {
@@ -63,15 +66,7 @@ fn is_transaction_end(sql: &[u8], keywords: &[&[u8]]) -> bool {
     {
         rest = &rest[1..];
     }
-    match rest {
-        [] => true,
-        [and, no, chain] => {
-            and.eq_ignore_ascii_case(b"AND")
-                && no.eq_ignore_ascii_case(b"NO")
-                && chain.eq_ignore_ascii_case(b"CHAIN")
-        }
-        _ => false,
-    }
+    tail(rest)
 }
 
 /// Splits `sql` into words, skipping whitespace and comments; `None` for
