@@ -351,6 +351,44 @@ async fn status_json_lists_live_primary_and_standby_and_the_proxy_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_a_port_in_use_fails_at_once_without_creating_servers() {
+    let dir = open_dir();
+    for taken in ["proxy", "admin"] {
+        let occupant = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+        let occupied = occupant.local_addr().expect("its address").port();
+        let (port, admin_port) = match taken {
+            "proxy" => (occupied, free_port()),
+            _ => (free_port(), occupied),
+        };
+        let started = Instant::now();
+        let out = run(&mut up_command(dir.path(), port, admin_port)).await;
+        assert!(
+            !out.status.success(),
+            "up on a {taken} port in use must fail"
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("cannot listen on 127.0.0.1:{occupied}")),
+            "the error names the {taken} address: {}",
+            out.stderr
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it fails before creating servers, took {:?}",
+            started.elapsed()
+        );
+        let created: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("reading the directory")
+            .collect();
+        assert!(
+            created.is_empty(),
+            "nothing was created under {}: {created:?}",
+            dir.path().display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_up_on_the_same_dir_fails_without_disturbing_the_first() {
     let dir = open_dir();
     let up = Up::start(dir.path()).await;

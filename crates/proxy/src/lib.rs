@@ -59,5 +59,5 @@ pub mod tls;
 pub mod topology;
 pub mod wake_gate;
 
-pub use listener::{start, ProxyHandle, ShutdownReport, StartError};
+pub use listener::{bind, start, start_on, ProxyHandle, ShutdownReport, StartError};
 pub use topology::{BackendAddr, Topology, TopologyRx, TopologyTx};

@@ -188,12 +188,29 @@ impl ProxyHandle {
 
 /// Binds `config.proxy.listen` and starts accepting clients.
 pub async fn start(config: Arc<Config>, topology: TopologyRx) -> Result<ProxyHandle, StartError> {
+    let listener = bind(config.proxy.listen).await?;
+    start_on(listener, config, topology).await
+}
+
+/// Binds the proxy's listening socket without serving it yet: a caller that has
+/// slow work to do before [`start_on`] (creating the servers) claims its port
+/// first, so nothing started meanwhile can take it.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts accepting clients on `listener` (from [`bind`]), ignoring
+/// `config.proxy.listen`.
+pub async fn start_on(
+    listener: TcpListener,
+    config: Arc<Config>,
+    topology: TopologyRx,
+) -> Result<ProxyHandle, StartError> {
     let client_tls = Arc::new(ClientTls::load(&config.tls)?);
     let server_tls = ServerTls::new(&config.backend)?;
     let addr = config.proxy.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;

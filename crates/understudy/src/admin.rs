@@ -94,7 +94,12 @@ struct ProxyDoc {
 /// Binds `addr` and serves requests until [`AdminServer::close`] (or the end of the
 /// process).
 pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<AdminServer> {
-    let listener = TcpListener::bind(addr).await?;
+    serve_on(TcpListener::bind(addr).await?, state)
+}
+
+/// Serves requests on a listener bound beforehand (see `understudy up`, which
+/// claims its ports before creating the servers).
+pub fn serve_on(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<AdminServer> {
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {

@@ -41,10 +41,12 @@ pub struct UpArgs {
     /// Directory that holds the cluster's state, credentials and (when reachable) data.
     #[arg(long, default_value = "./.understudy", env = "UNDERSTUDY_DIR")]
     pub dir: PathBuf,
-    /// Port clients connect to (on 127.0.0.1).
+    /// Port clients connect to (on 127.0.0.1); 0 picks a free one (the `ready:`
+    /// line names it).
     #[arg(long, default_value_t = 6543)]
     pub port: u16,
-    /// Port of the admin endpoint (on 127.0.0.1); default: the proxy port + 1.
+    /// Port of the admin endpoint (on 127.0.0.1); default: the proxy port + 1, or a
+    /// free one when --port is 0.
     #[arg(long)]
     pub admin_port: Option<u16>,
     /// Rules file (rewrite, access rights, masking); see docs/rules.md.

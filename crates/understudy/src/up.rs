@@ -23,6 +23,19 @@ use crate::CliError;
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
+    // Both ports are claimed before the servers are created: a port chosen for a
+    // server meanwhile (here or by any other program) can then never be one of
+    // them, and a port in use is reported at once, not after initdb.
+    let (proxy_addr, admin_addr) = listen_addrs(&args);
+    let proxy_listener = understudy_proxy::bind(proxy_addr).await?;
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|e| admin_bind_error(admin_addr, &e))?;
+    // With port 0 the kernel chose: the configuration names the real ports.
+    let bound = (
+        proxy_listener.local_addr().unwrap_or(proxy_addr),
+        admin_listener.local_addr().unwrap_or(admin_addr),
+    );
     let cluster = EmbeddedCluster::up(&args.dir).await?;
     let dir = cluster.dir().to_path_buf();
     tracing::info!(dir = %dir.display(), data = %cluster.data_root().display(), "cluster is up");
@@ -31,10 +44,10 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     }
     let tls = TlsFiles::under(&dir);
     let config = match tls.ensure() {
-        Ok(()) => embedded_config(&cluster, &args, Some(&tls))?,
+        Ok(()) => embedded_config(&cluster, &args, bound, Some(&tls))?,
         Err(e) => {
             tracing::warn!("{e}; clients will be offered no TLS");
-            embedded_config(&cluster, &args, None)?
+            embedded_config(&cluster, &args, bound, None)?
         }
     };
     let config = Arc::new(config);
@@ -48,22 +61,20 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let (topology_tx, topology_rx) = topology::channel(topology_of(&view.borrow()));
     follow_view(view, topology_tx);
 
-    let proxy = match understudy_proxy::start(Arc::clone(&config), topology_rx).await {
-        Ok(proxy) => proxy,
-        Err(e) => {
-            stop(&orchestrator).await;
-            return Err(e.into());
-        }
-    };
+    let proxy =
+        match understudy_proxy::start_on(proxy_listener, Arc::clone(&config), topology_rx).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                stop(&orchestrator).await;
+                return Err(e.into());
+            }
+        };
     let admin_state = Arc::new(admin_state(&orchestrator, &proxy));
-    let admin = match admin::serve(config.admin.listen, admin_state).await {
+    let admin = match admin::serve_on(admin_listener, admin_state) {
         Ok(admin) => admin,
         Err(e) => {
             stop(&orchestrator).await;
-            return Err(CliError::Other(format!(
-                "cannot listen on {} for the admin endpoint: {e} (choose another with --admin-port)",
-                config.admin.listen
-            )));
+            return Err(admin_bind_error(admin_addr, &e));
         }
     };
     let instance = Instance {
@@ -194,6 +205,7 @@ fn admin_state(
 fn embedded_config(
     cluster: &EmbeddedCluster,
     args: &UpArgs,
+    (proxy_listen, admin_listen): (SocketAddr, SocketAddr),
     tls: Option<&TlsFiles>,
 ) -> Result<Config, CliError> {
     let mut config = Config::default_for_embedded();
@@ -203,12 +215,11 @@ fn embedded_config(
     }
     // The embedded servers listen on loopback without TLS.
     config.backend.tls_mode = understudy_config::BackendTlsMode::Disable;
-    config.proxy.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    config.proxy.listen = proxy_listen;
+    config.admin.listen = admin_listen;
     if let Some(rules) = &args.rules {
         config.proxy.rules = rules.display().to_string();
     }
-    let admin_port = args.admin_port.unwrap_or(args.port.wrapping_add(1));
-    config.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
     config.auth.auth_user = cluster.creds.superuser.clone();
     config.auth.auth_password = Secret::new(cluster.creds.password.clone());
     config.servers = [&cluster.primary, &cluster.standby]
@@ -222,6 +233,26 @@ fn embedded_config(
         .collect();
     config.validate()?;
     Ok(config)
+}
+
+/// The proxy's and the admin endpoint's addresses, on loopback. The admin port
+/// defaults to the proxy port + 1, or to any free port when the proxy's is 0.
+fn listen_addrs(args: &UpArgs) -> (SocketAddr, SocketAddr) {
+    let default_admin_port = match args.port {
+        0 => 0,
+        port => port.wrapping_add(1),
+    };
+    let admin_port = args.admin_port.unwrap_or(default_admin_port);
+    (
+        SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port)),
+    )
+}
+
+fn admin_bind_error(addr: SocketAddr, e: &std::io::Error) -> CliError {
+    CliError::Other(format!(
+        "cannot listen on {addr} for the admin endpoint: {e} (choose another with --admin-port)"
+    ))
 }
 
 async fn stop(orchestrator: &OrchestratorHandle) {
