@@ -77,7 +77,7 @@ impl Reply {
         if tag == DATA_ROW {
             self.rows = self.rows.wrapping_add(message_hash);
         } else {
-            self.framing = xxh3_64_with_seed(&message_hash.to_le_bytes(), self.framing);
+            self.framing = chain(self.framing, message_hash);
         }
     }
 
@@ -101,9 +101,15 @@ impl Reply {
     }
 }
 
-/// `hash` appended to the chain `so_far`.
+/// `hash` appended to the chain `so_far`: the folded 128-bit product of the
+/// two, each first mixed with a constant (wyhash's `mum`). Every message of
+/// every reply is chained twice, so this is a multiply, not a hash call. The
+/// message hashes it combines are xxh3's; the different constants and the
+/// fold make the chain depend on their order.
 fn chain(so_far: u64, hash: u64) -> u64 {
-    xxh3_64_with_seed(&hash.to_le_bytes(), so_far)
+    const SECRET: [u64; 2] = [0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db];
+    let product = u128::from(so_far ^ SECRET[0]) * u128::from(hash ^ SECRET[1]);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// One client message of the unit, and the server's reply to it.

@@ -220,6 +220,9 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Outside the relay the sockets are polled with the task's own waker.
+    to_server.open_read_gate();
+    to_client.open_read_gate();
     poll_fn(|cx| {
         if parks_now(state, to_server) {
             return Poll::Ready(RelayEnd::Parked);

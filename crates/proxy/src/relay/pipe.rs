@@ -15,6 +15,7 @@ use understudy_protocol::scan::{Piece, Scanner};
 use super::RelayEnd;
 use crate::error::{SessionError, Side};
 use crate::journal::Journal;
+use crate::wake_gate::Gate;
 
 /// Free space kept available for each read.
 const READ_RESERVE: usize = 16 * 1024;
@@ -34,6 +35,9 @@ pub struct Pipe {
     /// started, or from a new backend during a move).
     pub(super) unscanned: bool,
     pub(super) scanner: Scanner,
+    /// The read side is polled through this gate: only when its own waker
+    /// fired, or it was opened, since its last read found nothing.
+    pub(super) read_gate: Gate,
 }
 
 impl Pipe {
@@ -46,6 +50,7 @@ impl Pipe {
             done_reading: false,
             unscanned: true,
             scanner: Scanner::new(max_message_len),
+            read_gate: Gate::new(),
         }
     }
 }
@@ -104,11 +109,19 @@ where
         if pipe.buf.capacity() - pipe.buf.len() < READ_RESERVE / 4 {
             pipe.buf.reserve(READ_RESERVE);
         }
-        match poll_read_buf(Pin::new(&mut *from), cx, &mut pipe.buf) {
+        // A read that found nothing registered the gate's waker: until it
+        // fires, reading again would find nothing too.
+        let Some(waker) = pipe.read_gate.passes(cx) else {
+            return Poll::Pending;
+        };
+        let mut read_cx = Context::from_waker(waker);
+        match poll_read_buf(Pin::new(&mut *from), &mut read_cx, &mut pipe.buf) {
             Poll::Ready(Ok(0)) => {
                 return Poll::Ready(RelayEnd::Failed(SessionError::Closed(from_side)))
             }
             Poll::Ready(Ok(n)) => {
+                // Read on until a read finds nothing and registers the waker.
+                pipe.read_gate.open();
                 if let Err(e) = scan(pipe, n) {
                     return Poll::Ready(RelayEnd::Failed(e));
                 }
@@ -152,6 +165,7 @@ impl Pipe {
         self.needs_flush = false;
         self.done_reading = false;
         self.unscanned = true;
+        self.read_gate.open();
         let max = self.scanner.max_len();
         self.scanner = Scanner::new(max);
     }
@@ -175,6 +189,12 @@ impl Pipe {
     pub fn resume_reading(&mut self) {
         self.done_reading = false;
         self.unscanned = true;
+    }
+
+    /// Lets the next read through the gate: the socket may have been
+    /// polled with another waker since (outside the relay).
+    pub(super) fn open_read_gate(&mut self) {
+        self.read_gate.open();
     }
 
     /// Drops output not yet written (requests to a backend that is gone:
