@@ -31,6 +31,9 @@ enum Commits {
     /// (the last by COMMIT), so that every transaction but the first runs
     /// in a block it did not open.
     Chained,
+    /// Each an autocommit `SELECT add_row(id)`, a function that inserts the
+    /// row: half through the extended protocol, half as a simple Query.
+    FunctionCalls,
 }
 
 /// A session through the proxy that committed one transaction the standby
@@ -69,6 +72,17 @@ async fn commits_only_the_primary_has(
                 ))
                 .await
                 .unwrap(),
+            Commits::FunctionCalls if id % 2 == 0 => {
+                let row = client
+                    .query_one("select add_row($1)", &[&id])
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i32>(0), id);
+            }
+            Commits::FunctionCalls => client
+                .batch_execute(&format!("select add_row({id})"))
+                .await
+                .unwrap(),
             Commits::Chained => {
                 if id == 1 {
                     client.batch_execute("begin").await.unwrap();
@@ -86,12 +100,17 @@ async fn commits_only_the_primary_has(
     (client, sender)
 }
 
-/// Creates the table the tests write to, on the primary.
+/// Creates the table the tests write to, and a function that writes to it,
+/// on the primary.
 async fn create_table(h: &Harness) {
     h.cluster
         .connect()
         .await
-        .batch_execute("create table t (id int primary key, note text)")
+        .batch_execute(
+            "create table t (id int primary key, note text);
+             create function add_row(i int) returns int language sql as
+                 $$ insert into t values (i, 'lost unless re-applied') returning i $$",
+        )
         .await
         .unwrap();
 }
@@ -170,6 +189,16 @@ async fn chained_commits_the_standby_never_received_are_on_the_new_primary() {
 async fn autocommit_writes_the_standby_never_received_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, sender) = commits_only_the_primary_has(&h, Commits::Autocommit).await;
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// An autocommit `SELECT` is a read, except when it calls a function that
+/// writes: the proxy knows the database's volatile functions, stamps such a
+/// `SELECT` like the write it is, and keeps it in the commit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_by_functions_autocommit_selects_call_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::FunctionCalls).await;
     fail_over_and_count(&mut h, &client, sender).await;
 }
 

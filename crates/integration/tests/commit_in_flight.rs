@@ -297,7 +297,11 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
     h.cluster
         .connect()
         .await
-        .batch_execute("create table t (id int)")
+        .batch_execute(
+            "create table t (id int);
+             create function add_rows() returns setof int language sql as
+                 $$ insert into t values (1), (2) returning id * 10 $$",
+        )
         .await
         .unwrap();
     h.make_standby_synchronous("remote_apply").await;
@@ -338,6 +342,13 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
 async fn simple_query_autocommit_write_in_flight_that_reached_the_standby_is_reported_once() {
     simple_query_that_reached_the_standby("insert into t values (1), (2) returning id * 10", &[2])
         .await;
+}
+
+/// A `SELECT` calling a function that writes is stamped like a write: the
+/// ledger shows it committed, so it is not run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_calling_a_writing_function_in_flight_that_reached_the_standby_is_reported_once() {
+    simple_query_that_reached_the_standby("select * from add_rows()", &[2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

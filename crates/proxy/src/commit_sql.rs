@@ -386,6 +386,17 @@ pub fn is_copy(sql: &[u8]) -> bool {
         .is_some_and(|w| w.eq_ignore_ascii_case(b"COPY"))
 }
 
+/// True when `sql` is one query a function it calls could write through: a
+/// read ([`is_read_only`]) or a statement starting with `WITH` that is
+/// not a data write already.
+pub fn is_query(sql: &[u8]) -> bool {
+    is_read_only(sql)
+        || (loose_words(sql)
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"WITH"))
+            && !has_second_statement(sql))
+}
+
 /// True when `sql` may start, end or mark a transaction (`BEGIN`, `START`,
 /// `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`,
 /// `PREPARE TRANSACTION`), or holds several statements, one of which may.

@@ -15,14 +15,15 @@
 //! created on first use by `auth.auth_user`. Old rows are deleted in the
 //! background.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use understudy_config::Config;
 
 use crate::topology::{self, TopologyRx};
+use crate::writing_functions::{self, WritingFunctions};
 
 /// Creates the ledger objects; safe to run again.
 ///
@@ -122,11 +123,13 @@ fn token_at(at: std::time::SystemTime) -> i64 {
     (ms << TOKEN_COUNTER_BITS) as i64
 }
 
-/// Which databases have a ledger, as far as this proxy knows.
+/// Which databases have a ledger, as far as this proxy knows, and the
+/// functions a `SELECT` may write through in each of them.
 pub struct Ledgers {
     config: Arc<Config>,
     topology: TopologyRx,
     ready: Mutex<HashMap<String, bool>>,
+    functions: std::sync::Mutex<HashMap<String, Arc<WritingFunctions>>>,
 }
 
 impl Ledgers {
@@ -136,7 +139,18 @@ impl Ledgers {
             config,
             topology,
             ready: Mutex::new(HashMap::new()),
+            functions: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The functions a `SELECT` may write through in `database`, once its
+    /// ledger exists ([`Ledgers::ensure`]).
+    pub fn writing_functions(&self, database: &str) -> Option<Arc<WritingFunctions>> {
+        self.functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(database)
+            .cloned()
     }
 
     /// True when `database` has the ledger (creating it if needed). A
@@ -148,10 +162,26 @@ impl Ledgers {
             return ok;
         }
         let ok = match self.setup(database).await {
-            Ok(()) => {
+            Ok(client) => {
                 let this = Arc::clone(self);
-                let database = database.to_owned();
-                tokio::spawn(async move { this.clean(database).await });
+                let name = database.to_owned();
+                tokio::spawn(async move { this.clean(name).await });
+                // Read before the first session goes on, so that its first
+                // statements are already classified with them.
+                let functions = Arc::new(WritingFunctions::default());
+                match names_of_writing_functions(&client).await {
+                    Ok(names) => functions.replace(names),
+                    Err(e) => {
+                        tracing::warn!(database, error = %e, "cannot read which functions may write; autocommit SELECTs calling them are not stamped until they are read");
+                    }
+                }
+                self.functions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(database.to_owned(), Arc::clone(&functions));
+                let this = Arc::clone(self);
+                let name = database.to_owned();
+                tokio::spawn(async move { this.refresh_functions(name, functions, client).await });
                 true
             }
             Err(e) => {
@@ -181,7 +211,8 @@ impl Ledgers {
         .map_err(|e| crate::control::describe_error(&e, &self.config))
     }
 
-    async fn setup(&self, database: &str) -> Result<(), String> {
+    /// Creates what the ledger lacks; returns the connection it used.
+    async fn setup(&self, database: &str) -> Result<tokio_postgres::Client, String> {
         let client = self.connect(database).await?;
         let exists: bool = client
             .query_one(
@@ -193,13 +224,50 @@ impl Ledgers {
             .await
             .map_err(|e| e.to_string())?
             .get(0);
-        if exists {
-            return Ok(());
+        if !exists {
+            client
+                .batch_execute(&format!("BEGIN; {SETUP} COMMIT;"))
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        client
-            .batch_execute(&format!("BEGIN; {SETUP} COMMIT;"))
-            .await
-            .map_err(|e| e.to_string())
+        Ok(client)
+    }
+
+    /// Reads the names again every [`writing_functions::REFRESH_EVERY`], on a
+    /// connection kept open (and opened again on the current primary when
+    /// it fails).
+    async fn refresh_functions(
+        &self,
+        database: String,
+        functions: Arc<WritingFunctions>,
+        client: tokio_postgres::Client,
+    ) {
+        let mut client = Some(client);
+        loop {
+            tokio::time::sleep(writing_functions::REFRESH_EVERY).await;
+            if client
+                .as_ref()
+                .is_none_or(tokio_postgres::Client::is_closed)
+            {
+                client = match self.connect(&database).await {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::debug!(database, error = %e, "cannot connect to read which functions may write");
+                        continue;
+                    }
+                };
+            }
+            let Some(connected) = &client else {
+                continue;
+            };
+            match names_of_writing_functions(connected).await {
+                Ok(names) => functions.replace(names),
+                Err(e) => {
+                    tracing::debug!(database, error = %e, "cannot read which functions may write");
+                    client = None;
+                }
+            }
+        }
     }
 
     async fn clean(&self, database: String) {
@@ -217,6 +285,23 @@ impl Ledgers {
             }
         }
     }
+}
+
+/// The names [`writing_functions::QUERY`] returns.
+async fn names_of_writing_functions(
+    client: &tokio_postgres::Client,
+) -> Result<HashSet<Vec<u8>>, String> {
+    let rows = client
+        .query(writing_functions::QUERY, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, String>(0)
+                .map(String::into_bytes)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@
 //! - [`topology`]: the current primary, as a `watch` channel.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`wake_gate`]: a future polled only when its own waker fired (the session's
-//!   watch branches beside the relay).
+//!   watch branches beside the relay), and the gate the relay reads sockets through.
+//! - [`writing_functions`]: per database, the functions a `SELECT` may write
+//!   through, so that an autocommit `SELECT` calling one is stamped.
 //! - `fuzzing` (hidden): the checks of the fuzz targets (startup and authentication, journal) and their corpus replay.
 //! - [`error`]: [`SessionError`](error::SessionError) and the [`Side`](error::Side) it came from.
 
@@ -58,6 +60,7 @@ pub mod stream;
 pub mod tls;
 pub mod topology;
 pub mod wake_gate;
+pub mod writing_functions;
 
 pub use listener::{bind, start, start_on, ProxyHandle, ShutdownReport, StartError};
 pub use topology::{BackendAddr, Topology, TopologyRx, TopologyTx};

@@ -158,6 +158,10 @@ async fn run(mut client: FramedConn<Stream>, opened: Opened, peer: SocketAddr, c
     state.large_commit_wait = ctx.config.journal.large_commit_wait();
     let who = client_info(&identity, peer);
     let database = who.database.clone();
+    if ledger {
+        let functions = ctx.ledgers.writing_functions(&database);
+        state.journal.set_writing_functions(functions);
+    }
     let mut rules = ctx
         .rules
         .for_session(who, &ctx.holds, Arc::clone(&ctx.metrics));

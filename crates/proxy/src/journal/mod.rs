@@ -62,6 +62,10 @@ use understudy_protocol::frontend;
 use understudy_protocol::scan::{body_of, Piece};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use std::sync::Arc;
+
+use crate::writing_functions::WritingFunctions;
+
 pub use self::budget::JournalBudget;
 pub use self::committed::CommittedUnit;
 pub use self::limits::{Limits, NotReplayable};
@@ -152,6 +156,9 @@ pub struct Journal {
     /// The open unit runs in a transaction chained to one that committed
     /// (`COMMIT AND CHAIN`): a transaction block it did not open.
     in_chain: bool,
+    /// The database's functions a `SELECT` may write through: a statement
+    /// calling one counts as a write.
+    writing_functions: Option<Arc<WritingFunctions>>,
 }
 
 impl Drop for Journal {
@@ -185,6 +192,7 @@ impl Journal {
             units_ended: 0,
             copying_in: false,
             in_chain: false,
+            writing_functions: None,
         }
     }
 
@@ -607,9 +615,11 @@ impl Journal {
             let answered = request.reply.bytes > 0 && !request.reply.failed;
             let frame = request.frame.clone().map(|r| &self.arena[r]);
             match request.tag {
-                frontend::tag::PARSE if answered => {
-                    self.session.parsed(frame, self.limits.max_session_bytes)
-                }
+                frontend::tag::PARSE if answered => self.session.parsed(
+                    frame,
+                    self.limits.max_session_bytes,
+                    self.writing_functions.as_deref(),
+                ),
                 frontend::tag::CLOSE if answered => self.session.closed(frame),
                 _ => {}
             }

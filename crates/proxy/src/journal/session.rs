@@ -14,6 +14,7 @@ use super::pins::Pins;
 use super::request::Expect;
 use super::{NotReplayable, Reply};
 use crate::commit_sql::AutocommitKind;
+use crate::writing_functions::{self, WritingFunctions};
 
 /// One thing to give a new backend again.
 enum Entry {
@@ -244,7 +245,12 @@ impl SessionState {
     }
 
     /// A Parse message got ParseComplete.
-    pub(super) fn parsed(&mut self, frame: Option<&[u8]>, max_bytes: usize) {
+    pub(super) fn parsed(
+        &mut self,
+        frame: Option<&[u8]>,
+        max_bytes: usize,
+        functions: Option<&WritingFunctions>,
+    ) {
         let Some(frame) = frame else {
             return;
         };
@@ -257,7 +263,9 @@ impl SessionState {
         self.forget_prepared(name);
         self.changed();
         let body = frame.get(5 + name.len() + 1..).unwrap_or_default();
-        let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, AutocommitKind::of);
+        let kind = first_cstr(body).map_or(AutocommitKind::MayWrite, |sql| {
+            writing_functions::autocommit_kind(sql, functions)
+        });
         let worth_reading = first_cstr(body).is_some_and(lexer::worth_reading);
         self.prepared_at.insert(name.to_vec(), self.entries.len());
         self.entries.push(Entry::Prepared {

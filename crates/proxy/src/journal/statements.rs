@@ -1,12 +1,16 @@
 //! Which SQL text a request of the unit runs: a Query's own, or for an
 //! Execute the statement of the latest Bind of its portal (parsed in the
 //! unit or prepared by the session earlier); and, at a unit's end, the statements
-//! whose text the journal reads ([`super::pins`], [`super::set_config`]).
+//! whose text the journal reads ([`super::pins`], [`super::set_config`]); the
+//! functions a `SELECT` may write through.
+
+use std::sync::Arc;
 
 use understudy_protocol::frontend;
 
 use super::{cstr_at, lexer, pins, Journal};
 use crate::commit_sql::AutocommitKind;
+use crate::writing_functions::{self, WritingFunctions};
 
 /// The statement an Execute runs.
 enum Executed<'a> {
@@ -17,6 +21,16 @@ enum Executed<'a> {
 }
 
 impl Journal {
+    /// Counts statements calling one of `functions` as writes.
+    pub fn set_writing_functions(&mut self, functions: Option<Arc<WritingFunctions>>) {
+        self.writing_functions = functions;
+    }
+
+    /// The database's functions a `SELECT` may write through, if known.
+    pub fn writing_functions(&self) -> Option<&WritingFunctions> {
+        self.writing_functions.as_deref()
+    }
+
     /// The SQL text request `i` ran: a Query's, or an Execute's statement.
     pub(super) fn statement_text(&self, i: usize) -> Option<&[u8]> {
         let request = &self.requests[i];
@@ -41,7 +55,10 @@ impl Journal {
     /// the session prepared earlier.
     pub(super) fn executed_kind(&self, i: usize) -> Option<AutocommitKind> {
         match self.executed_statement(i)? {
-            Executed::ParsedInUnit(text) => Some(AutocommitKind::of(text)),
+            Executed::ParsedInUnit(text) => Some(writing_functions::autocommit_kind(
+                text,
+                self.writing_functions.as_deref(),
+            )),
             Executed::Prepared(name) => self.session.prepared_kind(name),
         }
     }

@@ -502,7 +502,10 @@ fn scan_client(
                         && autocommit
                         && hold == SyncHold::Off
                     {
-                        if let Some(t) = translate::translation(body_of(bytes), parameters) {
+                        let functions = journal.writing_functions();
+                        if let Some(t) =
+                            translate::translation(body_of(bytes), parameters, functions)
+                        {
                             if journal.is_idle() {
                                 translate = Some((total, t));
                                 return ControlFlow::Break(Stop::Before);

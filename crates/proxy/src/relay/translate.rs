@@ -36,6 +36,7 @@ use understudy_protocol::frontend::{
 
 use crate::commit_sql;
 use crate::journal::Journal;
+use crate::writing_functions::WritingFunctions;
 
 /// Largest statement text, padding included, sent for a Query of several
 /// statements; longer Queries are sent as they are.
@@ -57,14 +58,21 @@ pub struct Translation {
 }
 
 /// How the client's simple Query (its body, NUL included) runs through the
-/// extended protocol, or `None` when it must be sent as it is.
-pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<Translation> {
+/// extended protocol, or `None` when it must be sent as it is. A read that
+/// calls one of `functions` counts as a write.
+pub fn translation(
+    body: &[u8],
+    parameters: &HashMap<String, String>,
+    functions: Option<&WritingFunctions>,
+) -> Option<Translation> {
     let sql = body.strip_suffix(&[0])?;
+    let calls_writer = |sql: &[u8]| functions.is_some_and(|f| f.called_by(sql));
     // Cheap checks first: most Queries are reads or single statements.
     let copy = commit_sql::is_copy(sql);
-    let single_write = commit_sql::is_data_write(sql);
-    let several_with_a_write =
-        commit_sql::has_second_statement(sql) && commit_sql::mentions_data_write(sql);
+    let single_write =
+        commit_sql::is_data_write(sql) || (commit_sql::is_query(sql) && calls_writer(sql));
+    let several_with_a_write = commit_sql::has_second_statement(sql)
+        && (commit_sql::mentions_data_write(sql) || calls_writer(sql));
     if !copy && !single_write && !several_with_a_write {
         return None;
     }
@@ -123,9 +131,14 @@ pub fn translation(body: &[u8], parameters: &HashMap<String, String>) -> Option<
         &statements[..]
     };
     let plain = |s: &&str| {
-        commit_sql::is_data_write(s.as_bytes()) || commit_sql::is_read_only(s.as_bytes())
+        let s = s.as_bytes();
+        commit_sql::is_data_write(s)
+            || commit_sql::is_read_only(s)
+            || (commit_sql::is_query(s) && calls_writer(s))
     };
-    let writes = work.iter().any(|s| commit_sql::is_data_write(s.as_bytes()));
+    let writes = work
+        .iter()
+        .any(|s| commit_sql::is_data_write(s.as_bytes()) || calls_writer(s.as_bytes()));
     if !writes || !work.iter().all(plain) {
         return None;
     }
@@ -231,7 +244,27 @@ mod tests {
     fn of(sql: &str) -> Option<Translation> {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
-        translation(&body, &session("UTF8"))
+        translation(&body, &session("UTF8"), None)
+    }
+
+    #[test]
+    fn a_read_calling_a_function_that_may_write_is_translated_as_a_write() {
+        let functions = crate::writing_functions::WritingFunctions::default();
+        functions.replace([b"add_row".to_vec()].into());
+        let with = |sql: &str| {
+            let mut body = sql.as_bytes().to_vec();
+            body.push(0);
+            translation(&body, &session("UTF8"), Some(&functions))
+        };
+        let single = with("select add_row(1)").expect("translated");
+        assert_eq!(texts(&single.statements), ["select add_row(1)"]);
+        let several = with("select 1; select add_row(2)").expect("translated");
+        assert_eq!(several.statements.len(), 2);
+        let with_query = with("with r as (select add_row(3)) select * from r");
+        assert!(with_query.is_some(), "a WITH query calling it");
+        assert_eq!(with("with r as (select 1) select * from r"), None);
+        assert_eq!(with("select other(1)"), None);
+        assert_eq!(of("select add_row(1)"), None, "unknown without the names");
     }
 
     fn texts(statements: &[Vec<u8>]) -> Vec<String> {
@@ -265,19 +298,23 @@ mod tests {
     fn a_single_byte_encoding_is_read_byte_for_character() {
         // LATIN1: 'é' is the one byte 0xE9, a letter in an identifier too.
         let sql = b"insert into t\xe9 values ('\xe9;'); update t set a = 1 where b = '\xe9'\0";
-        let t = translation(sql, &session("LATIN1")).expect("translated");
+        let t = translation(sql, &session("LATIN1"), None).expect("translated");
         assert_eq!(t.statements.len(), 2);
         assert_eq!(t.statements[0], b"insert into t\xe9 values ('\xe9;')");
         let mut second = vec![b' '; 29];
         second.extend_from_slice(b" update t set a = 1 where b = '\xe9'");
         assert_eq!(t.statements[1], second, "one space per byte before it");
         assert_eq!(
-            translation(b"insert into t values ('\xe9')\0", &session("SQL_ASCII")),
+            translation(
+                b"insert into t values ('\xe9')\0",
+                &session("SQL_ASCII"),
+                None
+            ),
             None,
             "SQL_ASCII converts nothing: its bytes are not characters"
         );
         assert_eq!(
-            translation(b"insert into t values (1)\0", &session("SJIS")),
+            translation(b"insert into t values (1)\0", &session("SJIS"), None),
             None
         );
     }
@@ -324,6 +361,6 @@ mod tests {
         }
         let mut off = session("UTF8");
         off.insert("standard_conforming_strings".into(), "off".into());
-        assert_eq!(translation(b"insert into t values (1)\0", &off), None);
+        assert_eq!(translation(b"insert into t values (1)\0", &off, None), None);
     }
 }
