@@ -202,6 +202,40 @@ async fn writes_made_by_functions_autocommit_selects_call_are_on_the_new_primary
     fail_over_and_count(&mut h, &client, sender).await;
 }
 
+/// A function created through the proxy counts as one that may write at once,
+/// not only once the proxy reads the catalog again: a `SELECT` calling it
+/// right after is stamped and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_by_a_function_created_through_the_proxy_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    create_table(&h).await;
+    let client = h.connect(Target::Proxy).await;
+    client
+        .batch_execute(
+            "insert into t values (0, 'first');
+             create function fresh_row(i int) returns int language sql as
+                 $$ insert into t values (i, 'lost unless re-applied') returning i $$",
+        )
+        .await
+        .unwrap();
+    h.wait_replicated().await;
+    let sender = h.freeze_wal_sender().await;
+    for id in 1..=20 {
+        if id % 2 == 0 {
+            client
+                .query_one("select fresh_row($1)", &[&id])
+                .await
+                .unwrap();
+        } else {
+            client
+                .batch_execute(&format!("select fresh_row({id})"))
+                .await
+                .unwrap();
+        }
+    }
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
 /// Commits stay in the log while the standby lacks them, and leave it once the
 /// standby has flushed them: the WAL position sampler sees the standby pass
 /// them.

@@ -244,7 +244,10 @@ impl Ledgers {
     ) {
         let mut client = Some(client);
         loop {
-            tokio::time::sleep(writing_functions::REFRESH_EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(writing_functions::REFRESH_EVERY) => {}
+                _ = functions.changed() => {}
+            }
             if client
                 .as_ref()
                 .is_none_or(tokio_postgres::Client::is_closed)

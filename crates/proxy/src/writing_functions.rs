@@ -13,8 +13,10 @@
 //! Names are matched as PostgreSQL folds them: an unquoted name in lower
 //! case, a quoted one as written; overloads and schemas are not told apart,
 //! so a read calling a stable function that shares its name with a volatile
-//! one is stamped too. A function created since the last refresh
-//! ([`REFRESH_EVERY`]) is not known yet.
+//! one is stamped too. A function created or altered through the proxy
+//! counts at once (its name, as a writing one, until the catalog is read
+//! again, which that also starts); one created elsewhere is known at the next
+//! reading ([`REFRESH_EVERY`]).
 
 use std::collections::HashSet;
 use std::sync::{PoisonError, RwLock};
@@ -42,12 +44,34 @@ WHERE p.provolatile = 'v' AND p.prokind = 'f'
 #[derive(Default)]
 pub struct WritingFunctions {
     names: RwLock<HashSet<Vec<u8>>>,
+    /// Wakes the refresh before its time: a session created or altered a
+    /// function or an extension.
+    changed: tokio::sync::Notify,
 }
 
 impl WritingFunctions {
     /// Replaces the names with those just read.
     pub fn replace(&self, names: HashSet<Vec<u8>>) {
         *self.names.write().unwrap_or_else(PoisonError::into_inner) = names;
+    }
+
+    /// A statement (`sql`, when its text is known) created or altered
+    /// functions or an extension: the functions it names count as writing
+    /// ones at once, until the catalog, read again now, tells what they are.
+    pub fn defined_by(&self, sql: Option<&[u8]>) {
+        if let Some(sql) = sql {
+            let named = function_names(sql);
+            if !named.is_empty() {
+                let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+                names.extend(named);
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Waits until [`WritingFunctions::defined_by`] asks for a new reading.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// True when `sql` calls one of the functions: a name (last part of a
@@ -64,6 +88,40 @@ impl WritingFunctions {
             _ => false,
         })
     }
+}
+
+/// True for the CommandComplete tags of statements that create or alter
+/// functions or extensions.
+pub fn defines_functions(command_tag: &[u8]) -> bool {
+    matches!(
+        command_tag,
+        b"CREATE FUNCTION" | b"ALTER FUNCTION" | b"CREATE EXTENSION" | b"ALTER EXTENSION"
+    )
+}
+
+/// The names following `FUNCTION` in `sql` (the last part of a qualified
+/// one), folded as PostgreSQL folds them.
+fn function_names(sql: &[u8]) -> Vec<Vec<u8>> {
+    let tokens = tokens(sql);
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if matches!(tokens[i], Token::Word(w) if w.eq_ignore_ascii_case(b"FUNCTION")) {
+            let mut last = None;
+            let mut j = i + 1;
+            while let Some(name) = tokens.get(j).and_then(Token::name) {
+                last = Some(name);
+                if tokens.get(j + 1) != Some(&Token::Dot) {
+                    break;
+                }
+                j += 2;
+            }
+            names.extend(last);
+            i = j;
+        }
+        i += 1;
+    }
+    names
 }
 
 /// [`AutocommitKind::of`], with a statement that would be harmless to repeat
@@ -100,6 +158,23 @@ mod tests {
         ] {
             assert!(functions.called_by(sql.as_bytes()), "{sql}");
         }
+    }
+
+    #[test]
+    fn functions_a_statement_defines_count_at_once() {
+        let functions = with(&[]);
+        functions.defined_by(Some(
+            b"CREATE OR REPLACE FUNCTION app.\"NewOne\"(i int) RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+              create function second() returns int language sql as 'select fake_function(1)'",
+        ));
+        assert!(functions.called_by(b"select app.\"NewOne\"(1)"));
+        assert!(functions.called_by(b"select second()"));
+        assert!(
+            !functions.called_by(b"select fake_function(1)"),
+            "not in a literal"
+        );
+        assert!(defines_functions(b"CREATE FUNCTION"));
+        assert!(!defines_functions(b"CREATE TABLE"));
     }
 
     #[test]

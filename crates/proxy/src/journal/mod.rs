@@ -64,7 +64,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use std::sync::Arc;
 
-use crate::writing_functions::WritingFunctions;
+use crate::writing_functions::{self, WritingFunctions};
 
 pub use self::budget::JournalBudget;
 pub use self::committed::CommittedUnit;
@@ -530,7 +530,10 @@ impl Journal {
                         }
                     }
                     CommandKind::Discard => reply.discarded = true,
-                    CommandKind::Other => reply.other_commands += 1,
+                    CommandKind::Other => {
+                        reply.other_commands += 1;
+                        reply.defined_functions |= writing_functions::defines_functions(command);
+                    }
                     CommandKind::Transaction => {}
                 }
                 reply.rolled_back = command == b"ROLLBACK";
@@ -644,6 +647,7 @@ impl Journal {
             })
             .is_some_and(|i| finished[i].reply.rolled_back && !to_savepoint(i));
         let savepoint_rolled_back = (0..end).any(to_savepoint);
+        self.note_defined_functions(end);
         if self.unit_worth_reading {
             for (i, text, outcome) in self.statements_worth_reading(end, !rolled_back) {
                 self.session.pins.apply(&text, outcome);

@@ -41,6 +41,9 @@ pub struct Reply {
     pub rolled_back: bool,
     /// A `COMMIT` completed (and committed) in this reply.
     pub committed: bool,
+    /// A function or an extension was created or altered in this reply: the
+    /// database's functions a `SELECT` may write through may have changed.
+    pub defined_functions: bool,
     /// The complete messages that are not DataRows, each hashed, combined
     /// in order.
     framing: u64,

@@ -31,6 +31,20 @@ impl Journal {
         self.writing_functions.as_deref()
     }
 
+    /// Tells the database's functions about the ones the first `end`
+    /// requests created or altered, so that a `SELECT` calling one right
+    /// after counts as a write before the next reading of the catalog.
+    pub(super) fn note_defined_functions(&self, end: usize) {
+        let Some(functions) = self.writing_functions.as_deref() else {
+            return;
+        };
+        for (i, request) in self.requests[..end].iter().enumerate() {
+            if request.reply.defined_functions {
+                functions.defined_by(self.statement_text(i));
+            }
+        }
+    }
+
     /// The SQL text request `i` ran: a Query's, or an Execute's statement.
     pub(super) fn statement_text(&self, i: usize) -> Option<&[u8]> {
         let request = &self.requests[i];
