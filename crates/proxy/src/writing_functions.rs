@@ -23,7 +23,7 @@ use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::commit_sql::AutocommitKind;
-use crate::journal::lexer::{tokens, Token};
+use crate::journal::lexer::{qualified_name, tokens, Token};
 
 /// How often each database's names are read again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
@@ -103,25 +103,12 @@ pub fn defines_functions(command_tag: &[u8]) -> bool {
 /// one), folded as PostgreSQL folds them.
 fn function_names(sql: &[u8]) -> Vec<Vec<u8>> {
     let tokens = tokens(sql);
-    let mut names = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        if matches!(tokens[i], Token::Word(w) if w.eq_ignore_ascii_case(b"FUNCTION")) {
-            let mut last = None;
-            let mut j = i + 1;
-            while let Some(name) = tokens.get(j).and_then(Token::name) {
-                last = Some(name);
-                if tokens.get(j + 1) != Some(&Token::Dot) {
-                    break;
-                }
-                j += 2;
-            }
-            names.extend(last);
-            i = j;
-        }
-        i += 1;
-    }
-    names
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, token)| matches!(token, Token::Word(w) if w.eq_ignore_ascii_case(b"FUNCTION")))
+        .filter_map(|(i, _)| qualified_name(&tokens[i + 1..]).map(|(_, name)| name))
+        .collect()
 }
 
 /// [`AutocommitKind::of`], with a statement that would be harmless to repeat

@@ -70,6 +70,16 @@ impl Token<'_> {
     }
 }
 
+/// `name` or `schema.name` at the start of `tokens`: the schema (if any)
+/// and the name, folded as PostgreSQL folds them.
+pub fn qualified_name(tokens: &[Token<'_>]) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
+    let first = tokens.first()?.name()?;
+    match (tokens.get(1), tokens.get(2).and_then(Token::name)) {
+        (Some(Token::Dot), Some(second)) => Some((Some(first), second)),
+        _ => Some((None, first)),
+    }
+}
+
 /// Splits `sql` into tokens, skipping whitespace, comments (`--`, nested
 /// `/* */`), string literals (`'…'`, `E'…'` with backslash escapes) and
 /// dollar-quoted literals.

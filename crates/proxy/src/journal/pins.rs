@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use super::lexer::{tokens, Token};
+use super::lexer::{qualified_name, tokens, Token};
 use super::NotReplayable;
 
 /// The objects a session holds that only its current backend has.
@@ -255,16 +255,6 @@ fn skip_if_exists<'t, 'a>(tokens: &'t [Token<'a>], not: &[u8]) -> &'t [Token<'a>
         &tokens[words.len()..]
     } else {
         tokens
-    }
-}
-
-/// `name` or `schema.name` at the start of `tokens`: the schema (if any)
-/// and the name, folded as PostgreSQL folds them.
-fn qualified_name(tokens: &[Token<'_>]) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
-    let first = tokens.first()?.name()?;
-    match (tokens.get(1), tokens.get(2).and_then(Token::name)) {
-        (Some(Token::Dot), Some(second)) => Some((Some(first), second)),
-        _ => Some((None, first)),
     }
 }
 
