@@ -72,17 +72,7 @@ async fn commits_only_the_primary_has(
                 ))
                 .await
                 .unwrap(),
-            Commits::FunctionCalls if id % 2 == 0 => {
-                let row = client
-                    .query_one("select add_row($1)", &[&id])
-                    .await
-                    .unwrap();
-                assert_eq!(row.get::<_, i32>(0), id);
-            }
-            Commits::FunctionCalls => client
-                .batch_execute(&format!("select add_row({id})"))
-                .await
-                .unwrap(),
+            Commits::FunctionCalls => call_row_function(&client, "add_row", id).await,
             Commits::Chained => {
                 if id == 1 {
                     client.batch_execute("begin").await.unwrap();
@@ -98,6 +88,24 @@ async fn commits_only_the_primary_has(
         }
     }
     (client, sender)
+}
+
+/// Calls `function`, which inserts row `id` and returns `id`, in an
+/// autocommit `SELECT`: through the extended protocol for even ids (checking
+/// what it returned), as a simple Query for odd ones.
+async fn call_row_function(client: &tokio_postgres::Client, function: &str, id: i32) {
+    if id % 2 == 0 {
+        let row = client
+            .query_one(&format!("select {function}($1)"), &[&id])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), id);
+    } else {
+        client
+            .batch_execute(&format!("select {function}({id})"))
+            .await
+            .unwrap();
+    }
 }
 
 /// Creates the table the tests write to, and a function that writes to it,
@@ -221,17 +229,7 @@ async fn writes_made_by_a_function_created_through_the_proxy_are_on_the_new_prim
     h.wait_replicated().await;
     let sender = h.freeze_wal_sender().await;
     for id in 1..=20 {
-        if id % 2 == 0 {
-            client
-                .query_one("select fresh_row($1)", &[&id])
-                .await
-                .unwrap();
-        } else {
-            client
-                .batch_execute(&format!("select fresh_row({id})"))
-                .await
-                .unwrap();
-        }
+        call_row_function(&client, "fresh_row", id).await;
     }
     fail_over_and_count(&mut h, &client, sender).await;
 }
