@@ -34,6 +34,9 @@ enum Commits {
     /// Each an autocommit `SELECT add_row(id)`, a function that inserts the
     /// row: half through the extended protocol, half as a simple Query.
     FunctionCalls,
+    /// Each an autocommit `CALL insert_row(id)`, a procedure that inserts
+    /// the row: half through the extended protocol, half as a simple Query.
+    ProcedureCalls,
 }
 
 /// A session through the proxy that committed one transaction the standby
@@ -73,6 +76,13 @@ async fn commits_only_the_primary_has(
                 .await
                 .unwrap(),
             Commits::FunctionCalls => call_row_function(&client, "add_row", id).await,
+            Commits::ProcedureCalls if id % 2 == 0 => {
+                client.execute("call insert_row($1)", &[&id]).await.unwrap();
+            }
+            Commits::ProcedureCalls => client
+                .batch_execute(&format!("call insert_row({id})"))
+                .await
+                .unwrap(),
             Commits::Chained => {
                 if id == 1 {
                     client.batch_execute("begin").await.unwrap();
@@ -108,8 +118,8 @@ async fn call_row_function(client: &tokio_postgres::Client, function: &str, id: 
     }
 }
 
-/// Creates the table the tests write to, and a function that writes to it,
-/// on the primary.
+/// Creates the table the tests write to, and a function and a procedure
+/// that write to it, on the primary.
 async fn create_table(h: &Harness) {
     h.cluster
         .connect()
@@ -117,7 +127,9 @@ async fn create_table(h: &Harness) {
         .batch_execute(
             "create table t (id int primary key, note text);
              create function add_row(i int) returns int language sql as
-                 $$ insert into t values (i, 'lost unless re-applied') returning i $$",
+                 $$ insert into t values (i, 'lost unless re-applied') returning i $$;
+             create procedure insert_row(i int) language plpgsql as
+                 $$ begin insert into t values (i, 'lost unless re-applied'); end $$",
         )
         .await
         .unwrap();
@@ -207,6 +219,15 @@ async fn autocommit_writes_the_standby_never_received_are_on_the_new_primary() {
 async fn writes_made_by_functions_autocommit_selects_call_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, sender) = commits_only_the_primary_has(&h, Commits::FunctionCalls).await;
+    fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// A `CALL` of a procedure that cannot commit inside it is stamped and kept
+/// like an `INSERT`, sent as a simple Query too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_by_autocommit_calls_are_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = commits_only_the_primary_has(&h, Commits::ProcedureCalls).await;
     fail_over_and_count(&mut h, &client, sender).await;
 }
 

@@ -290,9 +290,11 @@ async fn simple_query_autocommit_write_in_flight_that_never_reached_the_standby_
 }
 
 /// Sends `sql` as one simple Query, whose commit reaches the standby but is
-/// never acknowledged, fails over, and checks the client got its rows (ids
-/// 1 and 2, times ten) and its row counts once, and the rows exist once.
-async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]) {
+/// never acknowledged, fails over, and checks the client got its rows
+/// (`rows`: their first column) and its row counts once, and that rows 1
+/// and 2 exist once. The database has a function `add_rows()` and a
+/// procedure `add_two()` that insert them.
+async fn simple_query_that_reached_the_standby(sql: &'static str, rows: &[&str], counts: &[u64]) {
     let mut h = Harness::start_with(1, |_| {}).await;
     h.cluster
         .connect()
@@ -300,7 +302,8 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
         .batch_execute(
             "create table t (id int);
              create function add_rows() returns setof int language sql as
-                 $$ insert into t values (1), (2) returning id * 10 $$",
+                 $$ insert into t values (1), (2) returning id * 10 $$;
+             create procedure add_two() language sql as $$ insert into t values (1), (2) $$",
         )
         .await
         .unwrap();
@@ -331,7 +334,7 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
             _ => None,
         })
         .collect();
-    assert_eq!(returned, ["10", "20"], "its rows, once");
+    assert_eq!(returned, rows, "its rows, once");
     assert_eq!(command_counts(&messages), counts, "its row counts, once");
     assert_eq!(h.ids_on_new_primary("t").await, [1, 2], "applied once");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
@@ -340,21 +343,84 @@ async fn simple_query_that_reached_the_standby(sql: &'static str, counts: &[u64]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_query_autocommit_write_in_flight_that_reached_the_standby_is_reported_once() {
-    simple_query_that_reached_the_standby("insert into t values (1), (2) returning id * 10", &[2])
-        .await;
+    simple_query_that_reached_the_standby(
+        "insert into t values (1), (2) returning id * 10",
+        &["10", "20"],
+        &[2],
+    )
+    .await;
 }
 
 /// A `SELECT` calling a function that writes is stamped like a write: the
 /// ledger shows it committed, so it is not run a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_calling_a_writing_function_in_flight_that_reached_the_standby_is_reported_once() {
-    simple_query_that_reached_the_standby("select * from add_rows()", &[2]).await;
+    simple_query_that_reached_the_standby("select * from add_rows()", &["10", "20"], &[2]).await;
+}
+
+/// A `CALL` of a procedure that cannot commit inside it is stamped like a
+/// write: the ledger shows it committed, so it is not run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_call_in_flight_that_reached_the_standby_is_reported_once() {
+    simple_query_that_reached_the_standby("call add_two()", &[], &[0]).await;
+}
+
+/// A procedure that commits inside it cannot be resolved by a stamp, which
+/// commits with its last transaction: what it committed before is on the
+/// new primary whatever the ledger says. In flight at a failover, its
+/// outcome is unknown (`08007`), and it is not run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_of_a_procedure_that_commits_inside_in_flight_gets_08007_and_is_not_run_again() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute(
+            "create table t (id int);
+             create procedure add_in_two_commits() language plpgsql as $$
+             begin
+                 insert into t values (1);
+                 commit;
+                 insert into t values (2);
+             end $$",
+        )
+        .await
+        .unwrap();
+    h.make_standby_synchronous("remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    let call = client.prepare("call add_in_two_commits()").await.unwrap();
+    // The procedure's first COMMIT reaches the standby, which does not apply
+    // it, so the primary never returns from it.
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let result = client.execute(&call, &[]).await;
+        (client, result)
+    });
+    h.commit_waiting_for_the_standby().await;
+
+    h.fail_over().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    let error = result.expect_err("the outcome of the CALL is unknown");
+    assert_eq!(understudy_integration::sqlstate(&error), "08007", "{error}");
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        [1],
+        "what the procedure committed, once"
+    );
+    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the session goes on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_sent_as_one_query_that_reached_the_standby_is_reported_once() {
     simple_query_that_reached_the_standby(
         "begin; insert into t values (1), (2) returning id * 10; commit",
+        &["10", "20"],
         &[0, 2, 0],
     )
     .await;

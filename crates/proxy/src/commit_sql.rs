@@ -381,9 +381,17 @@ pub fn may_end_transaction(sql: &[u8]) -> bool {
 
 /// True when `sql` is a COPY statement.
 pub fn is_copy(sql: &[u8]) -> bool {
-    loose_words(sql)
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"COPY"))
+    first_word_is(sql, b"COPY")
+}
+
+/// True when `sql` is a `CALL` statement.
+pub fn is_call(sql: &[u8]) -> bool {
+    first_word_is(sql, b"CALL")
+}
+
+/// True when `sql` is a `DO` statement (an anonymous code block).
+pub fn is_do(sql: &[u8]) -> bool {
+    first_word_is(sql, b"DO")
 }
 
 /// True when `sql` is one query a function it calls could write through: a
@@ -452,6 +460,13 @@ impl AutocommitKind {
             AutocommitKind::MayWrite
         }
     }
+}
+
+/// True when the first word of `sql` is `keyword` (upper case), in any case.
+fn first_word_is(sql: &[u8], keyword: &[u8]) -> bool {
+    loose_words(sql)
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
 }
 
 /// True when `word` is one of `keywords` (upper case), in any case.

@@ -15,7 +15,7 @@
 //! created on first use by `auth.auth_user`. Old rows are deleted in the
 //! background.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use understudy_config::Config;
 
 use crate::topology::{self, TopologyRx};
-use crate::writing_functions::{self, WritingFunctions};
+use crate::writing_functions::{self, Routines, WritingFunctions};
 
 /// Creates the ledger objects; safe to run again.
 ///
@@ -290,21 +290,19 @@ impl Ledgers {
     }
 }
 
-/// The names [`writing_functions::QUERY`] returns.
-async fn names_of_writing_functions(
-    client: &tokio_postgres::Client,
-) -> Result<HashSet<Vec<u8>>, String> {
+/// The routines [`writing_functions::QUERY`] returns.
+async fn names_of_writing_functions(client: &tokio_postgres::Client) -> Result<Routines, String> {
     let rows = client
         .query(writing_functions::QUERY, &[])
         .await
         .map_err(|e| e.to_string())?;
-    rows.iter()
-        .map(|row| {
-            row.try_get::<_, String>(0)
-                .map(String::into_bytes)
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    let mut routines = Routines::default();
+    for row in &rows {
+        let name: String = row.try_get(0).map_err(|e| e.to_string())?;
+        let kind: &str = row.try_get(1).map_err(|e| e.to_string())?;
+        routines.add(name.into_bytes(), kind);
+    }
+    Ok(routines)
 }
 
 #[cfg(test)]

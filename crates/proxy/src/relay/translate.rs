@@ -8,8 +8,9 @@
 //! Translated: a Query of data writes and reads outside a transaction block
 //! (one implicit transaction, as PostgreSQL runs a multi-statement Query),
 //! `BEGIN; …; COMMIT` (its COMMIT goes with the stamp once the rest is
-//! answered), and a lone `COPY … FROM STDIN` (the stamp and the Sync follow
-//! the client's CopyDone). Anything else — DDL, `CALL`, another `COPY`, a transaction control
+//! answered), a lone `CALL` of a procedure known not to end transactions
+//! inside it (`writing_functions`), and a lone `COPY … FROM STDIN` (the stamp and the Sync follow
+//! the client's CopyDone). Anything else — DDL, another `CALL`, another `COPY`, a transaction control
 //! statement elsewhere, `$n` references, a session whose text PostgreSQL's
 //! lexer would not read as the server does — is sent as it is.
 //!
@@ -69,8 +70,9 @@ pub fn translation(
     let calls_writer = |sql: &[u8]| functions.is_some_and(|f| f.called_by(sql));
     // Cheap checks first: most Queries are reads or single statements.
     let copy = commit_sql::is_copy(sql);
-    let single_write =
-        commit_sql::is_data_write(sql) || (commit_sql::is_query(sql) && calls_writer(sql));
+    let single_write = commit_sql::is_data_write(sql)
+        || (commit_sql::is_query(sql) && calls_writer(sql))
+        || (commit_sql::is_call(sql) && functions.is_some_and(|f| f.calls_atomic_procedure(sql)));
     let several_with_a_write = commit_sql::has_second_statement(sql)
         && (commit_sql::mentions_data_write(sql) || calls_writer(sql));
     if !copy && !single_write && !several_with_a_write {
@@ -248,9 +250,13 @@ mod tests {
     }
 
     #[test]
-    fn a_read_calling_a_function_that_may_write_is_translated_as_a_write() {
+    fn a_read_calling_a_writing_function_and_an_atomic_call_are_translated_as_writes() {
         let functions = crate::writing_functions::WritingFunctions::default();
-        functions.replace([b"add_row".to_vec()].into());
+        let mut routines = crate::writing_functions::Routines::default();
+        routines.add(b"add_row".to_vec(), "w");
+        routines.add(b"add_two".to_vec(), "a");
+        routines.add(b"add_in_steps".to_vec(), "c");
+        functions.replace(routines);
         let with = |sql: &str| {
             let mut body = sql.as_bytes().to_vec();
             body.push(0);
@@ -265,6 +271,11 @@ mod tests {
         assert_eq!(with("with r as (select 1) select * from r"), None);
         assert_eq!(with("select other(1)"), None);
         assert_eq!(of("select add_row(1)"), None, "unknown without the names");
+        let call = with("call add_two()").expect("a CALL that cannot commit inside");
+        assert_eq!(texts(&call.statements), ["call add_two()"]);
+        assert_eq!(with("call add_in_steps()"), None, "it may commit inside");
+        assert_eq!(with("call other()"), None, "not known");
+        assert_eq!(with("call add_two(); select 1"), None, "not alone");
     }
 
     fn texts(statements: &[Vec<u8>]) -> Vec<String> {
