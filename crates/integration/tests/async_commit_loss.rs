@@ -46,18 +46,7 @@ async fn commits_only_the_primary_has(
     h: &Harness,
     commits: Commits,
 ) -> (tokio_postgres::Client, i32) {
-    create_table(h).await;
-    h.wait_replicated().await;
-
-    let client = h.connect(Target::Proxy).await;
-    // A first transaction gives the session its ledger.
-    for sql in ["begin", "insert into t values (0, 'first')", "commit"] {
-        client.batch_execute(sql).await.unwrap();
-    }
-    h.wait_replicated().await;
-    // The primary's WAL sender is frozen: what commits now never leaves the
-    // primary.
-    let sender = h.freeze_wal_sender().await;
+    let (client, sender) = session_the_standby_stops_following(h).await;
     for id in 1..=20 {
         let insert = "insert into t values ($1, 'lost unless re-applied')";
         match commits {
@@ -97,6 +86,24 @@ async fn commits_only_the_primary_has(
             }
         }
     }
+    (client, sender)
+}
+
+/// A session through the proxy that committed one transaction the standby
+/// has replayed, after which the primary's WAL sender is frozen: what
+/// commits from then on never leaves the primary. Returns the session's
+/// client and the WAL sender's pid.
+async fn session_the_standby_stops_following(h: &Harness) -> (tokio_postgres::Client, i32) {
+    create_table(h).await;
+    h.wait_replicated().await;
+
+    let client = h.connect(Target::Proxy).await;
+    // A first transaction gives the session its ledger.
+    for sql in ["begin", "insert into t values (0, 'first')", "commit"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    h.wait_replicated().await;
+    let sender = h.freeze_wal_sender().await;
     (client, sender)
 }
 
@@ -229,6 +236,46 @@ async fn writes_made_by_autocommit_calls_are_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, sender) = commits_only_the_primary_has(&h, Commits::ProcedureCalls).await;
     fail_over_and_count(&mut h, &client, sender).await;
+}
+
+/// DDL sent as a simple Query is stamped and kept like a data write, alone
+/// in its Query or with other statements, as a migration script run by psql
+/// sends it: the tables it created are on the new primary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_the_standby_never_received_is_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, sender) = session_the_standby_stops_following(&h).await;
+    for id in 1..=20 {
+        let sql = if id % 2 == 0 {
+            format!("create table u{id} (id int)")
+        } else {
+            format!(
+                "create table u{id} (id int);
+                 insert into t values ({id}, 'lost unless re-applied')"
+            )
+        };
+        client.batch_execute(&sql).await.unwrap();
+    }
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+
+    let tables: i64 = client
+        .query_one(
+            "select count(*) from pg_class where relname ~ '^u[0-9]+$' and relkind = 'r'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 20, "the tables the Queries created");
+    let rows: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 11, "the first row and those of the odd Queries");
+    assert_reapplied(&h, 20);
 }
 
 /// A function created through the proxy counts as one that may write at once,

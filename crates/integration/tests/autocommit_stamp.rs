@@ -160,6 +160,14 @@ const SIMPLE_QUERIES: &[(&str, bool)] = &[
     ),
     ("begin; insert into t values (14, 'n'); insert into t values (x); commit", false),
     ("rollback", false),
+    ("create table u (id int)", true),
+    ("create table u (id int)", false),
+    ("alter table u add column note text; insert into u values (1, 'a')", true),
+    ("comment on table u is 'made through the proxy'", true),
+    ("create table u2 (id int); drop table u2", true),
+    ("drop table u", true),
+    ("drop table if exists u", false),
+    ("create index concurrently t_note on t (note)", false),
     ("select count(*) from t", false),
 ];
 

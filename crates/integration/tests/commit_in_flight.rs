@@ -126,8 +126,11 @@ enum Protocol {
     SimpleRandom,
     /// One Query message with a whole transaction block.
     SimpleTransaction,
-    /// One Query message with DDL and the INSERT, which is not translated.
+    /// One Query message with DDL and the INSERT.
     SimpleWithDdl,
+    /// One Query message with a whole transaction block and a statement
+    /// after its COMMIT, which is not translated.
+    SimpleCommitInTheMiddle,
 }
 
 /// Sends an autocommit INSERT of 1 and loses the primary after the server
@@ -200,6 +203,10 @@ async fn autocommit_insert_lost_before_its_ack_returning(
                 .map(|_| ()),
             Protocol::SimpleWithDdl => client
                 .simple_query("create table u (id int); insert into t values (1)")
+                .await
+                .map(|_| ()),
+            Protocol::SimpleCommitInTheMiddle => client
+                .simple_query("begin; insert into t values (1); commit; select 1")
                 .await
                 .map(|_| ()),
             Protocol::SimpleTwoStatements => client
@@ -475,10 +482,25 @@ async fn transaction_sent_as_one_query_in_flight_is_replayed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simple_query_with_ddl_in_flight_gets_08007_and_the_session_goes_on() {
+async fn simple_query_with_ddl_in_flight_is_replayed_once() {
     let mut h = Harness::start_with(1, |_| {}).await;
     let (client, result) =
         autocommit_insert_lost_before_its_ack(&mut h, Protocol::SimpleWithDdl).await;
+    result.expect("the DDL and the INSERT succeed once");
+    assert_eq!(h.ids_on_new_primary("t").await, [1]);
+    let created: bool = client
+        .query_one("select to_regclass('u') is not null", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert!(created, "the table the Query created is on the new primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_with_a_commit_in_the_middle_in_flight_gets_08007_and_the_session_goes_on() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, result) =
+        autocommit_insert_lost_before_its_ack(&mut h, Protocol::SimpleCommitInTheMiddle).await;
     let err = result.expect_err("the outcome of the Query is unknown");
     assert_eq!(
         err.as_db_error().map(|e| e.code().code()),

@@ -134,6 +134,40 @@ mod tests {
     }
 
     #[test]
+    fn ddl_that_runs_in_a_transaction_block_is_recognised() {
+        use super::is_transactional_ddl;
+        for sql in [
+            "create table u (id int)",
+            "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$",
+            "/* migration 7 */ alter table t add column note text",
+            "drop index if exists t_idx",
+            "create unique index t_idx on t (id)",
+            "comment on table t is 'create database'",
+            "grant select on t to app",
+            "refresh materialized view totals",
+            "security label on table t is 'x'",
+        ] {
+            assert!(is_transactional_ddl(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "create database app",
+            "DROP TABLESPACE fast",
+            "alter system set work_mem = '8MB'",
+            "alter database app set timezone = 'UTC'",
+            "create subscription s connection 'x' publication p",
+            "create index concurrently t_idx on t (id)",
+            "drop index concurrently t_idx",
+            "refresh materialized view concurrently totals",
+            "vacuum t",
+            "reindex table t",
+            "insert into t values (1)",
+            "create",
+        ] {
+            assert!(!is_transactional_ddl(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn data_writes_are_recognised() {
         use super::is_data_write;
         for sql in [
@@ -299,6 +333,45 @@ pub fn is_data_write(sql: &[u8]) -> bool {
         return words.any(|w| is(w, DML));
     }
     is(first, &[b"SELECT"]) && words.any(|w| is(w, &[b"INTO"]))
+}
+
+/// True when `sql`, one statement (split by the caller: a function's body
+/// may hold semicolons), is DDL PostgreSQL runs inside a
+/// transaction block like any other (`CREATE`, `ALTER`, `DROP`, `COMMENT`,
+/// `GRANT`, `REVOKE`, `SECURITY LABEL`, `REFRESH`), so that a simple Query
+/// of it can go through the extended protocol with the commit stamp behind
+/// it and be kept like a data write. Not: a database, tablespace or
+/// subscription, `ALTER SYSTEM`, anything `CONCURRENTLY` (some of those
+/// PostgreSQL refuses in a transaction block, others commit on their own),
+/// nor maintenance that changes no data (`VACUUM`, `CLUSTER`, `REINDEX`).
+pub fn is_transactional_ddl(sql: &[u8]) -> bool {
+    const OWN_TRANSACTIONS: &[&[u8]] = &[b"DATABASE", b"TABLESPACE", b"SUBSCRIPTION", b"SYSTEM"];
+    let mut words = loose_words(sql);
+    words
+        .next()
+        .is_some_and(|first| is_one_of(first, DDL_FIRST))
+        && words
+            .next()
+            .is_some_and(|second| !is_one_of(second, OWN_TRANSACTIONS))
+        && !loose_words(sql).any(|w| w.eq_ignore_ascii_case(b"CONCURRENTLY"))
+}
+
+/// The first words of the statements [`is_transactional_ddl`] looks at.
+const DDL_FIRST: &[&[u8]] = &[
+    b"CREATE",
+    b"ALTER",
+    b"DROP",
+    b"COMMENT",
+    b"GRANT",
+    b"REVOKE",
+    b"SECURITY",
+    b"REFRESH",
+];
+
+/// True when `sql` names a DDL keyword anywhere (outside quotes and
+/// comments): a statement list that may hold transactional DDL.
+pub fn mentions_ddl(sql: &[u8]) -> bool {
+    loose_words(sql).any(|w| is_one_of(w, DDL_FIRST))
 }
 
 /// True when `sql` names a data-writing keyword anywhere (outside quotes

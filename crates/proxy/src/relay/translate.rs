@@ -5,14 +5,16 @@
 //! simple protocol does not have (ParseComplete, BindComplete, NoData),
 //! which the relay takes out.
 //!
-//! Translated: a Query of data writes and reads outside a transaction block
-//! (one implicit transaction, as PostgreSQL runs a multi-statement Query),
-//! `BEGIN; …; COMMIT` (its COMMIT goes with the stamp once the rest is
-//! answered), a lone `CALL` of a procedure known not to end transactions
-//! inside it (`writing_functions`), and a lone `COPY … FROM STDIN` (the stamp and the Sync follow
-//! the client's CopyDone). Anything else — DDL, another `CALL`, another `COPY`, a transaction control
-//! statement elsewhere, `$n` references, a session whose text PostgreSQL's
-//! lexer would not read as the server does — is sent as it is.
+//! Translated: a Query of data writes, reads and DDL that runs inside a
+//! transaction block (`commit_sql::is_transactional_ddl`) outside a
+//! transaction block (one implicit transaction, as PostgreSQL runs a
+//! multi-statement Query), `BEGIN; …; COMMIT` (its COMMIT goes with the
+//! stamp once the rest is answered), a lone `CALL` of a procedure known not
+//! to end transactions inside it (`writing_functions`), and a lone `COPY …
+//! FROM STDIN` (the stamp and the Sync follow the client's CopyDone).
+//! Anything else — other DDL, another `CALL`, another `COPY`, a transaction
+//! control statement elsewhere, `$n` references, a session whose text
+//! PostgreSQL's lexer would not read as the server does — is sent as it is.
 //!
 //! Each statement is parsed on its own, so for a Query of several the text
 //! before a statement is replaced by as many spaces as it has characters:
@@ -71,10 +73,13 @@ pub fn translation(
     // Cheap checks first: most Queries are reads or single statements.
     let copy = commit_sql::is_copy(sql);
     let single_write = commit_sql::is_data_write(sql)
+        || commit_sql::is_transactional_ddl(sql)
         || (commit_sql::is_query(sql) && calls_writer(sql))
         || (commit_sql::is_call(sql) && functions.is_some_and(|f| f.calls_atomic_procedure(sql)));
     let several_with_a_write = commit_sql::has_second_statement(sql)
-        && (commit_sql::mentions_data_write(sql) || calls_writer(sql));
+        && (commit_sql::mentions_data_write(sql)
+            || commit_sql::mentions_ddl(sql)
+            || calls_writer(sql));
     if !copy && !single_write && !several_with_a_write {
         return None;
     }
@@ -132,15 +137,13 @@ pub fn translation(
     } else {
         &statements[..]
     };
-    let plain = |s: &&str| {
-        let s = s.as_bytes();
+    let writes_data = |s: &[u8]| {
         commit_sql::is_data_write(s)
-            || commit_sql::is_read_only(s)
+            || commit_sql::is_transactional_ddl(s)
             || (commit_sql::is_query(s) && calls_writer(s))
     };
-    let writes = work
-        .iter()
-        .any(|s| commit_sql::is_data_write(s.as_bytes()) || calls_writer(s.as_bytes()));
+    let plain = |s: &&str| writes_data(s.as_bytes()) || commit_sql::is_read_only(s.as_bytes());
+    let writes = work.iter().any(|s| writes_data(s.as_bytes()));
     if !writes || !work.iter().all(plain) {
         return None;
     }
@@ -352,11 +355,30 @@ mod tests {
     }
 
     #[test]
+    fn ddl_that_runs_in_a_transaction_block_is_translated_as_a_write() {
+        let single = of("create table u (a int)").expect("translated");
+        assert_eq!(texts(&single.statements), ["create table u (a int)"]);
+        let body = "create function f() returns int language plpgsql as $$ begin return 1; end $$";
+        assert_eq!(texts(&of(body).expect("translated").statements), [body]);
+        let several =
+            of("create table u (a int); insert into u values (1); select 1").expect("translated");
+        assert_eq!(several.statements.len(), 3);
+        let block = of("begin; alter table t add column b int; commit").expect("translated");
+        assert_eq!(
+            texts(&block.statements),
+            ["begin", "       alter table t add column b int"]
+        );
+        assert!(block.commit.is_some());
+    }
+
+    #[test]
     fn everything_else_is_sent_as_it_is() {
         for sql in [
             "select 1",
             "select 1; select 2",
-            "create table t (a int); insert into t values (1)",
+            "create index concurrently i on t (a)",
+            "vacuum t; insert into t values (1)",
+            "create database d",
             "insert into t values (1); commit",
             "begin; insert into t values (1)",
             "begin; insert into t values (1); rollback",
