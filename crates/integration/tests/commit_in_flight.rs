@@ -372,6 +372,18 @@ async fn simple_query_call_in_flight_that_reached_the_standby_is_reported_once()
     simple_query_that_reached_the_standby("call add_two()", &[], &[0]).await;
 }
 
+/// A `DO` block that does not end transactions inside it is stamped like a
+/// write too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_do_block_in_flight_that_reached_the_standby_is_reported_once() {
+    simple_query_that_reached_the_standby(
+        "do $$ begin insert into t values (1); insert into t values (2); end $$",
+        &[],
+        &[0],
+    )
+    .await;
+}
+
 /// A procedure that commits inside it cannot be resolved by a stamp, which
 /// commits with its last transaction: what it committed before is on the
 /// new primary whatever the ledger says. In flight at a failover, its

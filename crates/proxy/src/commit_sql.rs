@@ -6,6 +6,8 @@
 //! Beside it, the quick classifications of statement text the journal and
 //! the relay need: reads, data writes, transaction control, COPY.
 
+use crate::journal::lexer::dollar_quoted_len;
+
 /// True when `sql` is exactly one transaction commit.
 pub fn is_commit(sql: &[u8]) -> bool {
     is_transaction_end(sql, &[b"COMMIT", b"END"])
@@ -128,8 +130,32 @@ mod tests {
             "update t set note = 'begin'",
             "prepare q as select 1",
             "select 'commit'",
+            "do $$ begin insert into t values (1); end $$",
+            "create function f() returns int language plpgsql as $f$ begin return 1; end $f$",
         ] {
             assert!(!controls_transaction(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_second_statement_is_found_outside_quotes_only() {
+        use super::has_second_statement;
+        for sql in [
+            "select 1; select 2",
+            "insert into t values ($1); select 1",
+            "do $$ begin end $$; commit",
+        ] {
+            assert!(has_second_statement(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "select 1;",
+            "select ';x'",
+            "select \";x\" from t",
+            "do $$ begin perform 1; end $$",
+            "select $q$ a; b $q$",
+            "select $$ unclosed; more",
+        ] {
+            assert!(!has_second_statement(sql.as_bytes()), "{sql}");
         }
     }
 
@@ -547,7 +573,7 @@ fn is_one_of(word: &[u8], keywords: &[&[u8]]) -> bool {
     keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
 }
 
-/// The words of `sql` outside quotes and comments, found as they are asked
+/// The words of `sql` outside quotes, dollar-quoted literals and comments, found as they are asked
 /// for: the checks above run for every transaction and mostly need the
 /// first word only, so nothing is collected or allocated.
 fn loose_words(sql: &[u8]) -> LooseWords<'_> {
@@ -583,6 +609,8 @@ impl<'a> Iterator for LooseWords<'a> {
                     i += 1;
                 }
                 i += 1;
+            } else if c == b'$' {
+                i += dollar_quoted_len(&sql[i..]);
             } else if c.is_ascii_alphabetic() || c == b'_' {
                 let start = i;
                 while i < sql.len()
@@ -602,21 +630,27 @@ impl<'a> Iterator for LooseWords<'a> {
 }
 
 /// True when a `;` is followed by anything but whitespace (several
-/// statements). Dollar quoting is not followed, so a `;` inside one counts:
+/// statements). Quotes and dollar-quoted literals (a function's or a `DO`
+/// block's body) are followed; comments are not, so a `;` inside one counts:
 /// such a statement is treated as possibly writing, which is safe.
 pub fn has_second_statement(sql: &[u8]) -> bool {
-    let mut in_quote = None;
-    for (i, &c) in sql.iter().enumerate() {
-        match in_quote {
-            Some(q) if c == q => in_quote = None,
-            Some(_) => {}
-            None if c == b'\'' || c == b'"' => in_quote = Some(c),
-            None if c == b';' => {
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < sql.len() && sql[i] != quote {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => i += dollar_quoted_len(&sql[i..]),
+            b';' => {
                 return sql[i + 1..]
                     .iter()
                     .any(|b| !b.is_ascii_whitespace() && *b != 0)
             }
-            None => {}
+            _ => i += 1,
         }
     }
     false

@@ -301,10 +301,13 @@ mod tests {
         ] {
             assert_eq!(kind(sql), AutocommitKind::NeverHold, "{sql}");
         }
-        assert_eq!(
-            kind("do 'begin insert into t values (1); end'"),
-            AutocommitKind::MayWrite
-        );
+        for sql in [
+            "do 'begin insert into t values (1); end'",
+            "do $$ begin insert into t values (1); end $$",
+            "do $body$ begin perform 1; end $body$",
+        ] {
+            assert_eq!(kind(sql), AutocommitKind::MayWrite, "{sql}");
+        }
         assert_eq!(
             kind("insert into t values ('commit')"),
             AutocommitKind::MayWrite

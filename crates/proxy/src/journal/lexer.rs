@@ -175,7 +175,7 @@ fn quoted_len(sql: &[u8], quote: u8, backslash_escapes: bool) -> usize {
 
 /// Length of the dollar-quoted literal at the start of `sql` (`$tag$…$tag$`),
 /// or 1 when the `$` starts none (a parameter such as `$1`).
-fn dollar_quoted_len(sql: &[u8]) -> usize {
+pub(crate) fn dollar_quoted_len(sql: &[u8]) -> usize {
     let tag_len = sql[1..]
         .iter()
         .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))

@@ -10,7 +10,8 @@
 //! transaction block (one implicit transaction, as PostgreSQL runs a
 //! multi-statement Query), `BEGIN; …; COMMIT` (its COMMIT goes with the
 //! stamp once the rest is answered), a lone `CALL` of a procedure known not
-//! to end transactions inside it (`writing_functions`), and a lone `COPY …
+//! to end transactions inside it (`writing_functions`), a lone `DO` block
+//! naming no `COMMIT`, `ROLLBACK` or `CALL`, and a lone `COPY …
 //! FROM STDIN` (the stamp and the Sync follow the client's CopyDone).
 //! Anything else — other DDL, another `CALL`, another `COPY`, a transaction
 //! control statement elsewhere, `$n` references, a session whose text
@@ -39,7 +40,7 @@ use understudy_protocol::frontend::{
 
 use crate::commit_sql;
 use crate::journal::Journal;
-use crate::writing_functions::WritingFunctions;
+use crate::writing_functions::{self, WritingFunctions};
 
 /// Largest statement text, padding included, sent for a Query of several
 /// statements; longer Queries are sent as they are.
@@ -75,7 +76,8 @@ pub fn translation(
     let single_write = commit_sql::is_data_write(sql)
         || commit_sql::is_transactional_ddl(sql)
         || (commit_sql::is_query(sql) && calls_writer(sql))
-        || (commit_sql::is_call(sql) && functions.is_some_and(|f| f.calls_atomic_procedure(sql)));
+        || (commit_sql::is_call(sql) && functions.is_some_and(|f| f.calls_atomic_procedure(sql)))
+        || (commit_sql::is_do(sql) && !writing_functions::ends_transactions_inside(sql, functions));
     let several_with_a_write = commit_sql::has_second_statement(sql)
         && (commit_sql::mentions_data_write(sql)
             || commit_sql::mentions_ddl(sql)
@@ -369,6 +371,9 @@ mod tests {
             ["begin", "       alter table t add column b int"]
         );
         assert!(block.commit.is_some());
+        let block = "do $$ begin if true then create table u (a int); end if; end $$";
+        assert_eq!(texts(&of(block).expect("translated").statements), [block]);
+        assert_eq!(of("do $$ begin commit; end $$"), None, "it commits inside");
     }
 
     #[test]
