@@ -278,6 +278,61 @@ async fn ddl_the_standby_never_received_is_on_the_new_primary() {
     assert_reapplied(&h, 20);
 }
 
+/// A re-applied transaction runs its statements again: an id an `INSERT`
+/// drew from a sequence is drawn again on the new primary, where the
+/// sequence continues after the values the standby had logged ahead. The
+/// rows are all there, under other ids than the client was told, and each
+/// difference the client could see (the `RETURNING` id) is counted and
+/// logged, not silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_id_a_reapplied_insert_draws_again_is_reported() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute(
+            "create table s (id serial primary key, note text);
+             insert into s (note) values ('the standby has the sequence logged ahead')",
+        )
+        .await
+        .unwrap();
+    let (client, sender) = session_the_standby_stops_following(&h).await;
+    let mut told = Vec::new();
+    for _ in 0..5 {
+        let row = client
+            .query_one(
+                "insert into s (note) values ('re-applied') returning id",
+                &[],
+            )
+            .await
+            .unwrap();
+        told.push(row.get::<_, i32>(0));
+    }
+    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
+    h.promote_standby().await;
+
+    let ids: Vec<i32> = client
+        .query(
+            "select id from s where note = 're-applied' order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 5, "every row is there");
+    assert_ne!(ids, told, "drawn again: {ids:?}, told {told:?}");
+    let log = h.proxy.commit_log();
+    assert_eq!(log.reapplied.load(Ordering::Acquire), 5, "the inserts");
+    assert_eq!(
+        log.reapplied_mismatches.load(Ordering::Acquire),
+        5,
+        "each id drawn again is reported"
+    );
+}
+
 /// A function created through the proxy counts as one that may write at once,
 /// not only once the proxy reads the catalog again: a `SELECT` calling it
 /// right after is stamped and kept.
