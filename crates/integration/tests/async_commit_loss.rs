@@ -158,13 +158,19 @@ fn assert_reapplied(h: &Harness, n: u64) {
     );
 }
 
-/// Kills the primary and its frozen WAL sender, promotes the standby, and
-/// checks through `client` (whose session moves) and directly that all 21
-/// transactions are there, once each.
-async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, sender: i32) {
+/// Kills the primary and its frozen WAL sender (so that what the sender
+/// held never reaches the standby), and promotes the standby.
+async fn lose_the_primary(h: &mut Harness, sender: i32) {
     h.cluster.primary().kill(Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
     h.promote_standby().await;
+}
+
+/// Loses the primary ([`lose_the_primary`]), and checks through `client`
+/// (whose session moves) and directly that all 21 transactions are there,
+/// once each.
+async fn fail_over_and_count(h: &mut Harness, client: &tokio_postgres::Client, sender: i32) {
+    lose_the_primary(h, sender).await;
     count_after_failover(h, client).await;
 }
 
@@ -256,9 +262,7 @@ async fn ddl_the_standby_never_received_is_on_the_new_primary() {
         };
         client.batch_execute(&sql).await.unwrap();
     }
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
-    h.promote_standby().await;
+    lose_the_primary(&mut h, sender).await;
 
     let tables: i64 = client
         .query_one(
@@ -308,9 +312,7 @@ async fn a_serial_id_a_reapplied_insert_draws_again_is_reported() {
             .unwrap();
         told.push(row.get::<_, i32>(0));
     }
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
-    h.promote_standby().await;
+    lose_the_primary(&mut h, sender).await;
 
     let ids: Vec<i32> = client
         .query(
@@ -513,9 +515,7 @@ async fn autocommit_writes_that_prepare_their_statement_are_on_the_new_primary()
     ])
     .await;
 
-    h.cluster.primary().kill(Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sender), Signal::SIGKILL).unwrap();
-    h.promote_standby().await;
+    lose_the_primary(&mut h, sender).await;
 
     let frames = conn
         .simple_query("select string_agg(id::text, ',' order by id) from t")

@@ -238,26 +238,30 @@ async fn extended_autocommit_write_in_flight_that_never_reached_the_standby_is_r
     assert_eq!(one, 1, "the session goes on");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reported_once() {
-    let mut h = Harness::start_with(1, |_| {}).await;
+/// Runs `setup` on the primary, then `statement` through the proxy with the
+/// extended protocol: its commit (or its first commit) reaches the standby,
+/// which does not apply it, so the primary never answers it. Fails over
+/// and returns the client and the statement's outcome.
+async fn extended_statement_the_standby_received(
+    h: &mut Harness,
+    setup: &str,
+    statement: &str,
+) -> (tokio_postgres::Client, Result<u64, tokio_postgres::Error>) {
     h.cluster
         .connect()
         .await
-        .batch_execute("create table t (id int)")
+        .batch_execute(setup)
         .await
         .unwrap();
     h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
-    let prepared = client.prepare("insert into t values (1)").await.unwrap();
-    // The standby receives the commit record but does not apply it, so the
-    // primary never acknowledges the INSERT.
+    let prepared = client.prepare(statement).await.unwrap();
     standby
         .batch_execute("select pg_wal_replay_pause()")
         .await
         .unwrap();
-    let insert = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let result = client.execute(&prepared, &[]).await;
         (client, result)
     });
@@ -265,10 +269,18 @@ async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reporte
 
     h.fail_over().await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, insert)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_autocommit_write_in_flight_that_reached_the_standby_is_reported_once() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let (client, result) = extended_statement_the_standby_received(
+        &mut h,
+        "create table t (id int)",
+        "insert into t values (1)",
+    )
+    .await;
     assert_eq!(result.expect("the INSERT succeeds"), 1, "its row count");
     assert_eq!(h.ids_on_new_primary("t").await, [1], "applied once");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
@@ -391,39 +403,19 @@ async fn simple_query_do_block_in_flight_that_reached_the_standby_is_reported_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_of_a_procedure_that_commits_inside_in_flight_gets_08007_and_is_not_run_again() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute(
-            "create table t (id int);
-             create procedure add_in_two_commits() language plpgsql as $$
-             begin
-                 insert into t values (1);
-                 commit;
-                 insert into t values (2);
-             end $$",
-        )
-        .await
-        .unwrap();
-    h.make_standby_synchronous("remote_apply").await;
-    let standby = h.cluster.connect_to(1).await;
-    let client = h.connect(Target::Proxy).await;
-    let call = client.prepare("call add_in_two_commits()").await.unwrap();
-    // The procedure's first COMMIT reaches the standby, which does not apply
-    // it, so the primary never returns from it.
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let result = client.execute(&call, &[]).await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
-
-    h.fail_over().await;
-
-    let (client, result) = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    // The procedure's first COMMIT is the one the primary never returns from.
+    let (client, result) = extended_statement_the_standby_received(
+        &mut h,
+        "create table t (id int);
+         create procedure add_in_two_commits() language plpgsql as $$
+         begin
+             insert into t values (1);
+             commit;
+             insert into t values (2);
+         end $$",
+        "call add_in_two_commits()",
+    )
+    .await;
     let error = result.expect_err("the outcome of the CALL is unknown");
     assert_eq!(understudy_integration::sqlstate(&error), "08007", "{error}");
     assert_eq!(
