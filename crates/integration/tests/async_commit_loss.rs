@@ -335,6 +335,33 @@ async fn a_serial_id_a_reapplied_insert_draws_again_is_reported() {
     );
 }
 
+/// `setval` writes a sequence: an autocommit `SELECT setval(…)` is stamped
+/// and kept like a write, so the new primary's sequence continues where the
+/// client set it, not where the standby last saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_set_by_an_autocommit_select_is_set_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create sequence ids")
+        .await
+        .unwrap();
+    let (client, sender) = session_the_standby_stops_following(&h).await;
+    client
+        .batch_execute("select setval('ids', 1000)")
+        .await
+        .unwrap();
+    lose_the_primary(&mut h, sender).await;
+
+    let next: i64 = client
+        .query_one("select nextval('ids')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 1001, "the sequence continues where the client set it");
+}
+
 /// A function created through the proxy counts as one that may write at once,
 /// not only once the proxy reads the catalog again: a `SELECT` calling it
 /// right after is stamped and kept.

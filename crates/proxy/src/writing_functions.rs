@@ -1,7 +1,7 @@
 //! Functions a `SELECT` may write through and procedures a `CALL` may
 //! commit in ([`WritingFunctions`]): per database, the names of the volatile
-//! functions outside `pg_catalog` (and of the large-object writers inside
-//! it) and of the procedures, read from `pg_proc` in the background, so that
+//! functions outside `pg_catalog` (and of the large-object writers and
+//! `setval` inside it) and of the procedures, read from `pg_proc` in the background, so that
 //! an autocommit `SELECT` calling one of those functions is stamped and kept
 //! in the commit log like the write it may be (docs/decisions/0017), and a
 //! `CALL` is stamped only when its procedure cannot end transactions inside
@@ -64,7 +64,7 @@ SELECT p.proname::text, 'w'
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
   AND p.proname IN ('lo_create', 'lo_creat', 'lo_import', 'lo_unlink', 'lowrite', 'lo_put',
-                    'lo_from_bytea', 'lo_truncate', 'lo_truncate64')
+                    'lo_from_bytea', 'lo_truncate', 'lo_truncate64', 'setval')
 ";
 
 /// What one database's catalog says about the routines statements call.
