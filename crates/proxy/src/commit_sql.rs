@@ -4,7 +4,9 @@
 //! comments, keywords, one optional `;` — because the proxy checks this on
 //! the hot path of every transaction's end and needs no full parse for it.
 //! Beside it, the quick classifications of statement text the journal and
-//! the relay need: reads, data writes, transaction control, COPY.
+//! the relay need: reads, data writes, DDL that runs in a transaction
+//! block, transaction control, COPY, CALL and DO — words outside quotes,
+//! dollar-quoted literals and comments.
 
 use crate::journal::lexer::dollar_quoted_len;
 
