@@ -396,6 +396,48 @@ async fn simple_query_do_block_in_flight_that_reached_the_standby_is_reported_on
     .await;
 }
 
+/// Maintenance that changes no data (`VACUUM`, `ANALYZE`, …) is not a write
+/// whose outcome matters: in flight at a failover it is run again on the
+/// new primary, and the client gets its reply, not `08007`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_in_flight_is_run_again_on_the_new_primary() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    h.cluster
+        .connect()
+        .await
+        .batch_execute("create table t (id int); insert into t select generate_series(1, 1000)")
+        .await
+        .unwrap();
+    h.make_standby_synchronous("remote_apply").await;
+    let standby = h.cluster.connect_to(1).await;
+    let client = h.connect(Target::Proxy).await;
+    // The statistics' commit reaches the standby, which does not apply it,
+    // so the primary never answers the ANALYZE.
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let result = client.simple_query("analyze t").await;
+        (client, result)
+    });
+    h.commit_waiting_for_the_standby().await;
+
+    h.fail_over().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    result.expect("the ANALYZE succeeds");
+    let analyzed: bool = client
+        .query_one(
+            "select count(*) > 0 from pg_stats where tablename = 't'",
+            &[],
+        )
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert!(analyzed, "the new primary has the table's statistics");
+}
+
 /// A procedure that commits inside it cannot be resolved by a stamp, which
 /// commits with its last transaction: what it committed before is on the
 /// new primary whatever the ledger says. In flight at a failover, its

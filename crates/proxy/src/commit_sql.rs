@@ -318,7 +318,10 @@ pub fn is_read_only(sql: &[u8]) -> bool {
 
 /// True when running `sql` again outside a transaction changes no data: a
 /// read, or one statement that starts a transaction, rolls one back,
-/// changes session settings or closes cursors.
+/// changes session settings, closes cursors, or maintains what the data is
+/// stored in without changing it (`VACUUM`, `ANALYZE`, `REINDEX`,
+/// `CLUSTER`, `CHECKPOINT`: run again after a failover, they do their work
+/// again on the new primary).
 pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
     const HARMLESS_FIRST: &[&[u8]] = &[
         b"BEGIN",
@@ -332,6 +335,12 @@ pub fn is_harmless_to_repeat(sql: &[u8]) -> bool {
         b"DISCARD",
         b"ROLLBACK",
         b"ABORT",
+        b"VACUUM",
+        b"ANALYZE",
+        b"ANALYSE",
+        b"REINDEX",
+        b"CLUSTER",
+        b"CHECKPOINT",
     ];
     if is_read_only(sql) {
         return true;
@@ -710,6 +719,10 @@ mod autocommit_kind_tests {
                 AutocommitKind::Harmless,
             ),
             ("SET search_path = app", AutocommitKind::Harmless),
+            ("vacuum (analyze) t", AutocommitKind::Harmless),
+            ("ANALYZE t", AutocommitKind::Harmless),
+            ("reindex table t", AutocommitKind::Harmless),
+            ("explain analyze delete from t", AutocommitKind::MayWrite),
             ("UPDATE t SET a = 1", AutocommitKind::MayWrite),
             ("SELECT * INTO t2 FROM t", AutocommitKind::MayWrite),
             (
