@@ -602,13 +602,10 @@ async fn settings_made_after_a_committed_write_survive() {
     assert_eq!(values, ["app", "Asia/Tokyo"]);
 }
 
-/// A transaction chained to one that committed (`COMMIT AND CHAIN`) keeps
-/// that one's isolation level and access mode, which a new server would not
-/// give it: at a failover the session ends with `08006` saying why, and the
-/// committed row is on the new primary once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_chained_to_a_committed_one_ends_its_session_clearly() {
-    let mut h = Harness::start_with(1, |_| {}).await;
+/// Creates table `chained` and runs `statements` through the proxy, each
+/// as a simple Query that must succeed; returns the connection once the
+/// standby has replayed what committed.
+async fn chain_through_the_proxy(h: &Harness, statements: &[&str]) -> RawConn {
     h.cluster
         .connect()
         .await
@@ -616,16 +613,74 @@ async fn a_transaction_chained_to_a_committed_one_ends_its_session_clearly() {
         .await
         .unwrap();
     let (mut conn, _) = RawConn::login(h.port(Target::Proxy), SUPERUSER, PASSWORD).await;
-    for sql in [
-        "begin",
-        "insert into chained values (1)",
-        "commit and chain",
-        "insert into chained values (2)",
-    ] {
+    for sql in statements {
         let frames = conn.simple_query(sql).await;
         assert!(frames.iter().all(|f| f.tag != tag::ERROR_RESPONSE), "{sql}");
     }
     h.wait_replicated().await;
+    conn
+}
+
+/// A transaction chained to one that committed (`COMMIT AND CHAIN`) keeps
+/// that one's isolation level and access mode: at a failover it is replayed
+/// behind the chain's own `BEGIN`, and goes on with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_chained_to_a_committed_one_moves_with_its_characteristics() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let mut conn = chain_through_the_proxy(
+        &h,
+        &[
+            "begin isolation level repeatable read",
+            "insert into chained values (1)",
+            "commit and chain",
+            "insert into chained values (2)",
+        ],
+    )
+    .await;
+
+    h.fail_over().await;
+
+    let frames = conn.simple_query("show transaction_isolation").await;
+    let shown: Vec<String> = frames
+        .iter()
+        .filter(|f| f.tag == tag::DATA_ROW)
+        .filter_map(|f| understudy_integration::data_row_text(&f.body, 0))
+        .collect();
+    assert_eq!(shown, ["repeatable read"], "{frames:?}");
+    for sql in ["insert into chained values (3)", "commit"] {
+        let frames = conn.simple_query(sql).await;
+        assert!(frames.iter().all(|f| f.tag != tag::ERROR_RESPONSE), "{sql}");
+    }
+    let ids: Vec<i32> = h
+        .cluster
+        .connect_to(1)
+        .await
+        .query("select id from chained order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
+/// A chain whose characteristics were changed inside it (`SET TRANSACTION`)
+/// cannot be opened again with them: at a failover the session ends with
+/// `08006` saying why, and the committed row is on the new primary once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chained_transaction_whose_characteristics_changed_ends_its_session_clearly() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let mut conn = chain_through_the_proxy(
+        &h,
+        &[
+            "begin",
+            "set transaction isolation level serializable",
+            "insert into chained values (1)",
+            "commit and chain",
+            "insert into chained values (2)",
+        ],
+    )
+    .await;
 
     h.fail_over().await;
 

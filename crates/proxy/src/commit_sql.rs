@@ -162,6 +162,31 @@ mod tests {
     }
 
     #[test]
+    fn changes_of_transaction_characteristics_are_recognised() {
+        use super::changes_transaction_characteristics as changes;
+        for sql in [
+            "set transaction isolation level serializable",
+            "SET TRANSACTION READ ONLY",
+            "set session characteristics as transaction read only",
+            "set default_transaction_isolation = 'serializable'",
+            "SET LOCAL transaction_read_only = on",
+            "select set_config('transaction_isolation', 'repeatable read', true)",
+            "reset default_transaction_deferrable",
+        ] {
+            assert!(changes(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "insert into t values (1)",
+            "set search_path = app",
+            "begin isolation level serializable",
+            "commit and chain",
+            "start transaction",
+        ] {
+            assert!(!changes(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn ddl_that_runs_in_a_transaction_block_is_recognised() {
         use super::is_transactional_ddl;
         for sql in [
@@ -425,6 +450,36 @@ pub fn mentions_data_write(sql: &[u8]) -> bool {
         ]
         .iter()
         .any(|k| w.eq_ignore_ascii_case(k))
+    })
+}
+
+/// True when `sql` may change the characteristics a transaction passes on
+/// to the one `COMMIT AND CHAIN` opens (isolation level, read-only,
+/// deferrable), or their session defaults: `SET TRANSACTION`, `SET SESSION
+/// CHARACTERISTICS`, or any mention of `transaction_isolation`,
+/// `transaction_read_only`, `transaction_deferrable` (their `default_`
+/// forms included), in a `SET` or a `set_config` call alike.
+pub fn changes_transaction_characteristics(sql: &[u8]) -> bool {
+    let mentions = |needle: &[u8]| {
+        sql.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if [
+        &b"transaction_isolation"[..],
+        b"transaction_read_only",
+        b"transaction_deferrable",
+        b"characteristics",
+    ]
+    .iter()
+    .any(|needle| mentions(needle))
+    {
+        return true;
+    }
+    let mut after_set = false;
+    loose_words(sql).any(|w| {
+        let set_transaction = after_set && w.eq_ignore_ascii_case(b"TRANSACTION");
+        after_set = w.eq_ignore_ascii_case(b"SET");
+        set_transaction
     })
 }
 

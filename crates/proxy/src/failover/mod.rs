@@ -34,9 +34,10 @@ use understudy_protocol::frontend::encode_query;
 
 use self::answers::{answer_outstanding, Answers};
 use self::commit::CommitOutcome;
-use self::replay::{replay_unit, restore_session, ReplayError};
+use self::replay::{replay_unit, restore_session, restore_snapshot, ReplayError};
 use crate::backend::{self, BackendConn, BackendCredential};
 use crate::error::SessionError;
+use crate::journal::session::Snapshot;
 use crate::journal::Reply;
 use crate::park::Successor;
 use crate::relay::RelayState;
@@ -385,6 +386,17 @@ async fn rebuild(
         }
         CommitOutcome::ResultsLost(why) => return Err(ReplayError::ResultsLost(why)),
         CommitOutcome::Replay => {}
+    }
+    if let Some(opening) = state.journal.chain_opening() {
+        // A transaction chained to one that committed: opened again with the
+        // characteristics the chain's first BEGIN gave it.
+        let mut out = BytesMut::new();
+        encode_query(opening, &mut out);
+        let opened = Snapshot {
+            messages: out.freeze(),
+            readies: 1,
+        };
+        restore_snapshot(&mut conn.stream, &mut conn.rbuf, &opened).await?;
     }
     let replayed = replay_unit(
         &mut conn.stream,

@@ -1,16 +1,31 @@
 //! A transaction chained to one that committed (`COMMIT AND CHAIN`): the
 //! unit ends at that commit, so the committed transaction goes to the
 //! commit log like any other, and the chained transaction is a unit of its
-//! own — one that runs in a transaction block it did not open. That unit
-//! is not replayed on a new server (the chain keeps the isolation level and
-//! access mode of the transaction before it, which a plain BEGIN would not
-//! give), but once it commits it is kept like any other, and applied again
-//! behind a BEGIN.
+//! own — one that runs in a transaction block it did not open. Once it
+//! commits it is kept like any other, and applied again behind a BEGIN.
+//!
+//! The chained transaction keeps the isolation level, read-only and
+//! deferrable modes of the one before, which a plain `BEGIN` on a new
+//! server would not give it. So it is replayed behind the statement that
+//! opened the chain's first transaction ([`Chain::opening`]: `BEGIN
+//! ISOLATION LEVEL …`, sent again as the client sent it), and only while
+//! that statement tells its characteristics: no statement of the chain may
+//! have changed them or their session defaults (`SET TRANSACTION`,
+//! `default_transaction_isolation`, …, see
+//! `commit_sql::changes_transaction_characteristics`).
 
 use understudy_protocol::frontend;
 
 use super::{Journal, NotReplayable};
 use crate::commit_sql;
+
+/// The chain the open unit's transaction belongs to.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The statement that opened the chain's first transaction, when it
+    /// tells the characteristics every transaction of the chain has.
+    opening: Option<String>,
+}
 
 impl Journal {
     /// At a ReadyForQuery that leaves a transaction open after request
@@ -33,9 +48,16 @@ impl Journal {
         if !alone || !self.request_chains(commit) {
             return false;
         }
+        let opening = match &self.chain {
+            Some(chain) => chain.opening.clone(),
+            None => self.transaction_opening(commit),
+        }
+        .filter(|_| !self.changes_characteristics(commit + 1));
         self.end_unit(i + 1, true);
-        self.in_chain = true;
-        self.block_unit(NotReplayable::ChainedTransaction);
+        if opening.is_none() {
+            self.block_unit(NotReplayable::ChainedTransaction);
+        }
+        self.chain = Some(Chain { opening });
         true
     }
 
@@ -46,5 +68,41 @@ impl Journal {
             && self
                 .statement_text(i)
                 .is_some_and(commit_sql::is_commit_and_chain)
+    }
+
+    /// The statement that opens the chained transaction the open unit runs
+    /// in, to be sent before the unit is replayed on a new server.
+    pub fn chain_opening(&self) -> Option<&str> {
+        self.chain.as_ref()?.opening.as_deref()
+    }
+
+    /// Whether the open unit can be replayed as far as its chain goes: not
+    /// once one of its statements changed the transaction's characteristics.
+    pub(super) fn chain_replayable(&self) -> Result<(), NotReplayable> {
+        match &self.chain {
+            Some(_) if self.changes_characteristics(self.requests.len()) => {
+                Err(NotReplayable::ChainedTransaction)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The text of the statement among the first `upto + 1` requests that
+    /// opened the transaction (`BEGIN …`, `START TRANSACTION …`), alone in
+    /// its request.
+    fn transaction_opening(&self, upto: usize) -> Option<String> {
+        (0..=upto)
+            .filter_map(|k| self.statement_text(k))
+            .find(|text| commit_sql::starts_transaction(text))
+            .and_then(|text| std::str::from_utf8(text).ok())
+            .map(str::to_owned)
+    }
+
+    /// True when one of the first `count` requests may have changed the
+    /// transaction's characteristics or their session defaults.
+    fn changes_characteristics(&self, count: usize) -> bool {
+        (0..count.min(self.requests.len()))
+            .filter_map(|k| self.statement_text(k))
+            .any(commit_sql::changes_transaction_characteristics)
     }
 }

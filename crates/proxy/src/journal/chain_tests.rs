@@ -35,10 +35,11 @@ fn a_commit_and_chain_ends_the_unit_and_each_transaction_is_kept() {
     assert_eq!(first[0].token, 7);
     assert!(first[0].chains && !first[0].chained);
     assert_eq!(
-        j.replayable(),
-        Err(NotReplayable::ChainedTransaction),
-        "the chained transaction has no BEGIN to replay"
+        j.chain_opening(),
+        Some("begin"),
+        "the chained transaction is replayed behind the chain's BEGIN"
     );
+    assert_eq!(j.replayable(), Ok(()));
     assert!(!j.is_idle(), "a transaction is open");
     assert_eq!(j.commit_token, None, "its COMMIT gets a stamp of its own");
 
@@ -60,6 +61,63 @@ fn a_commit_and_chain_ends_the_unit_and_each_transaction_is_kept() {
     assert!(has(&first[0].frames, b"begin") && !has(&first[0].frames, b"values (2)"));
     assert!(j.is_idle());
     assert_eq!(j.replayable(), Ok(()));
+    assert_eq!(j.chain_opening(), None);
+}
+
+/// Runs `statements` (each answered with its tag, in a transaction) as
+/// simple Queries, the last being a `COMMIT AND CHAIN`.
+fn run(j: &mut Journal, statements: &[(&str, &str)]) {
+    for (sql, tag) in statements {
+        client(j, &[query(sql)]);
+        server(j, &[complete(tag), ready(b'T')]);
+    }
+}
+
+#[test]
+fn a_chain_is_replayed_behind_its_opening_until_its_characteristics_change() {
+    let mut j = Journal::new(Limits::default());
+    let opening = "begin isolation level repeatable read, read only";
+    run(
+        &mut j,
+        &[
+            (opening, "BEGIN"),
+            ("select 1", "SELECT 1"),
+            ("commit and chain", "COMMIT"),
+        ],
+    );
+    assert_eq!(j.chain_opening(), Some(opening));
+    run(
+        &mut j,
+        &[("select 2", "SELECT 1"), ("commit and chain", "COMMIT")],
+    );
+    assert_eq!(j.chain_opening(), Some(opening), "along the whole chain");
+    assert_eq!(j.replayable(), Ok(()));
+    run(&mut j, &[("set transaction read write", "SET")]);
+    assert_eq!(
+        j.replayable(),
+        Err(NotReplayable::ChainedTransaction),
+        "changed inside the chained transaction"
+    );
+    run(&mut j, &[("commit and chain", "COMMIT")]);
+    assert_eq!(j.chain_opening(), None, "nor after it");
+    assert_eq!(j.replayable(), Err(NotReplayable::ChainedTransaction));
+}
+
+#[test]
+fn a_chain_whose_defaults_changed_or_that_began_with_other_work_is_not_replayed() {
+    for first in [
+        &[
+            ("begin", "BEGIN"),
+            ("set default_transaction_isolation = 'serializable'", "SET"),
+        ][..],
+        &[("begin; select 1", "SELECT 1")][..],
+    ] {
+        let mut j = Journal::new(Limits::default());
+        run(&mut j, first);
+        run(&mut j, &[("commit and chain", "COMMIT")]);
+        assert_eq!(j.chain_opening(), None, "{first:?}");
+        assert_eq!(j.replayable(), Err(NotReplayable::ChainedTransaction));
+    }
 }
 
 #[test]

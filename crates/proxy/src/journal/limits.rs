@@ -77,7 +77,9 @@ impl std::fmt::Display for NotReplayable {
             }
             NotReplayable::ChainedTransaction => {
                 "the open transaction was chained to the one before (COMMIT AND CHAIN) and keeps \
-                 its characteristics, which a new server would not have"
+                 its isolation level and access mode, which were not set by a BEGIN alone in its \
+                 request or were changed since (SET TRANSACTION, default_transaction_*), so a new \
+                 server would not have them"
             }
             NotReplayable::SettingBesideSavepointRollback => {
                 "settings were changed in a transaction that rolled back to a savepoint, and \

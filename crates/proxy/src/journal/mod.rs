@@ -155,7 +155,7 @@ pub struct Journal {
     copying_in: bool,
     /// The open unit runs in a transaction chained to one that committed
     /// (`COMMIT AND CHAIN`): a transaction block it did not open.
-    in_chain: bool,
+    chain: Option<chain::Chain>,
     /// The database's functions a `SELECT` may write through: a statement
     /// calling one counts as a write.
     writing_functions: Option<Arc<WritingFunctions>>,
@@ -191,7 +191,7 @@ impl Journal {
             unit_worth_reading: false,
             units_ended: 0,
             copying_in: false,
-            in_chain: false,
+            chain: None,
             writing_functions: None,
         }
     }
@@ -212,7 +212,11 @@ impl Journal {
     pub fn replayable(&self) -> Result<(), NotReplayable> {
         match (&self.session.blocked, &self.unit_blocked) {
             (Some(reason), _) | (None, Some(reason)) => Err(reason.clone()),
-            (None, None) => self.session.pins.reason().map_or(Ok(()), Err),
+            (None, None) => self
+                .session
+                .pins
+                .reason()
+                .map_or(self.chain_replayable(), Err),
         }
     }
 
@@ -228,7 +232,7 @@ impl Journal {
     /// True when no request is open and no transaction either: the session
     /// is idle between units.
     pub fn is_idle(&self) -> bool {
-        self.requests.is_empty() && !self.in_chain
+        self.requests.is_empty() && self.chain.is_none()
     }
 
     /// The requests of the open unit.
@@ -422,7 +426,7 @@ impl Journal {
         self.stamp_implicit = false;
         self.stamped_nothing = false;
         self.committed_inside = false;
-        self.in_chain = false;
+        self.chain = None;
         self.tx_status = status;
         self.units_ended += 1;
     }
@@ -705,7 +709,7 @@ impl Journal {
                     &self.arena,
                     started_from,
                     self.session.version() != version_before,
-                    (self.in_chain, chains),
+                    (self.chain.is_some(), chains),
                 ));
             }
         }
@@ -720,7 +724,7 @@ impl Journal {
             self.requests.clear();
         }
         self.units_ended += 1;
-        self.in_chain = false;
+        self.chain = None;
         self.cursor = 0;
         self.frame_owner = None;
         // The stamp, if any, belonged to the transaction that just ended.
