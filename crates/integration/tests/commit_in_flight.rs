@@ -238,15 +238,20 @@ async fn extended_autocommit_write_in_flight_that_never_reached_the_standby_is_r
     assert_eq!(one, 1, "the session goes on");
 }
 
-/// Runs `setup` on the primary, then `statement` through the proxy with the
-/// extended protocol: its commit (or its first commit) reaches the standby,
-/// which does not apply it, so the primary never answers it. Fails over
-/// and returns the client and the statement's outcome.
-async fn extended_statement_the_standby_received(
+/// Runs `setup` on the primary, then `send` with a client of the proxy: the
+/// commit it makes (or its first) reaches the standby, which does not apply
+/// it, so the primary never answers. Fails over and returns what `send`
+/// returned.
+async fn sent_while_the_standby_holds_its_commit<F, Fut, R>(
     h: &mut Harness,
     setup: &str,
-    statement: &str,
-) -> (tokio_postgres::Client, Result<u64, tokio_postgres::Error>) {
+    send: F,
+) -> R
+where
+    F: FnOnce(tokio_postgres::Client) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
     h.cluster
         .connect()
         .await
@@ -256,20 +261,30 @@ async fn extended_statement_the_standby_received(
     h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
-    let prepared = client.prepare(statement).await.unwrap();
     standby
         .batch_execute("select pg_wal_replay_pause()")
         .await
         .unwrap();
-    let task = tokio::spawn(async move {
-        let result = client.execute(&prepared, &[]).await;
-        (client, result)
-    });
+    let task = tokio::spawn(send(client));
     h.commit_waiting_for_the_standby().await;
 
     h.fail_over().await;
 
     tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap()
+}
+
+/// [`sent_while_the_standby_holds_its_commit`] for `statement` sent with
+/// the extended protocol: the client and the statement's outcome.
+async fn extended_statement_the_standby_received(
+    h: &mut Harness,
+    setup: &str,
+    statement: &'static str,
+) -> (tokio_postgres::Client, Result<u64, tokio_postgres::Error>) {
+    sent_while_the_standby_holds_its_commit(h, setup, |client| async move {
+        let result = client.execute(statement, &[]).await;
+        (client, result)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,36 +330,18 @@ async fn simple_query_autocommit_write_in_flight_that_never_reached_the_standby_
 /// procedure `add_two()` that insert them.
 async fn simple_query_that_reached_the_standby(sql: &'static str, rows: &[&str], counts: &[u64]) {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute(
-            "create table t (id int);
-             create function add_rows() returns setof int language sql as
-                 $$ insert into t values (1), (2) returning id * 10 $$;
-             create procedure add_two() language sql as $$ insert into t values (1), (2) $$",
-        )
-        .await
-        .unwrap();
-    h.make_standby_synchronous("remote_apply").await;
-    let standby = h.cluster.connect_to(1).await;
-    let client = h.connect(Target::Proxy).await;
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let query = tokio::spawn(async move {
-        let result = client.simple_query(sql).await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
-
-    h.fail_over().await;
-
-    let (client, result) = tokio::time::timeout(DEADLINE, query)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = sent_while_the_standby_holds_its_commit(
+        &mut h,
+        "create table t (id int);
+         create function add_rows() returns setof int language sql as
+             $$ insert into t values (1), (2) returning id * 10 $$;
+         create procedure add_two() language sql as $$ insert into t values (1), (2) $$",
+        |client| async move {
+            let result = client.simple_query(sql).await;
+            (client, result)
+        },
+    )
+    .await;
     let messages = result.expect("the Query succeeds");
     let returned: Vec<&str> = messages
         .iter()
@@ -402,30 +399,16 @@ async fn simple_query_do_block_in_flight_that_reached_the_standby_is_reported_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_in_flight_is_run_again_on_the_new_primary() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    h.cluster
-        .connect()
-        .await
-        .batch_execute("create table t (id int); insert into t select generate_series(1, 1000)")
-        .await
-        .unwrap();
-    h.make_standby_synchronous("remote_apply").await;
-    let standby = h.cluster.connect_to(1).await;
-    let client = h.connect(Target::Proxy).await;
-    // The statistics' commit reaches the standby, which does not apply it,
-    // so the primary never answers the ANALYZE.
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let task = tokio::spawn(async move {
-        let result = client.simple_query("analyze t").await;
-        (client, result)
-    });
-    h.commit_waiting_for_the_standby().await;
-
-    h.fail_over().await;
-
-    let (client, result) = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    // The statistics' commit is the one the primary never answers.
+    let (client, result) = sent_while_the_standby_holds_its_commit(
+        &mut h,
+        "create table t (id int); insert into t select generate_series(1, 1000)",
+        |client| async move {
+            let result = client.simple_query("analyze t").await;
+            (client, result)
+        },
+    )
+    .await;
     result.expect("the ANALYZE succeeds");
     let analyzed: bool = client
         .query_one(
