@@ -18,10 +18,14 @@ const DEADLINE: Duration = Duration::from_secs(30);
 type Commit = tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)>;
 
 /// A cluster with table `t`, and a session through the proxy that ran
-/// `opening` and sent `commit`: the commit record reaches the synchronous
+/// `opening` (a Query each) and sent `commit`: the commit record reaches the synchronous
 /// standby, which does not apply it, so the primary never acknowledges it.
 /// Returns the COMMIT's task once the primary waits for the standby.
-async fn commit_the_standby_received(h: &Harness, opening: &str, commit: &'static str) -> Commit {
+async fn commit_the_standby_received(
+    h: &Harness,
+    opening: &[&str],
+    commit: &'static str,
+) -> Commit {
     h.cluster
         .connect()
         .await
@@ -31,7 +35,9 @@ async fn commit_the_standby_received(h: &Harness, opening: &str, commit: &'stati
     h.make_standby_synchronous("remote_apply").await;
     let standby = h.cluster.connect_to(1).await;
     let client = h.connect(Target::Proxy).await;
-    client.batch_execute(opening).await.unwrap();
+    for sql in opening {
+        client.batch_execute(sql).await.unwrap();
+    }
     standby
         .batch_execute("select pg_wal_replay_pause()")
         .await
@@ -84,7 +90,8 @@ async fn commit_the_standby_never_received(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_that_reached_the_standby_is_reported_once() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    let commit = commit_the_standby_received(&h, "begin; insert into t values (1)", "commit").await;
+    let commit =
+        commit_the_standby_received(&h, &["begin; insert into t values (1)"], "commit").await;
 
     h.fail_over().await;
 
@@ -671,14 +678,53 @@ async fn commit_that_took_effect_with_a_request_pipelined_behind_it_is_reported_
     );
 }
 
-/// A `COMMIT AND CHAIN` that took effect: the chained transaction keeps the
-/// committed one's characteristics, which the new primary cannot be given,
-/// so the client hears that its transaction committed (`08007`) and is idle.
+/// A `COMMIT AND CHAIN` that took effect, in a transaction opened by a
+/// `BEGIN` of its own: the client is told it committed, and is in the
+/// chained transaction, opened on the new primary by that `BEGIN` again, so
+/// with the committed one's isolation level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_and_chain_that_reached_the_standby_is_reported_committed() {
+async fn commit_and_chain_that_reached_the_standby_goes_on_in_the_chained_transaction() {
     let mut h = Harness::start_with(1, |_| {}).await;
-    let opening = "begin isolation level serializable; insert into t values (1)";
-    let commit = commit_the_standby_received(&h, opening, "commit and chain").await;
+    let opening = [
+        "begin isolation level serializable",
+        "insert into t values (1)",
+    ];
+    let commit = commit_the_standby_received(&h, &opening, "commit and chain").await;
+
+    h.fail_over().await;
+
+    let (client, result) = tokio::time::timeout(DEADLINE, commit)
+        .await
+        .unwrap()
+        .unwrap();
+    result.expect("the COMMIT AND CHAIN succeeds");
+    let isolation: String = client
+        .query_one("show transaction_isolation", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert_eq!(isolation, "serializable", "the chain goes on");
+    client
+        .batch_execute("insert into t values (2); rollback")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.ids_on_new_primary("t").await,
+        [1],
+        "the COMMIT took effect once; the chained transaction is the client's to end"
+    );
+}
+
+/// A `COMMIT AND CHAIN` that took effect, in a transaction whose `BEGIN`
+/// shared its Query with another statement: what opened it is not known,
+/// so the chained transaction cannot be opened again with its
+/// characteristics. The client hears that its transaction committed
+/// (`08007`) and is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_chain_of_an_unknown_opening_that_reached_the_standby_is_reported_committed() {
+    let mut h = Harness::start_with(1, |_| {}).await;
+    let opening = ["begin isolation level serializable; insert into t values (1)"];
+    let commit = commit_the_standby_received(&h, &opening, "commit and chain").await;
 
     h.fail_over().await;
 

@@ -28,6 +28,10 @@ pub enum CommitOutcome {
     Replay,
     /// It took effect; these bytes are the client's replies.
     Committed(BytesMut),
+    /// It took effect, and its `COMMIT AND CHAIN` opened a transaction the
+    /// client is now in: these bytes are the client's replies, and the
+    /// statement opens that transaction on the new server.
+    CommittedAndChained(BytesMut, String),
     /// It took effect, but the client still waits for results only the lost
     /// server had (why, for the client's error).
     ResultsLost(String),
@@ -79,18 +83,28 @@ pub async fn resolve(
             "statements sent with the COMMIT had not been answered yet".into(),
         ));
     }
-    if outstanding.iter().any(|&i| journal.request_chains(i)) {
-        // The chained transaction keeps the committed one's isolation level
-        // and access mode, which a BEGIN on the new server would not give.
-        return Ok(CommitOutcome::ResultsLost(
-            "its COMMIT AND CHAIN opened a new transaction, which cannot be opened again on the \
-             new server with the same characteristics"
-                .into(),
-        ));
-    }
+    // The chained transaction keeps the committed one's isolation level and
+    // access mode: it is opened again by the statement that told them.
+    let chained = match outstanding.iter().find(|&&i| journal.request_chains(i)) {
+        None => None,
+        Some(&i) => match journal.opening_chained_by(i) {
+            Some(opening) => Some(opening),
+            None => {
+                return Ok(CommitOutcome::ResultsLost(
+                    "its COMMIT AND CHAIN opened a new transaction, which cannot be opened \
+                     again on the new server with the same characteristics"
+                        .into(),
+                ))
+            }
+        },
+    };
     let mut replies = BytesMut::new();
-    let idle = ReadyForQuery {
-        status: TransactionStatus::Idle,
+    let ready = ReadyForQuery {
+        status: if chained.is_some() {
+            TransactionStatus::InTransaction
+        } else {
+            TransactionStatus::Idle
+        },
     };
     for &i in &outstanding {
         let request = &requests[i];
@@ -102,7 +116,7 @@ pub async fn resolve(
         match request.tag {
             ftag::QUERY => {
                 command_complete(&mut replies);
-                idle.encode(&mut replies);
+                ready.encode(&mut replies);
             }
             ftag::PARSE => empty(&mut replies, tag::PARSE_COMPLETE),
             ftag::BIND => empty(&mut replies, tag::BIND_COMPLETE),
@@ -116,11 +130,14 @@ pub async fn resolve(
                 empty(&mut replies, tag::NO_DATA);
             }
             ftag::EXECUTE => command_complete(&mut replies),
-            ftag::SYNC => idle.encode(&mut replies),
+            ftag::SYNC => ready.encode(&mut replies),
             _ => {}
         }
     }
-    Ok(CommitOutcome::Committed(replies))
+    Ok(match chained {
+        Some(opening) => CommitOutcome::CommittedAndChained(replies, opening),
+        None => CommitOutcome::Committed(replies),
+    })
 }
 
 fn empty(out: &mut BytesMut, message: u8) {

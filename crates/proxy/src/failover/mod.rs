@@ -384,19 +384,24 @@ async fn rebuild(
             tail.extend_from_slice(&replies);
             return Ok((tail.freeze(), parameters));
         }
+        CommitOutcome::CommittedAndChained(replies, opening) => {
+            tracing::info!(
+                "the COMMIT AND CHAIN in flight had taken effect; opening the chained \
+                 transaction again and answering the client"
+            );
+            send_opening(conn, &opening).await?;
+            state.journal.continue_chain(opening);
+            let mut tail = BytesMut::from(held);
+            tail.extend_from_slice(&replies);
+            return Ok((tail.freeze(), parameters));
+        }
         CommitOutcome::ResultsLost(why) => return Err(ReplayError::ResultsLost(why)),
         CommitOutcome::Replay => {}
     }
     if let Some(opening) = state.journal.chain_opening() {
         // A transaction chained to one that committed: opened again with the
         // characteristics the chain's first BEGIN gave it.
-        let mut out = BytesMut::new();
-        encode_query(opening, &mut out);
-        let opened = Snapshot {
-            messages: out.freeze(),
-            readies: 1,
-        };
-        restore_snapshot(&mut conn.stream, &mut conn.rbuf, &opened).await?;
+        send_opening(conn, opening).await?;
     }
     let replayed = replay_unit(
         &mut conn.stream,
@@ -407,6 +412,23 @@ async fn rebuild(
     .await?;
     parameters.extend(replayed.parameters);
     Ok((replayed.tail, parameters))
+}
+
+/// Opens a chained transaction on the new server with the statement that
+/// opened the chain's first one, as the client sent it.
+async fn send_opening(
+    conn: &mut crate::conn::FramedConn<crate::stream::Stream>,
+    opening: &str,
+) -> Result<(), ReplayError> {
+    let mut out = BytesMut::new();
+    encode_query(opening, &mut out);
+    let opened = Snapshot {
+        messages: out.freeze(),
+        readies: 1,
+    };
+    restore_snapshot(&mut conn.stream, &mut conn.rbuf, &opened)
+        .await
+        .map(|_parameters| ())
 }
 
 /// Tells the client about parameters whose value differs on the new server.

@@ -14,6 +14,7 @@
 //! `default_transaction_isolation`, …, see
 //! `commit_sql::changes_transaction_characteristics`).
 
+use understudy_protocol::backend::TransactionStatus;
 use understudy_protocol::frontend;
 
 use super::{Journal, NotReplayable};
@@ -48,17 +49,35 @@ impl Journal {
         if !alone || !self.request_chains(commit) {
             return false;
         }
-        let opening = match &self.chain {
-            Some(chain) => chain.opening.clone(),
-            None => self.transaction_opening(commit),
-        }
-        .filter(|_| !self.changes_characteristics(commit + 1));
+        let opening = self.opening_chained_by(commit);
         self.end_unit(i + 1, true);
         if opening.is_none() {
             self.block_unit(NotReplayable::ChainedTransaction);
         }
         self.chain = Some(Chain { opening });
         true
+    }
+
+    /// The statement that opens, on a new server, the transaction the
+    /// `COMMIT AND CHAIN` of request `commit` chains to the open one: the
+    /// open chain's, or the open unit's own `BEGIN`; none when a statement
+    /// up to that request changed the characteristics.
+    pub fn opening_chained_by(&self, commit: usize) -> Option<String> {
+        match &self.chain {
+            Some(chain) => chain.opening.clone(),
+            None => self.transaction_opening(commit),
+        }
+        .filter(|_| !self.changes_characteristics(commit + 1))
+    }
+
+    /// After a `COMMIT AND CHAIN` in flight at a failover that the ledger
+    /// shows committed: the open unit is done with, and the session is in
+    /// the chained transaction, which `opening` opened on the new server.
+    pub fn continue_chain(&mut self, opening: String) {
+        self.abandon_unit(TransactionStatus::InTransaction);
+        self.chain = Some(Chain {
+            opening: Some(opening),
+        });
     }
 
     /// True when the request at index `i` runs a `COMMIT AND CHAIN` (a

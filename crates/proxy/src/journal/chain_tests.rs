@@ -147,3 +147,42 @@ fn a_commit_and_begin_in_one_query_is_neither_replayed_nor_kept() {
     );
     assert_eq!(j.replayable(), Ok(()));
 }
+
+#[test]
+fn a_commit_and_chain_in_flight_tells_its_opening_and_the_chain_goes_on_from_it() {
+    let mut j = Journal::new(Limits::default());
+    let opening = "begin isolation level serializable";
+    run(
+        &mut j,
+        &[
+            (opening, "BEGIN"),
+            ("insert into t values (1)", "INSERT 0 1"),
+        ],
+    );
+    client(&mut j, &[query("commit and chain")]);
+    // The server was lost before it answered.
+    let commit = j.requests().len() - 1;
+    assert!(j.request_chains(commit));
+    assert_eq!(j.opening_chained_by(commit).as_deref(), Some(opening));
+
+    j.continue_chain(opening.to_owned());
+    assert!(j.requests().is_empty(), "the committed unit is done with");
+    assert!(!j.is_idle(), "the client is in the chained transaction");
+    assert_eq!(j.chain_opening(), Some(opening));
+    assert_eq!(j.replayable(), Ok(()));
+}
+
+#[test]
+fn a_commit_and_chain_in_flight_after_a_characteristic_changed_has_no_opening() {
+    let mut j = Journal::new(Limits::default());
+    run(
+        &mut j,
+        &[
+            ("begin", "BEGIN"),
+            ("set transaction isolation level repeatable read", "SET"),
+        ],
+    );
+    client(&mut j, &[query("commit and chain")]);
+    let commit = j.requests().len() - 1;
+    assert_eq!(j.opening_chained_by(commit), None);
+}
