@@ -209,7 +209,8 @@ async fn run_application(
     assert_eq!(
         metrics.sessions_moved_total.load(Ordering::Acquire),
         sessions,
-        "every session moved:\n{output}"
+        "every session moved ({} moves failed; the proxy's log is above):\n{output}",
+        metrics.move_failures_total.load(Ordering::Acquire)
     );
     if let Move::Failover = movement {
         let log = h.proxy.commit_log();

@@ -72,6 +72,7 @@ impl Harness {
     /// A primary and `standbys` standbys, with a proxy whose configuration
     /// `customize` may change (listen address and servers are set already).
     pub async fn start_with(standbys: usize, customize: impl FnOnce(&mut Config)) -> Harness {
+        capture_proxy_log();
         let cluster = TestCluster::start_with_standbys(standbys).await;
         let mut config = Config::default_for_embedded();
         config.proxy.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -760,4 +761,17 @@ pub fn understudy_binary() -> std::path::PathBuf {
 /// process picked before (see `understudy_cluster::free_port`).
 pub fn free_port() -> u16 {
     understudy_testkit::understudy_cluster::free_port().expect("a free port")
+}
+
+/// Sends the proxy's log (its warnings, or what `RUST_LOG` asks for) to the
+/// test's captured output: a failing test shows what the proxy said, a
+/// passing one prints nothing. The tokio runtime of a test inherits its
+/// capture, so each test gets its own proxy's lines.
+fn capture_proxy_log() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,understudy_proxy=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

@@ -70,6 +70,13 @@ class Worker:
         # (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
         # ALL;` in one Query).
         self.pool = await asyncpg.create_pool(**server, min_size=1, max_size=1)
+        # asyncpg replaces a pooled connection its server closed without a
+        # word to the application: through understudy that must not happen.
+        self.closed = []
+        async with self.pool.acquire() as pooled:
+            self.pooled = pooled._con
+            pooled._con.add_termination_listener(lambda _c: self.closed.append("pooled"))
+        conn.add_termination_listener(lambda _c: self.closed.append("main"))
         return self
 
     def heard_notification(self, _conn, _pid, channel, payload):
@@ -182,7 +189,9 @@ class Worker:
         check(counted == self.committed, f"worker {self.worker} counts {counted} rows, expected {self.committed}")
         # The pooled connection: a setting that lasts until it is given back,
         # and a count under it.
+        check(not self.closed, f"connections closed by the server: {self.closed}")
         async with self.pool.acquire() as pooled:
+            check(pooled._con is self.pooled, "the pool replaced its connection")
             check(
                 await pooled.fetchval("show search_path") == '"$user", public',
                 "the pool reset the connection's settings",
@@ -194,6 +203,7 @@ class Worker:
             check(counted == self.committed, f"the pooled connection counts {counted} rows")
 
     async def finish(self):
+        check(not self.closed, f"connections closed by the server: {self.closed}")
         # LISTEN still holds: a notification sent now is heard.
         await self.conn.execute("select pg_notify($1, 'last')", self.channel)
         for _ in range(100):
