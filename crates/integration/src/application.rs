@@ -7,7 +7,11 @@
 //! `rounds` rounds each on connections through the proxy, prints
 //! `progress <worker> <round>` after every round and, at the end,
 //! `committed <worker> <rows>` with the rows each worker saw committed; it
-//! exits with a failure status on any driver error. The applications write
+//! exits with a failure status on any driver error. A worker done with its
+//! rounds waits until its standard input ends before its last checks and
+//! before closing its connections: the harness closes it once the sessions
+//! have moved, so that every session is open when they move (a worker
+//! ahead of the others could otherwise close its own first). The applications write
 //! to a table made by [`create_rows_table`], marking in each row's `note`
 //! what was done to it. [`run_through`] runs one with 4 workers of 60 rounds,
 //! moves its sessions a third of the way through, and once it has finished
@@ -141,10 +145,13 @@ async fn run_application(
         .arg(understudy_testkit::PASSWORD)
         .arg(workers.to_string())
         .arg(rounds.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {application:?}: {e}"));
+    // Closed once every session has moved: the workers finish only then.
+    let moved = child.stdin.take().expect("the application's input");
     let mut lines = BufReader::new(child.stdout.take().expect("the application's output")).lines();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -162,7 +169,8 @@ async fn run_application(
     };
     output.wait_for_rounds(workers * rounds / 3).await;
     let metrics = h.proxy.metrics();
-    // Every worker's sessions are open by now, and stay so to the end.
+    // Every worker's sessions are open by now, and stay so until the
+    // application's input ends.
     let sessions = metrics.sessions_active.load(Ordering::Acquire);
     assert!(
         sessions >= workers as u64,
@@ -193,6 +201,14 @@ async fn run_application(
         }
         Move::Switchover => h.switch_over().await,
     }
+    // Idle sessions move too, as soon as they find their backend gone; the
+    // count is checked exactly below, once the application has ended.
+    let moved_total = &metrics.sessions_moved_total;
+    understudy_testkit::wait_until(Duration::from_secs(60), || async move {
+        moved_total.load(Ordering::Acquire) >= sessions
+    })
+    .await;
+    drop(moved);
     let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
         .await
         .expect("the application finishes")

@@ -15,7 +15,9 @@ connection that asyncpg resets each time it is given back. Any asyncpg error is 
 failure: the failover must not reach the application.
 
 Prints "progress <worker> <round>" after each round and, at the end,
-"committed <worker> <rows>" with the rows each worker saw committed.
+"committed <worker> <rows>" with the rows each worker saw committed. A
+worker done with its rounds waits until standard input ends (the test
+closes it once every session has moved) before its last checks.
 
 Usage: python3 failover_client.py <port> <password> <workers> <rounds>
 """
@@ -220,12 +222,13 @@ class Worker:
         await self.conn.close()
 
 
-async def run(port, password, worker, rounds):
+async def run(port, password, worker, rounds, moved):
     try:
         w = await Worker.connect(port, password, worker)
         for n in range(rounds):
             await w.round(n)
             print(f"progress {worker} {n}", flush=True)
+        await moved
         await w.finish()
         print(f"committed {worker} {w.committed}", flush=True)
         return True
@@ -238,7 +241,10 @@ async def run(port, password, worker, rounds):
 
 async def main():
     port, password, workers, rounds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    results = await asyncio.gather(*(run(port, password, w, rounds) for w in range(workers)))
+    # Ends with standard input, which the test closes once every session
+    # has moved.
+    moved = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    results = await asyncio.gather(*(run(port, password, w, rounds, moved) for w in range(workers)))
     sys.exit(0 if all(results) else 1)
 
 

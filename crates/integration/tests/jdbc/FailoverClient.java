@@ -10,7 +10,10 @@
 // SQLException is a failure: the failover must not reach the application.
 //
 // Prints "progress <worker> <round>" after each round and, at the end,
-// "committed <worker> <rows>" with the rows each worker saw committed.
+// "committed <worker> <rows>" with the rows each worker saw committed. A
+// worker done with its rounds waits until standard input ends (the test
+// closes it once every session has moved), then counts its rows once more
+// before closing its connection.
 //
 // Usage: java -cp postgresql.jar:. FailoverClient <port> <password> <workers> <rounds>
 
@@ -25,10 +28,26 @@ import java.sql.Savepoint;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
 import org.postgresql.PGConnection;
 
 public class FailoverClient {
+    // Open until standard input ends: every session has moved.
+    static final CountDownLatch MOVED = new CountDownLatch(1);
+
     public static void main(String[] args) throws Exception {
+        Thread input = new Thread(() -> {
+            try {
+                while (System.in.read() != -1) {
+                    // Nothing is sent; only the end counts.
+                }
+            } catch (IOException e) {
+                // An unreadable input ends as well.
+            }
+            MOVED.countDown();
+        });
+        input.setDaemon(true);
+        input.start();
         String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/postgres";
         Properties props = new Properties();
         props.setProperty("user", "postgres");
@@ -160,6 +179,16 @@ public class FailoverClient {
                         "worker " + worker + " counts its rows");
                 }
                 System.out.println("progress " + worker + " " + round);
+            }
+            try {
+                MOVED.await();
+            } catch (InterruptedException e) {
+                throw new IllegalStateException("interrupted while waiting for the move", e);
+            }
+            count.setInt(1, worker);
+            try (ResultSet rs = count.executeQuery()) {
+                check(rs.next() && rs.getLong(1) == committed,
+                    "worker " + worker + " counts its rows after the move");
             }
             System.out.println("committed " + worker + " " + committed);
         }

@@ -13,7 +13,9 @@
 // application.
 //
 // Prints "progress <worker> <round>" after each round and, at the end,
-// "committed <worker> <rows>" with the rows each worker saw committed.
+// "committed <worker> <rows>" with the rows each worker saw committed. A
+// worker done with its rounds waits until standard input ends (the test
+// closes it once every session has moved) before its last checks.
 //
 // Usage: node failover_client.js <port> <password> <workers> <rounds>
 
@@ -156,6 +158,7 @@ async function run(port, password, worker, rounds) {
     check(counted === committed, `worker ${worker} counts ${counted} rows, expected ${committed}`);
     console.log(`progress ${worker} ${n}`);
   }
+  await moved;
 
   // LISTEN still holds: a notification sent now is heard.
   await client.query("select pg_notify($1, 'last')", [channel]);
@@ -172,6 +175,13 @@ async function run(port, password, worker, rounds) {
   await client.end();
   console.log(`committed ${worker} ${committed}`);
 }
+
+// Resolved when standard input ends, which the test closes once every
+// session has moved.
+const moved = new Promise((resolve) => {
+  process.stdin.on('end', resolve);
+  process.stdin.resume();
+});
 
 async function main() {
   const [port, password, workers, rounds] = process.argv.slice(2);

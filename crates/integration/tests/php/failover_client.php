@@ -14,7 +14,9 @@
 // reach the application.
 //
 // Prints "progress <worker> <round>" after each round and, at the end,
-// "committed <worker> <rows>" with the rows each worker saw committed.
+// "committed <worker> <rows>" with the rows each worker saw committed. A
+// worker done with its rounds waits until standard input ends (the test
+// closes it once every session has moved) before its last checks.
 //
 // Usage: php failover_client.php <port> <password> <workers> <rounds>
 
@@ -25,7 +27,7 @@ function check(bool $ok, string $what): void
     }
 }
 
-function run(int $port, string $password, int $worker, int $rounds, string $barrier, int $workers): void
+function run(int $port, string $password, int $worker, int $rounds): void
 {
     $pdo = new PDO(
         "pgsql:host=127.0.0.1;port=$port;dbname=postgres;sslmode=disable",
@@ -105,6 +107,8 @@ function run(int $port, string $password, int $worker, int $rounds, string $barr
         $listen();
         echo "progress $worker $n\n";
     }
+    // Each worker process has the input's end: every session has moved.
+    stream_get_contents(STDIN);
 
     // LISTEN still holds: a notification sent now is heard.
     $pdo->prepare('select pg_notify(?, ?)')->execute([$channel, 'last']);
@@ -121,38 +125,18 @@ function run(int $port, string $password, int $worker, int $rounds, string $barr
     check(count($heard) === count(array_unique($heard)), 'notifications heard twice: ' . implode(',', $heard));
     check(array_diff($heard, $sent) === [], 'notifications never sent: ' . implode(',', $heard));
     echo "committed $worker $committed\n";
-    wait_for_all($barrier, $workers);
-}
-
-// Worker processes run at their own pace: one could finish, and close its
-// session, before the test moves the sessions. Each waits here until all
-// are done, as the threads of one process would be.
-function wait_for_all(string $barrier, int $workers): void
-{
-    file_put_contents($barrier, "done\n", FILE_APPEND | LOCK_EX);
-    for ($i = 0; $i < 12000; $i++) {
-        clearstatcache();
-        if (filesize($barrier) >= $workers * 5) {
-            return;
-        }
-        usleep(10000);
-    }
-    throw new RuntimeException('the other workers never finished');
 }
 
 [$_, $port, $password, $workers, $rounds] = $argv;
-$barrier = tempnam(sys_get_temp_dir(), 'php_failover_');
 $children = [];
 for ($w = 0; $w < (int) $workers; $w++) {
     $pid = pcntl_fork();
     if ($pid === 0) {
         try {
-            run((int) $port, $password, $w, (int) $rounds, $barrier, (int) $workers);
+            run((int) $port, $password, $w, (int) $rounds);
             exit(0);
         } catch (Throwable $e) {
             echo "failed $w " . get_class($e) . ': ' . $e->getMessage() . "\n" . $e->getTraceAsString() . "\n";
-            // The others need not wait for this one.
-            file_put_contents($barrier, "done\n", FILE_APPEND | LOCK_EX);
             exit(1);
         }
     }
@@ -164,5 +148,4 @@ foreach ($children as $pid) {
     pcntl_waitpid($pid, $status);
     $failed = $failed || !pcntl_wifexited($status) || pcntl_wexitstatus($status) !== 0;
 }
-unlink($barrier);
 exit($failed ? 1 : 0);

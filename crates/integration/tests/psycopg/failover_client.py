@@ -12,7 +12,9 @@ transaction and outside one, and LISTEN/NOTIFY on a channel of the worker's own.
 error is a failure: the failover must not reach the application.
 
 Prints "progress <worker> <round>" after each round and, at the end,
-"committed <worker> <rows>" with the rows each worker saw committed.
+"committed <worker> <rows>" with the rows each worker saw committed. A
+worker done with its rounds waits until standard input ends (the test
+closes it once every session has moved) before its last checks.
 
 Usage: python3 failover_client.py <port> <password> <workers> <rounds>
 """
@@ -187,12 +189,13 @@ class Worker:
         self.conn.close()
 
 
-def run(port, password, worker, rounds, failures):
+def run(port, password, worker, rounds, failures, moved):
     try:
         w = Worker(port, password, worker)
         for n in range(rounds):
             w.round(n)
             say(f"progress {worker} {n}")
+        moved.wait()
         w.finish()
         say(f"committed {worker} {w.committed}")
     except BaseException as e:  # noqa: BLE001 - every failure is reported
@@ -203,8 +206,12 @@ def run(port, password, worker, rounds, failures):
 def main():
     port, password, workers, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     failures = []
+    # Set when standard input ends, which the test closes once every
+    # session has moved.
+    moved = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), moved.set()), daemon=True).start()
     threads = [
-        threading.Thread(target=run, args=(int(port), password, w, rounds, failures))
+        threading.Thread(target=run, args=(int(port), password, w, rounds, failures, moved))
         for w in range(workers)
     ]
     for t in threads:
