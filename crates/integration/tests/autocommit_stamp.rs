@@ -6,7 +6,8 @@
 //! tests check the mechanics on a healthy primary — writes are stamped once,
 //! reads are not, errors still reach the client, pipelined batches each get
 //! their own stamp, translated Queries answer byte for byte as PostgreSQL
-//! does; `commit_in_flight.rs` checks what it is for.
+//! does, the ledger's index stays quick to search; `commit_in_flight.rs`
+//! checks what it is for.
 
 use futures_util::{future, pin_mut, TryStreamExt};
 use understudy_integration::{describe, sqlstate, Harness, RawConn, Target};
@@ -331,4 +332,72 @@ async fn a_flush_between_requests_does_not_keep_the_next_write_from_its_stamp() 
     let before = stamps(&direct).await;
     conn.simple_query("insert into t values (1)").await;
     assert_eq!(stamps(&direct).await, before + 1, "the write was stamped");
+}
+
+/// Heap pages a lookup of the newest ledger token reads: every page of the
+/// ranges its BRIN index has not summarized, plus the matching range's.
+async fn pages_a_lookup_reads(direct: &tokio_postgres::Client) -> u64 {
+    let plan = direct
+        .simple_query(
+            "explain (analyze) select exists (select 1 from understudy.ledger \
+             where token = (select max(token) from understudy.ledger))",
+        )
+        .await
+        .unwrap();
+    plan.iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .filter(|line| line.contains("Heap Blocks:"))
+        .flat_map(|line| {
+            line.split_whitespace()
+                .filter_map(|word| {
+                    word.split_once('=')
+                        .and_then(|(_, n)| n.parse::<u64>().ok())
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The ledger's BRIN index is summarized in the background: PostgreSQL does
+/// it only when it vacuums (off for the ledger here), and a lookup — one per
+/// session with a COMMIT in flight at a failover — would read every row
+/// written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_index_is_kept_summarized() {
+    let h = Harness::start().await;
+    let direct = h.connect(Target::Direct).await;
+    direct
+        .batch_execute("create table t (id int)")
+        .await
+        .unwrap();
+    let client = h.connect(Target::Proxy).await;
+    client
+        .execute("insert into t values ($1)", &[&1i32])
+        .await
+        .unwrap();
+    direct
+        .batch_execute(
+            "alter table understudy.ledger set (autovacuum_enabled = off); \
+             insert into understudy.ledger \
+             select (select max(token) from understudy.ledger) + g \
+             from generate_series(1, 150000) g; \
+             set enable_seqscan = off",
+        )
+        .await
+        .unwrap();
+    // 150 000 tokens fill about 660 pages; a summarized range is 128.
+    let direct = &direct;
+    let summarized =
+        understudy_testkit::wait_until(std::time::Duration::from_secs(40), || async move {
+            pages_a_lookup_reads(direct).await <= 2 * 128
+        })
+        .await;
+    assert!(
+        summarized,
+        "a lookup still reads {} pages",
+        pages_a_lookup_reads(direct).await
+    );
 }
