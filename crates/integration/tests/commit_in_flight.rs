@@ -17,6 +17,14 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 type Commit = tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)>;
 
+/// The COMMIT's session and answer, once the client has it.
+async fn answered(commit: Commit) -> (tokio_postgres::Client, Result<(), tokio_postgres::Error>) {
+    tokio::time::timeout(DEADLINE, commit)
+        .await
+        .expect("the COMMIT is answered")
+        .expect("the COMMIT's task")
+}
+
 /// A cluster with table `t`, and a session through the proxy that ran
 /// `opening` (a Query each) and sent `commit`: the commit record reaches the synchronous
 /// standby, which does not apply it, so the primary never acknowledges it.
@@ -95,10 +103,7 @@ async fn commit_that_reached_the_standby_is_reported_once() {
 
     h.fail_over().await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = answered(commit).await;
     result.expect("the COMMIT succeeds");
     assert_eq!(h.ids_on_new_primary("t").await, [1]);
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
@@ -112,10 +117,7 @@ async fn commit_that_never_reached_the_standby_is_replayed_once() {
         commit_the_standby_never_received(&mut h, "begin; insert into t values (1)", "commit")
             .await;
 
-    let (_client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_client, result) = answered(commit).await;
     result.expect("the COMMIT succeeds");
     assert_eq!(h.ids_on_new_primary("t").await, [1]);
 }
@@ -579,10 +581,7 @@ async fn without_the_ledger_a_commit_in_flight_gets_08007() {
 
     h.fail_over().await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = answered(commit).await;
     let err = result.expect_err("nothing can tell whether the COMMIT took effect");
     assert_eq!(
         err.as_db_error().map(|e| e.code().code()),
@@ -693,10 +692,7 @@ async fn commit_and_chain_that_reached_the_standby_goes_on_in_the_chained_transa
 
     h.fail_over().await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = answered(commit).await;
     result.expect("the COMMIT AND CHAIN succeeds");
     let isolation: String = client
         .query_one("show transaction_isolation", &[])
@@ -728,10 +724,7 @@ async fn commit_and_chain_of_an_unknown_opening_that_reached_the_standby_is_repo
 
     h.fail_over().await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = answered(commit).await;
     let error = result.expect_err("the chained transaction is not there");
     assert_eq!(understudy_integration::sqlstate(&error), "08007", "{error}");
     let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
@@ -753,10 +746,7 @@ async fn commit_and_chain_that_never_reached_the_standby_is_replayed_once() {
     let opening = "begin isolation level repeatable read; insert into t values (1)";
     let commit = commit_the_standby_never_received(&mut h, opening, "commit and chain").await;
 
-    let (client, result) = tokio::time::timeout(DEADLINE, commit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, result) = answered(commit).await;
     result.expect("the COMMIT AND CHAIN succeeds");
     let isolation: String = client
         .query_one("show transaction_isolation", &[])

@@ -71,17 +71,17 @@ const TOKEN_EPOCH_MS: u64 = 1_735_689_600_000;
 static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long ledger rows are kept: far longer than any failover takes.
-const RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
-/// How often the index's new ranges are summarized: a BRIN index finds
-/// nothing in a range it has not summarized, so a lookup reads every row
-/// inserted since the last summary. PostgreSQL summarizes only when it
-/// vacuums, which on a busy ledger can be minutes of writes apart (26 ms
-/// per lookup over 300 000 rows, where a summarized index takes about 1):
-/// every session with a COMMIT in flight at a failover makes one lookup.
-const SUMMARIZE_EVERY: Duration = Duration::from_secs(10);
-/// How often old rows are deleted, in summaries.
-const CLEAN_EVERY_SUMMARIES: u32 = 6;
-/// Summarizes the ranges of the ledger's index not summarized yet.
+const RETENTION: Duration = Duration::from_secs(600);
+/// How often old rows are deleted, in upkeep periods (each
+/// [`writing_functions::REFRESH_EVERY`]).
+const CLEAN_EVERY_PERIODS: u32 = 6;
+/// Summarizes the ranges of the ledger's index not summarized yet, at each
+/// upkeep period: a BRIN index finds nothing in a range it has not
+/// summarized, so a lookup reads every row inserted since the last
+/// summary. PostgreSQL summarizes only when it vacuums, which on a busy
+/// ledger can be minutes of writes apart (26 ms per lookup over 300 000
+/// rows, where a summarized index takes about 1): every session with a
+/// COMMIT in flight at a failover makes one lookup.
 const SUMMARIZE: &str =
     "SELECT pg_catalog.brin_summarize_new_values('understudy.ledger_token'::pg_catalog.regclass)";
 
@@ -173,9 +173,6 @@ impl Ledgers {
         }
         let ok = match self.setup(database).await {
             Ok(client) => {
-                let this = Arc::clone(self);
-                let name = database.to_owned();
-                tokio::spawn(async move { this.maintain(name).await });
                 // Read before the first session goes on, so that its first
                 // statements are already classified with them.
                 let functions = Arc::new(WritingFunctions::default());
@@ -191,7 +188,7 @@ impl Ledgers {
                     .insert(database.to_owned(), Arc::clone(&functions));
                 let this = Arc::clone(self);
                 let name = database.to_owned();
-                tokio::spawn(async move { this.refresh_functions(name, functions, client).await });
+                tokio::spawn(async move { this.upkeep(name, functions, client).await });
                 true
             }
             Err(e) => {
@@ -243,21 +240,25 @@ impl Ledgers {
         Ok(client)
     }
 
-    /// Reads the names again every [`writing_functions::REFRESH_EVERY`], on a
-    /// connection kept open (and opened again on the current primary when
-    /// it fails).
-    async fn refresh_functions(
+    /// The background work on `database`'s ledger connection (kept open,
+    /// and opened again on the current primary when it fails): the names
+    /// of the writing functions read again every
+    /// [`writing_functions::REFRESH_EVERY`] and at once when a session
+    /// defined one; at each of those periods the ledger's index summarized;
+    /// every [`CLEAN_EVERY_PERIODS`] periods its old rows deleted.
+    async fn upkeep(
         &self,
         database: String,
         functions: Arc<WritingFunctions>,
         client: tokio_postgres::Client,
     ) {
         let mut client = Some(client);
+        let mut periods = 0u32;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(writing_functions::REFRESH_EVERY) => {}
-                _ = functions.changed() => {}
-            }
+            let period_ended = tokio::select! {
+                _ = tokio::time::sleep(writing_functions::REFRESH_EVERY) => true,
+                _ = functions.changed() => false,
+            };
             if client
                 .as_ref()
                 .is_none_or(tokio_postgres::Client::is_closed)
@@ -265,7 +266,7 @@ impl Ledgers {
                 client = match self.connect(&database).await {
                     Ok(client) => Some(client),
                     Err(e) => {
-                        tracing::debug!(database, error = %e, "cannot connect to read which functions may write");
+                        tracing::debug!(database, error = %e, "cannot connect for the ledger's upkeep");
                         continue;
                     }
                 };
@@ -278,47 +279,25 @@ impl Ledgers {
                 Err(e) => {
                     tracing::debug!(database, error = %e, "cannot read which functions may write");
                     client = None;
+                    continue;
                 }
             }
-        }
-    }
-
-    /// Keeps the ledger of `database` quick to search and small: its index
-    /// summarized every [`SUMMARIZE_EVERY`], rows older than [`RETENTION`]
-    /// deleted every [`CLEAN_EVERY_SUMMARIES`] summaries, on a connection
-    /// kept between rounds.
-    async fn maintain(&self, database: String) {
-        let mut client = None;
-        for round in 1u32.. {
-            tokio::time::sleep(SUMMARIZE_EVERY).await;
-            if client.is_none() {
-                client = match self.connect(&database).await {
-                    Ok(client) => Some(client),
-                    Err(e) => {
-                        tracing::debug!(database, error = %e, "ledger upkeep could not connect");
-                        continue;
-                    }
-                };
-            }
-            let Some(connected) = &client else {
+            if !period_ended {
                 continue;
-            };
+            }
+            periods += 1;
             let mut statements = vec![SUMMARIZE.to_owned()];
-            if round % CLEAN_EVERY_SUMMARIES == 0 {
+            if periods.is_multiple_of(CLEAN_EVERY_PERIODS) {
                 let oldest = token_at(std::time::SystemTime::now() - RETENTION);
                 statements.push(format!(
                     "DELETE FROM understudy.ledger WHERE token < {oldest}"
                 ));
             }
             for sql in statements {
+                // A server error (not the index's owner, say) leaves the
+                // other statement to run.
                 if let Err(e) = connected.batch_execute(&sql).await {
                     tracing::debug!(database, error = %e, sql, "ledger upkeep failed");
-                    if e.as_db_error().is_none() {
-                        // The connection is gone (a failover): another one
-                        // next round, to the primary then.
-                        client = None;
-                        break;
-                    }
                 }
             }
         }
