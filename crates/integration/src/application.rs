@@ -9,11 +9,11 @@
 //! `committed <worker> <rows>` with the rows each worker saw committed; it
 //! exits with a failure status on any driver error. A worker done with its
 //! rounds waits until its standard input ends before its last checks and
-//! before closing its connections: the harness closes it once the sessions
-//! have moved, so that every session is open when they move (a worker
-//! ahead of the others could otherwise close its own first). The applications write
-//! to a table made by [`create_rows_table`], marking in each row's `note`
-//! what was done to it. [`run_through`] runs one with 4 workers of 60 rounds,
+//! before closing its connections: the harness closes it once every session
+//! has moved, so that every session is open when they move (a worker ahead
+//! of the others could otherwise close its own first). The applications
+//! write to a table made by [`create_rows_table`], marking in each row's
+//! `note` what was done to it. [`run_through`] runs one with 4 workers of 60 rounds,
 //! moves its sessions a third of the way through, and once it has finished
 //! successfully checks that the new primary holds exactly the rows each
 //! worker saw committed and that every note matches what the application

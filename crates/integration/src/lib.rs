@@ -763,8 +763,8 @@ pub fn free_port() -> u16 {
     understudy_testkit::understudy_cluster::free_port().expect("a free port")
 }
 
-/// Sends the proxy's log (its warnings, or what `RUST_LOG` asks for) to the
-/// test's captured output: a failing test shows what the proxy said, a
+/// Sends the log (the proxy's `info` lines and every crate's warnings, or
+/// what `RUST_LOG` asks for) to the test's captured output: a failing test shows what the proxy said, a
 /// passing one prints nothing. The tokio runtime of a test inherits its
 /// capture, so each test gets its own proxy's lines.
 fn capture_proxy_log() {
