@@ -5,8 +5,8 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use xxhash_rust::xxh3::Xxh3;
 
+use super::reply::chain;
 use super::session::Snapshot;
 use super::Request;
 
@@ -54,17 +54,21 @@ impl CommittedUnit {
         changes_session: bool,
         (chained, chains): (bool, bool),
     ) -> Self {
-        let mut frames = BytesMut::new();
+        // One allocation for the whole unit: it is copied on every commit.
+        let kept = finished
+            .iter()
+            .filter_map(|request| request.frame.as_ref().map(Range::len))
+            .sum();
+        let mut frames = BytesMut::with_capacity(kept);
         let mut stamp = None;
-        let mut hash = Xxh3::new();
+        let mut digest = 0;
         for request in finished {
             // Rows in another order are the same result.
-            let digest = request
+            let reply_digest = request
                 .reply
                 .rows_digest()
                 .unwrap_or_else(|| request.reply.digest());
-            hash.update(&request.reply.bytes.to_le_bytes());
-            hash.update(&digest.to_le_bytes());
+            digest = chain(chain(digest, request.reply.bytes), reply_digest);
             if let Some(range) = &request.frame {
                 if request.injected {
                     stamp = Some(frames.len()..frames.len() + range.len());
@@ -77,7 +81,7 @@ impl CommittedUnit {
             frames: frames.freeze(),
             stamp,
             stamp_implicit,
-            digest: hash.digest(),
+            digest,
             session,
             changes_session,
             whole: finished.iter().all(|request| request.frame.is_some()),

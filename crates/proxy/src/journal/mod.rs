@@ -70,7 +70,7 @@ pub use self::budget::JournalBudget;
 pub use self::committed::CommittedUnit;
 pub use self::limits::{Limits, NotReplayable};
 pub use self::reply::{Reply, Request};
-use self::request::{CommandKind, Expect};
+use self::request::{CommandKind, Expect, Sender};
 use self::session::SessionState;
 
 /// True for server messages the journal must see whole (their body
@@ -253,11 +253,11 @@ impl Journal {
         if self.is_idle() && does_nothing_between_units(tag) {
             return;
         }
-        self.record(tag, frame);
+        self.record(tag, frame, Sender::Client);
     }
 
     /// Records a message sent to the server within the open unit.
-    fn record(&mut self, tag: u8, frame: Option<&[u8]>) {
+    fn record(&mut self, tag: u8, frame: Option<&[u8]>, sender: Sender) {
         let expect = Expect::of(tag);
         let frame = match frame {
             Some(bytes) if self.arena.len() + bytes.len() > self.limits.max_unit_bytes => {
@@ -291,7 +291,8 @@ impl Journal {
             frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => self.copying_in = false,
             _ => {}
         }
-        if !self.unit_worth_reading {
+        // The proxy's own statements (the stamp) are known to need no reading.
+        if !self.unit_worth_reading && sender == Sender::Client {
             let bytes = frame.clone().map(|r| &self.arena[r]);
             self.unit_worth_reading = match (tag, bytes) {
                 (frontend::tag::QUERY, Some(f)) => cstr_at(f, 5).is_some_and(lexer::worth_reading),
@@ -325,7 +326,7 @@ impl Journal {
     /// Records a message the proxy itself sends to the server within the
     /// unit (the commit stamp), carrying `token`.
     pub fn injected_message(&mut self, frame: &[u8], token: i64) {
-        self.record(frame[0], Some(frame));
+        self.record(frame[0], Some(frame), Sender::Proxy);
         if let Some(last) = self.requests.last_mut() {
             last.injected = true;
         }
@@ -335,7 +336,7 @@ impl Journal {
     /// Records a message the proxy itself sends to the server within the
     /// unit that carries no token (a Flush, the parts of an implicit stamp).
     pub fn injected_request(&mut self, frame: &[u8]) {
-        self.record(frame[0], Some(frame));
+        self.record(frame[0], Some(frame), Sender::Proxy);
         if let Some(last) = self.requests.last_mut() {
             last.injected = true;
         }
@@ -344,7 +345,7 @@ impl Journal {
     /// Records a message the proxy sends in place of a client's simple
     /// Query (see [`Request::translated`]).
     pub fn translated_request(&mut self, frame: &[u8]) {
-        self.record(frame[0], Some(frame));
+        self.record(frame[0], Some(frame), Sender::Client);
         if let Some(last) = self.requests.last_mut() {
             last.translated = true;
         }

@@ -109,7 +109,7 @@ impl Reply {
 /// every reply is chained twice, so this is a multiply, not a hash call. The
 /// message hashes it combines are xxh3's; the different constants and the
 /// fold make the chain depend on their order.
-fn chain(so_far: u64, hash: u64) -> u64 {
+pub(super) fn chain(so_far: u64, hash: u64) -> u64 {
     const SECRET: [u64; 2] = [0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db];
     let product = u128::from(so_far ^ SECRET[0]) * u128::from(hash ^ SECRET[1]);
     (product as u64) ^ ((product >> 64) as u64)

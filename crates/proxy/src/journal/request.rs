@@ -1,5 +1,5 @@
 //! What a client message asks of the server, as far as matching the
-//! server's replies to it goes.
+//! server's replies to it goes, and who wrote it.
 
 use understudy_protocol::frontend::tag;
 
@@ -48,6 +48,15 @@ impl Expect {
                 | Expect::CloseComplete
         )
     }
+}
+
+/// Whose text a recorded message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The client's: its statements may change what a replay needs.
+    Client,
+    /// The proxy's own (a commit stamp, a Flush): known to change nothing.
+    Proxy,
 }
 
 /// How a completed command changes the session, from its CommandComplete tag.

@@ -25,6 +25,10 @@ use super::{Pipe, RelayState};
 use crate::journal::request::Expect;
 use crate::journal::Reply;
 
+/// Room kept for a batch's replies at first: a write's replies and its
+/// stamp's, in one allocation.
+const HELD_BYTES_AT_FIRST: usize = 512;
+
 /// Most bytes of replies kept for one batch: a write's row count or a few
 /// `RETURNING` rows. A larger result streams to the client as it comes.
 pub const MAX_HELD_BYTES: usize = 64 * 1024;
@@ -55,7 +59,7 @@ impl RelayState {
         }
         self.held_replies = Some(HeldReplies {
             delivered: requests.iter().map(|r| r.reply.clone()).collect(),
-            bytes: BytesMut::new(),
+            bytes: BytesMut::with_capacity(HELD_BYTES_AT_FIRST),
         });
     }
 

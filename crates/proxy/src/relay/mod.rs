@@ -540,6 +540,7 @@ fn scan_client(
             // the stamp, as for an extended batch.
             let _query = pipe.buf.split_to(total);
             let mut out = assembled.take().unwrap_or_default();
+            out.reserve(relayed.len() + translation.encoded_len());
             out.extend_from_slice(&relayed);
             metrics::inc(&metrics.queries_total);
             if translation.copy_in {

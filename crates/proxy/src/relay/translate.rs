@@ -61,6 +61,26 @@ pub struct Translation {
     pub copy_in: bool,
 }
 
+/// Bytes the extended-protocol messages around one statement take beside its
+/// text: Parse, Bind, Describe and Execute of the unnamed statement and portal.
+const STATEMENT_FRAMING: usize = 48;
+/// Room for what follows a translation's statements in the batch: a Flush, a
+/// commit stamp and the proxy's Sync.
+const BATCH_TAIL: usize = 256;
+
+impl Translation {
+    /// About the bytes the batch carrying this translation takes, so that it
+    /// is written into one allocation rather than grown message by message.
+    pub fn encoded_len(&self) -> usize {
+        self.statements
+            .iter()
+            .chain(&self.commit)
+            .map(|sql| sql.len() + STATEMENT_FRAMING)
+            .sum::<usize>()
+            + BATCH_TAIL
+    }
+}
+
 /// How the client's simple Query (its body, NUL included) runs through the
 /// extended protocol, or `None` when it must be sent as it is. A read that
 /// calls one of `functions` counts as a write.
