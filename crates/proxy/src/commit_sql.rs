@@ -56,6 +56,11 @@ fn is_transaction_end(sql: &[u8], keywords: &[&[u8]]) -> bool {
 /// True when `sql` is one of `keywords`, optionally followed by `WORK` or
 /// `TRANSACTION`, and the words after those pass `tail`.
 fn transaction_end_tail(sql: &[u8], keywords: &[&[u8]], tail: impl Fn(&[&[u8]]) -> bool) -> bool {
+    // Asked of every statement: most start with another word, told without
+    // collecting the words.
+    if leading_word(sql).is_some_and(|first| !is_one_of(first, keywords)) {
+        return false;
+    }
     let Some(words) = words(sql) else {
         return false;
     };
@@ -71,6 +76,23 @@ fn transaction_end_tail(sql: &[u8], keywords: &[&[u8]], tail: impl Fn(&[&[u8]]) 
         rest = &rest[1..];
     }
     tail(rest)
+}
+
+/// The first word of `sql` as [`words`] would find it, when nothing but
+/// whitespace comes before it; `None` when a comment or anything else does.
+fn leading_word(sql: &[u8]) -> Option<&[u8]> {
+    let start = sql
+        .iter()
+        .position(|&c| !(c.is_ascii_whitespace() || c == 0))?;
+    let rest = &sql[start..];
+    if !rest[0].is_ascii_alphabetic() {
+        return None;
+    }
+    let len = rest
+        .iter()
+        .position(|&c| !(c.is_ascii_alphabetic() || c == b'_'))
+        .unwrap_or(rest.len());
+    Some(&rest[..len])
 }
 
 /// Splits `sql` into words, skipping whitespace and comments; `None` for

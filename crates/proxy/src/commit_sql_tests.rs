@@ -164,6 +164,8 @@ fn commits_are_recognised() {
         "/* app */ COMMIT -- done\n",
         "commit and no chain",
         "END;\0",
+        "\0\n\tcOmMiT",
+        "/* a /* nested */ comment */ commit",
     ] {
         assert!(is_commit(sql.as_bytes()), "{sql:?}");
     }
@@ -200,6 +202,8 @@ fn other_statements_are_not_commits() {
         "select 1; commit",
         "commit; commit",
         "commitx",
+        "commit_x",
+        "  update t set commit = 1",
         "END IF",
         "/* unterminated COMMIT",
         "",

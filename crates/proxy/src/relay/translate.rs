@@ -98,11 +98,13 @@ pub fn translation(
         || (commit_sql::is_query(sql) && calls_writer(sql))
         || (commit_sql::is_call(sql) && functions.is_some_and(|f| f.calls_atomic_procedure(sql)))
         || (commit_sql::is_do(sql) && !writing_functions::ends_transactions_inside(sql, functions));
-    let several_with_a_write = commit_sql::has_second_statement(sql)
-        && (commit_sql::mentions_data_write(sql)
-            || commit_sql::mentions_ddl(sql)
-            || calls_writer(sql));
-    if !copy && !single_write && !several_with_a_write {
+    let several_with_a_write = || {
+        commit_sql::has_second_statement(sql)
+            && (commit_sql::mentions_data_write(sql)
+                || commit_sql::mentions_ddl(sql)
+                || calls_writer(sql))
+    };
+    if !copy && !single_write && !several_with_a_write() {
         return None;
     }
     let is = |name: &str, value: &str| parameters.get(name).is_some_and(|v| v == value);
