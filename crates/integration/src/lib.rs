@@ -764,9 +764,10 @@ pub fn free_port() -> u16 {
 }
 
 /// Sends the log (the proxy's `info` lines and every crate's warnings, or
-/// what `RUST_LOG` asks for) to the test's captured output: a failing test shows what the proxy said, a
-/// passing one prints nothing. The tokio runtime of a test inherits its
-/// capture, so each test gets its own proxy's lines.
+/// what `RUST_LOG` asks for) to the test's captured output: a failing test
+/// shows what the proxy said, a passing one prints nothing. The tokio
+/// runtime of a test inherits its capture, so each test gets its own
+/// proxy's lines.
 fn capture_proxy_log() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,understudy_proxy=info"));
